@@ -1,0 +1,214 @@
+"""Finding and checking the songs of a multitrack dataset on disk, for three layouts.
+
+- ``musdb``: MUSDB18-HQ, ``root/{train,test}/<song>/{mixture,<source>}.wav``. Split ``train`` is
+  ``train/`` minus the validation songs, ``valid`` is those songs (default: the 14 standard
+  MUSDB18 validation tracks, present only in the real dataset), ``test`` is ``test/``.
+- ``moisesdb``: ``root/<song>/data.json`` plus one folder per stem type (``vocals/``,
+  ``guitar/``, ...), each holding one or more audio files. Files are summed into the chosen
+  ``sources``: a stem type named like a source goes to it, others through ``source_map``,
+  else to ``other`` when ``other`` is a source (guitar, piano, percussion, ... -> ``other``),
+  else they are dropped. A source without files is silence. MoisesDB has no official split:
+  ``valid``/``test`` are the songs listed in ``valid_songs``, ``train`` the rest.
+- ``folder``: ``root[/<split>]/<song>/<source>.{wav,flac}`` with user-given source names and an
+  optional ``mixture.{wav,flac}``; ``root/<split>`` is used when it exists, else ``root``.
+
+Only file headers are read (cheap), so a whole dataset is checked before anything is decoded:
+each song's files must share one sample rate, channel count and length.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import DEFAULT_SOURCES
+from ..audio import AUDIO_EXTENSIONS, audio_info
+from ..errors import BadAudioError, BadDataError
+
+LAYOUTS = ("musdb", "moisesdb", "folder")
+
+# The standard MUSDB18 validation split (taken out of train/), as used by musdb and demucs.
+MUSDB_VALID_SONGS = [
+    "Actions - One Minute Smile",
+    "Clara Berry And Wooldog - Waltz For My Victims",
+    "Johnny Lokke - Promises & Lies",
+    "Patrick Talbot - A Reason To Leave",
+    "Triviul - Angelsaint",
+    "Alexander Ross - Goodbye Bolero",
+    "Fergessen - Nos Palpitants",
+    "Leaf - Summerghost",
+    "Skelpolu - Human Mistakes",
+    "Young Griffo - Pennies",
+    "ANiMAL - Rockshow",
+    "James May - On The Line",
+    "Meaxic - Take A Step",
+    "Traffic Experiment - Sirens",
+]
+
+# MoisesDB stem types that go to a 4-source model's sources other than ``other``.
+MOISESDB_DEFAULT_MAP = {"vocals": "vocals", "drums": "drums", "bass": "bass"}
+
+
+@dataclass
+class SongFiles:
+    """One song: where its stems are and what their headers say.
+
+    ``stems[source]`` lists the files summed into that source (one for musdb/folder, zero or
+    more for moisesdb: zero means silence). ``mixture`` is the mixture file when the layout has
+    one. ``samplerate``, ``channels`` and ``frames`` are common to all its files.
+    """
+
+    name: str
+    stems: dict[str, list[Path]]
+    mixture: Path | None = None
+    samplerate: int = 0
+    channels: int = 0
+    frames: int = 0
+    folder: Path | None = field(default=None, repr=False)
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.samplerate if self.samplerate else 0.0
+
+
+def discover_songs(root: str | os.PathLike, layout: str = "musdb", split: str = "train", *,
+                   sources: list[str] | None = None, valid_songs: list[str] | None = None,
+                   source_map: dict[str, str] | None = None, samplerate: int | None = None,
+                   channels: int | None = 2, check: bool = True) -> list[SongFiles]:
+    """The songs of ``split`` under ``root``, sorted by name, with headers checked.
+
+    ``sources`` (default drums, bass, other, vocals) picks and orders the stems.
+    ``valid_songs`` overrides the validation list (musdb: default the standard 14).
+    ``samplerate``/``channels``, when given, are required of every file (``channels=2``
+    refuses mono). ``check=False`` skips reading headers (fields stay 0).
+    Errors: :class:`BadDataError` for a missing root/split or a song missing a stem,
+    :class:`BadAudioError` for an unreadable file or mismatched rate/length/channels.
+    """
+    sources = list(sources or DEFAULT_SOURCES)
+    if len(set(sources)) != len(sources) or not sources:
+        raise BadDataError(f"sources must be distinct and non-empty, got {sources}")
+    root = Path(root)
+    if not root.is_dir():
+        raise BadDataError(f"{root}: dataset root not found (or not a directory)")
+    if layout == "musdb":
+        songs = _musdb(root, split, sources, valid_songs)
+    elif layout == "moisesdb":
+        songs = _moisesdb(root, split, sources, valid_songs, source_map)
+    elif layout == "folder":
+        songs = _folder(root, split, sources)
+    else:
+        raise BadDataError(f"unknown layout {layout!r} (choose one of {', '.join(LAYOUTS)})")
+    if check:
+        for song in songs:
+            check_song(song, samplerate=samplerate, channels=channels)
+    return songs
+
+
+def check_song(song: SongFiles, *, samplerate: int | None = None, channels: int | None = 2) -> SongFiles:
+    """Read every file header of ``song``; fill its rate/channels/frames or raise naming the file."""
+    files = [p for paths in song.stems.values() for p in paths]
+    if song.mixture is not None:
+        files.append(song.mixture)
+    if not files:
+        raise BadDataError(f"song {song.name!r}: no stem files")
+    first = None
+    for path in files:
+        info = audio_info(path)
+        if samplerate is not None and info.samplerate != samplerate:
+            raise BadAudioError(f"{path}: sample rate is {info.samplerate} Hz, expected {samplerate} Hz")
+        if channels is not None and info.channels != channels:
+            raise BadAudioError(f"{path}: has {info.channels} channel(s), expected {channels}")
+        if info.frames == 0:
+            raise BadAudioError(f"{path}: audio is empty (zero samples)")
+        if first is None:
+            first = (path, info)
+            continue
+        ref_path, ref = first
+        if info.samplerate != ref.samplerate:
+            raise BadAudioError(f"{path}: sample rate {info.samplerate} Hz differs from "
+                                f"{ref.samplerate} Hz of {ref_path.name} in song {song.name!r}")
+        if info.channels != ref.channels:
+            raise BadAudioError(f"{path}: {info.channels} channel(s) differ from {ref.channels} "
+                                f"of {ref_path.name} in song {song.name!r}")
+        if info.frames != ref.frames:
+            raise BadAudioError(f"{path}: length {info.frames} samples differs from {ref.frames} "
+                                f"of {ref_path.name} in song {song.name!r}")
+    song.samplerate, song.channels, song.frames = first[1].samplerate, first[1].channels, first[1].frames
+    return song
+
+
+def _audio_file(folder: Path, stem: str) -> Path | None:
+    for ext in AUDIO_EXTENSIONS:
+        path = folder / f"{stem}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _song_dirs(folder: Path) -> list[Path]:
+    """Visible sub-directories (hidden ones are leftovers of interrupted writers)."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _stem_folder_song(folder: Path, sources: list[str], name: str | None = None) -> SongFiles:
+    stems = {}
+    for source in sources:
+        path = _audio_file(folder, source)
+        if path is None:
+            raise BadDataError(f"{folder}: song is missing stem {source!r} ({source}.wav or {source}.flac)")
+        stems[source] = [path]
+    return SongFiles(name or folder.name, stems, _audio_file(folder, "mixture"), folder=folder)
+
+
+def _musdb(root: Path, split: str, sources: list[str], valid_songs: list[str] | None) -> list[SongFiles]:
+    valid = set(MUSDB_VALID_SONGS if valid_songs is None else valid_songs)
+    if split == "test":
+        folder, keep = root / "test", lambda name: True
+    elif split == "train":
+        folder, keep = root / "train", lambda name: name not in valid
+    elif split == "valid":
+        folder, keep = root / "train", lambda name: name in valid
+    else:
+        raise BadDataError(f"unknown musdb split {split!r} (choose train, valid or test)")
+    if not folder.is_dir():
+        raise BadDataError(f"{folder}: split folder not found (expected MUSDB18-HQ layout root/{{train,test}})")
+    return [_stem_folder_song(d, sources) for d in _song_dirs(folder) if keep(d.name)]
+
+
+def _folder(root: Path, split: str | None, sources: list[str]) -> list[SongFiles]:
+    folder = root / split if split and (root / split).is_dir() else root
+    return [_stem_folder_song(d, sources) for d in _song_dirs(folder)]
+
+
+def _moisesdb(root: Path, split: str, sources: list[str], valid_songs: list[str] | None,
+              source_map: dict[str, str] | None) -> list[SongFiles]:
+    valid = set(valid_songs or [])
+    if split not in ("train", "valid", "test"):
+        raise BadDataError(f"unknown moisesdb split {split!r} (choose train, valid or test)")
+    mapping = {**MOISESDB_DEFAULT_MAP, **(source_map or {})}
+    songs = []
+    for folder in _song_dirs(root):
+        meta_path = folder / "data.json"
+        if not meta_path.is_file():
+            continue
+        if (folder.name in valid) != (split != "train"):
+            continue
+        try:
+            json.loads(meta_path.read_text())
+        except (OSError, ValueError) as err:
+            raise BadDataError(f"{meta_path}: not a readable JSON file ({err})") from None
+        stems: dict[str, list[Path]] = {source: [] for source in sources}
+        for stem_dir in _song_dirs(folder):
+            target = stem_dir.name if stem_dir.name in sources else mapping.get(stem_dir.name)
+            if target is None and "other" in sources:
+                target = "other"
+            if target not in stems:
+                continue
+            stems[target] += sorted(p for p in stem_dir.iterdir()
+                                    if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."))
+        songs.append(SongFiles(folder.name, stems, None, folder=folder))
+    if not songs and split == "train":
+        raise BadDataError(f"{root}: no MoisesDB song folders (with data.json) found")
+    return songs
