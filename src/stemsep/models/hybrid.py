@@ -1,0 +1,170 @@
+"""What HDemucs and HTDemucs share: the two-branch U-Net and the spectrogram plumbing.
+
+The frequency branch works on the complex spectrogram given as channels (CaC) or on its
+magnitude; the time branch on the waveform. In HDemucs the branches merge where the time
+branch's stride equals the STFT hop (the "empty" time layer injects into the frequency
+layer) and split again symmetrically in the decoder. HTDemucs keeps them apart and puts
+a cross-domain transformer between encoder and decoder instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from stemsep.errors import StemsepError
+from stemsep.models import spectral
+from stemsep.models.layers import DecoderLayer, EncoderLayer, ScaledEmbedding
+
+Bottleneck = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor | None, torch.Tensor | None]"]
+
+
+class HybridBase(nn.Module):
+    """Builds the encoder/decoder stacks and runs them; subclasses define the bottleneck."""
+
+    hybrid: bool = True
+    hybrid_old: bool = False
+
+    def _check_common(self, cac: bool, wiener_iters: int, end_iters: int, multi_freqs) -> None:
+        if multi_freqs:
+            raise StemsepError(f"multi_freqs: frequency band splitting is not supported, got {multi_freqs!r}")
+        if self.hybrid and wiener_iters != end_iters:
+            raise StemsepError(f"wiener_iters ({wiener_iters}) must equal end_iters ({end_iters})")
+        if not cac and wiener_iters >= 0:
+            raise StemsepError("cac=False needs wiener_iters=-1 (masking); Wiener filtering is not supported")
+
+    def _build_unet(self, *, audio_channels: int, n_sources: int, channels: int, channels_time: int | None,
+                    growth: float, nfft: int, cac: bool, depth: int, rewrite: bool, hybrid: bool,
+                    freq_emb: float, emb_scale: float, emb_smooth: bool, kernel_size: int, time_stride: int,
+                    stride: int, context: int, context_enc: int, norm_starts: int, norm_groups: int,
+                    dconv_mode: int, dconv_kw: Callable[[int], dict]) -> None:
+        """Create ``encoder``, ``decoder``, ``tencoder``, ``tdecoder`` and ``freq_emb``.
+
+        Frequency layers stride over the ``nfft // 2`` bins until at most ``kernel_size``
+        remain; that last one convolves the remaining bins away (no padding) and, in a
+        hybrid model, is where the time branch is injected. Deeper layers are 1D over time
+        with ``time_stride``.
+        """
+        self.encoder = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        if hybrid:
+            self.tencoder = nn.ModuleList()
+            self.tdecoder = nn.ModuleList()
+        self.freq_emb = None
+        cac_factor = 2 if cac else 1
+        chin, chin_z = audio_channels, audio_channels * cac_factor
+        chout, chout_z = channels_time or channels, channels
+        freqs = nfft // 2
+        for index in range(depth):
+            freq = freqs > 1
+            ker, stri, pad, last_freq = kernel_size, stride, True, False
+            if not freq:
+                ker, stri = 2 * time_stride, time_stride
+            elif freqs <= kernel_size:
+                ker, pad, last_freq = freqs, False, True
+            common = dict(norm=index >= norm_starts, rewrite=rewrite, norm_groups=norm_groups,
+                          dconv_kw=dconv_kw(index))
+            time_kw = dict(kernel_size=kernel_size, stride=stride, freq=False, pad=True, **common)
+            enc_dconv, dec_dconv = bool(dconv_mode & 1), bool(dconv_mode & 2)
+            if last_freq:
+                chout_z = max(chout, chout_z)
+                chout = chout_z
+            self.encoder.append(EncoderLayer(chin_z, chout_z, kernel_size=ker, stride=stri, freq=freq,
+                                             pad=pad, dconv=enc_dconv, context=context_enc, **common))
+            if hybrid and freq:
+                self.tencoder.append(EncoderLayer(chin, chout, dconv=enc_dconv, context=context_enc,
+                                                  empty=last_freq, **time_kw))
+            if index == 0:
+                chin = audio_channels * n_sources
+                chin_z = chin * cac_factor
+            self.decoder.insert(0, DecoderLayer(chout_z, chin_z, dconv=dec_dconv, last=index == 0,
+                                                context=context, kernel_size=ker, stride=stri, freq=freq,
+                                                pad=pad, **common))
+            if hybrid and freq:
+                self.tdecoder.insert(0, DecoderLayer(chout, chin, dconv=dec_dconv, empty=last_freq,
+                                                     last=index == 0, context=context, **time_kw))
+            chin, chin_z = chout, chout_z
+            chout, chout_z = int(growth * chout), int(growth * chout_z)
+            if freq:
+                freqs = 1 if freqs <= kernel_size else freqs // stride
+            if index == 0 and freq_emb:
+                self.freq_emb = ScaledEmbedding(freqs, chin_z, smooth=emb_smooth, scale=emb_scale)
+                self.freq_emb_scale = freq_emb
+
+    # -- spectrogram plumbing -------------------------------------------------------------
+    def _spec(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hybrid:
+            return spectral.hybrid_spectrogram(x, self.nfft, reflect=not self.hybrid_old)
+        return spectral.plain_spectrogram(x, self.nfft)
+
+    def _ispec(self, z: torch.Tensor, length: int) -> torch.Tensor:
+        if self.hybrid:
+            return spectral.hybrid_inverse(z, length, reflect=not self.hybrid_old)
+        return spectral.plain_inverse(z, length)
+
+    def _mask(self, z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """Network output ``(B, S, C', F, T)`` -> complex source spectrograms ``(B, S, C, F, T)``."""
+        if self.cac:
+            return spectral.channels_as_complex(m)
+        z = z[:, None]
+        return z / (1e-8 + z.abs()) * m
+
+    # -- the network ------------------------------------------------------------------------
+    def _bottleneck(self, x: torch.Tensor, xt: torch.Tensor | None):
+        """Transform the deepest encodings; ``None`` means "start the decoder from zeros"."""
+        return None, None
+
+    def _separate(self, mix: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T)`` -> ``(B, S, C, T)`` at the input's own length."""
+        length = mix.shape[-1]
+        z = self._spec(mix)
+        x = spectral.complex_as_channels(z) if self.cac else z.abs()
+        batch, _, n_freqs, n_frames = x.shape
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) / (1e-5 + std)
+        xt = None
+        if self.hybrid:
+            meant = mix.mean(dim=(1, 2), keepdim=True)
+            stdt = mix.std(dim=(1, 2), keepdim=True)
+            xt = (mix - meant) / (1e-5 + stdt)
+
+        saved, saved_t, lengths, lengths_t = [], [], [], []
+        for idx, encode in enumerate(self.encoder):
+            lengths.append(x.shape[-1])
+            inject = None
+            if self.hybrid and idx < len(self.tencoder):
+                lengths_t.append(xt.shape[-1])
+                tenc = self.tencoder[idx]
+                xt = tenc(xt)
+                if tenc.empty:
+                    inject = xt  # same stride as the frequency branch now: merge
+                else:
+                    saved_t.append(xt)
+            x = encode(x, inject)
+            if idx == 0 and self.freq_emb is not None:
+                bins = torch.arange(x.shape[-2], device=x.device)
+                x = x + self.freq_emb_scale * self.freq_emb(bins).t()[None, :, :, None]
+            saved.append(x)
+
+        x, xt = self._bottleneck(x, xt if self.hybrid else None)
+
+        offset = self.depth - len(self.tdecoder) if self.hybrid else self.depth
+        for idx, decode in enumerate(self.decoder):
+            x, pre = decode(x, saved.pop(), lengths.pop())
+            if idx >= offset:
+                tdec = self.tdecoder[idx - offset]
+                length_t = lengths_t.pop()
+                if tdec.empty:
+                    xt, _ = tdec(pre[:, :, 0], None, length_t)  # the branches split here
+                else:
+                    xt, _ = tdec(xt, saved_t.pop(), length_t)
+
+        n_sources = len(self.sources)
+        x = x.view(batch, n_sources, -1, n_freqs, n_frames) * std[:, None] + mean[:, None]
+        out = self._ispec(self._mask(z, x), length)
+        if self.hybrid:
+            out = out + xt.view(batch, n_sources, -1, length) * stdt[:, None] + meant[:, None]
+        return out
