@@ -1,0 +1,194 @@
+"""``SeparationModule``: the one LightningModule, wrapping any separation network.
+
+The network contract: an ``nn.Module`` with attributes ``sources: list[str]``,
+``samplerate: int``, ``audio_channels: int`` and ``forward(mix)`` mapping
+``(batch, channels, time)`` to ``(batch, sources, channels, time)``. The module owns the
+loss, the optimizer and LR schedule, validation nSDR and logging; it knows nothing about any
+specific architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from .checkpoint import load_checkpoint, load_weights, net_state_dict
+from .errors import StemsepError
+from .metrics import NSDR, nsdr
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam, lr 3e-4, as demucs and the HT Demucs paper train."""
+    return torch.optim.Adam(params, lr=3e-4, betas=(0.9, 0.999))
+
+
+def check_network(net: nn.Module) -> None:
+    """Raise a one-line error when ``net`` does not follow the separation contract."""
+    missing = [name for name in ("sources", "samplerate", "audio_channels") if not hasattr(net, name)]
+    if missing:
+        raise StemsepError(f"network {type(net).__name__} lacks attribute(s) {', '.join(missing)} "
+                           "(a separation network needs sources, samplerate and audio_channels)")
+    if not net.sources:
+        raise StemsepError(f"network {type(net).__name__} has an empty sources list")
+
+
+class SeparationModule(L.LightningModule):
+    """Trains and evaluates any separation network.
+
+    Args:
+        net: the separation network (see the module docstring for its contract).
+        loss: a criterion called as ``loss(estimate, reference)`` on one source at a time,
+            ``(batch, channels, time)`` each (e.g. ``torch.nn.L1Loss`` — the default — or
+            ``auraloss.freq.MultiResolutionSTFTLoss``).
+        optimizer: a callable building the optimizer from the parameters (LightningCLI:
+            ``optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 3e-4}}``).
+        scheduler: optional callable building an LR scheduler, stepped every optimizer step.
+        source_weights: per-source loss weights (e.g. ``[0, 0, 0, 1]`` to fine-tune on vocals);
+            default equal weights.
+        init_from: a stemsep checkpoint whose network weights initialise ``net`` before
+            training (weights only: optimizer and step count start fresh; use ``--ckpt_path``
+            to resume a run).
+        eval_segment: segment (seconds) for chunked full-track validation/test separation;
+            default the network's own ``segment`` attribute, else the whole track.
+        eval_overlap: overlap between chunks in validation/test.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module | None = None,
+        optimizer: OptimizerFactory = default_optimizer,
+        scheduler: SchedulerFactory | None = None,
+        source_weights: Sequence[float] | None = None,
+        init_from: str | None = None,
+        eval_segment: float | None = None,
+        eval_overlap: float = 0.25,
+    ):
+        super().__init__()
+        check_network(net)
+        if _config_hparams() is not None:  # built by LightningCLI: hparams are the plain config
+            self.save_hyperparameters()
+        else:  # built in Python: keep plain values, describe the network by class and init args
+            self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+            self.hparams["net"] = network_config(net)
+        self.net = net
+        self.loss = loss if loss is not None else nn.L1Loss()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.sources = list(net.sources)
+        weights = [1.0] * len(self.sources) if source_weights is None else [float(w) for w in source_weights]
+        if len(weights) != len(self.sources) or sum(weights) <= 0:
+            raise StemsepError(f"source_weights {list(weights)} must give one non-negative weight per source "
+                               f"{self.sources}, not all zero")
+        self.register_buffer("source_weights", torch.tensor(weights) / sum(weights), persistent=False)
+        self.init_from = init_from
+        self.eval_segment = eval_segment
+        self.eval_overlap = eval_overlap
+        self.valid_nsdr = NSDR(len(self.sources))
+        self.test_nsdr = NSDR(len(self.sources))
+
+    # ----------------------------------------------------------------- network
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        return self.net(mix)
+
+    def separate(self, mix: torch.Tensor) -> torch.Tensor:
+        """Full-track separation with chunked overlap-add (validation, test, predict)."""
+        from .inference import apply_model
+
+        return apply_model(self.net, mix, segment=self.eval_segment, overlap=self.eval_overlap)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.init_from and getattr(self.trainer, "ckpt_path", None) is None:
+            ckpt = load_checkpoint(self.init_from)
+            load_weights(self.net, net_state_dict(ckpt), origin=self.init_from)
+            rank_zero_info(f"stemsep: initialised network weights from {self.init_from}")
+
+    # ---------------------------------------------------------------- training
+    def source_losses(self, estimate: torch.Tensor, stems: torch.Tensor) -> torch.Tensor:
+        """Loss of each source, ``(sources,)``."""
+        return torch.stack([self.loss(estimate[:, i], stems[:, i]) for i in range(len(self.sources))])
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        mix, stems = batch[0], batch[1]
+        estimate = self.net(mix)
+        if estimate.shape != stems.shape:
+            raise StemsepError(f"network output {tuple(estimate.shape)} does not match the targets "
+                               f"{tuple(stems.shape)} (batch, sources, channels, time)")
+        losses = self.source_losses(estimate, stems)
+        loss = (losses * self.source_weights).sum()
+        batch_size = mix.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in zip(self.sources, losses.detach()):
+            self.log(f"train/loss_{name}", value, batch_size=batch_size)
+        return loss
+
+    # ------------------------------------------------------------- evaluation
+    def _evaluate(self, batch, metric: NSDR, prefix: str) -> torch.Tensor:
+        mix, stems = batch[0], batch[1]
+        estimate = self.separate(mix)
+        metric.update(estimate, stems)
+        self.log(f"{prefix}/loss", (self.source_losses(estimate, stems) * self.source_weights).sum(),
+                 batch_size=mix.shape[0], sync_dist=True)
+        return estimate
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.valid_nsdr, "valid")
+
+    def test_step(self, batch, batch_idx: int) -> dict:
+        estimate = self._evaluate(batch, self.test_nsdr, "test")
+        names = batch[2] if len(batch) > 2 else [str(batch_idx)]
+        return {"names": names, "nsdr": nsdr(estimate, batch[1]).cpu()}
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_nsdr(self.valid_nsdr, "valid")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_nsdr(self.test_nsdr, "test")
+
+    def _log_nsdr(self, metric: NSDR, prefix: str) -> None:
+        values = metric.compute()
+        metric.reset()
+        for name, value in zip(self.sources, values):
+            self.log(f"{prefix}/nsdr_{name}", value)
+        self.log(f"{prefix}/nsdr", values.mean(), prog_bar=True)
+        if not self.trainer.sanity_checking:
+            table = "  ".join(f"{name} {value:.2f}" for name, value in zip(self.sources, values.tolist()))
+            rank_zero_info(f"{prefix} nSDR (dB) epoch {self.current_epoch}: {table}  mean {values.mean():.2f}")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        mix = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self.separate(mix)
+
+    # -------------------------------------------------------------- optimizers
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _config_hparams() -> dict | None:
+    """The plain config LightningCLI hands to ``save_hyperparameters``, if building from one."""
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # pragma: no cover - Lightning internals moved
+        return None
+    return _given_hyperparameters.get()
+
+
+def network_config(net: nn.Module) -> dict:
+    """``{"class_path", "init_args"}`` of a network built in Python.
+
+    Networks that record their constructor arguments in an ``init_args`` attribute (all of
+    stemsep's do) can be rebuilt from a checkpoint; others are recorded by class only.
+    """
+    cls = type(net)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(getattr(net, "init_args", {}))}
