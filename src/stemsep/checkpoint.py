@@ -13,7 +13,9 @@ Lightning writes it for trained models (``SeparationModule`` records the network
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -28,6 +30,30 @@ from .fsutil import atomic_path
 
 # Plain types a checkpoint may hold besides tensors and containers.
 SAFE_GLOBALS = [Fraction]
+
+
+def records_init_args(cls: type) -> type:
+    """Class decorator: each instance keeps its constructor arguments in ``init_args``.
+
+    ``SeparationModule`` stores them (with the class path) in checkpoints built from Python,
+    so :func:`load_separator` can rebuild the network without any pickled object.
+    """
+    init = cls.__init__
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        init(self, *args, **kwargs)
+        if type(self) is cls:  # a subclass records its own arguments
+            arguments = dict(list(bound.arguments.items())[1:])
+            extra = arguments.pop(next((p.name for p in signature.parameters.values()
+                                        if p.kind is p.VAR_KEYWORD), ""), {})
+            self.init_args = {**arguments, **extra}
+
+    cls.__init__ = __init__
+    return cls
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
