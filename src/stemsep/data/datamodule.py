@@ -1,0 +1,160 @@
+"""``StemDataModule``: training and evaluation data streamed from ``stemsep shard`` output.
+
+Batches (the same contract as the folder data module):
+
+- training: ``(mix (B, C, T), stems (B, S, C, T))`` float32, ``mix == stems.sum(1)`` after
+  augmentation, ``T = segment * samplerate``; an endless, seeded, per-(rank, worker) stream;
+- validation / test: ``(mix (1, C, T), stems (1, S, C, T), [name])``, whole songs, each song
+  exactly once across all ranks and workers.
+
+Sources follow the ``sources`` option (order, selection, or a mapping that sums stems).
+Shards may be local (paths, globs, brace patterns), behind ``pipe:`` commands, or remote
+(``s3://``, ``gs://``, ``http(s)://``...): see :mod:`stemsep.data.tarstream`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from ..errors import BadDataError
+from .augment import Augmentation
+from .manifest import Manifest, resolve_sources
+from .streams import EvalStream, TrainStream
+from .tarstream import read_json
+
+
+class StemDataModule(L.LightningDataModule):
+    """Streams multitrack songs from WebDataset shards described by manifests.
+
+    Args:
+        train_manifest / valid_manifest / test_manifest: ``<split>.json`` written by
+            ``stemsep shard`` (path or URL); ``None`` disables the split.
+        train_shards / valid_shards / test_shards: shard URLs or patterns; default: the
+            manifest's shards in the manifest's folder. Each must be listed in the manifest.
+        sources: output sources: a list (pick and order stems) or a mapping
+            ``{name: [stems...]}``; default the shards' stems.
+        segment: training segment length in seconds.
+        batch_size: training batch size (per rank).
+        num_workers: DataLoader workers per rank (evaluation uses at most this many).
+        segments_per_song: random segments cut from each decoded song.
+        song_buffer: encoded songs held for shuffling before decoding.
+        shuffle: segments held in the shuffle buffer.
+        augmentations: training augmentations (:mod:`stemsep.data.augment`), in order.
+        epoch_batches: training batches per epoch per rank (``None``: endless stream, bound
+            epochs with the trainer's ``limit_train_batches``).
+        seed: base seed; streams differ by rank, worker and epoch.
+        keep_list: JSON from ``stemsep audit``; training keeps only its ``keep`` songs.
+        policy: ``raise`` (stop) or ``warn`` (skip and count) on corrupt training data.
+        verify_sha: compare each shard's sha256 with the manifest while streaming.
+        pin_memory: DataLoader ``pin_memory``.
+    """
+
+    def __init__(self, train_manifest: str | None = None, valid_manifest: str | None = None,
+                 test_manifest: str | None = None, train_shards: str | list[str] | None = None,
+                 valid_shards: str | list[str] | None = None, test_shards: str | list[str] | None = None,
+                 sources: list[str] | dict[str, list[str]] | None = None, segment: float = 10.0,
+                 batch_size: int = 4, num_workers: int = 2, segments_per_song: int = 4, song_buffer: int = 4,
+                 shuffle: int = 64, augmentations: list[Augmentation] | None = None,
+                 epoch_batches: int | None = 1000, seed: int = 0, keep_list: str | None = None,
+                 policy: Literal["raise", "warn"] = "raise", verify_sha: bool = True, pin_memory: bool = False):
+        super().__init__()
+        self.manifests = {"train": train_manifest, "valid": valid_manifest, "test": test_manifest}
+        self.shard_patterns = {"train": train_shards, "valid": valid_shards, "test": test_shards}
+        self.source_option = sources
+        self.segment, self.batch_size, self.num_workers = float(segment), int(batch_size), int(num_workers)
+        self.segments_per_song, self.song_buffer, self.shuffle = segments_per_song, song_buffer, shuffle
+        self.augmentations = list(augmentations or [])
+        self.epoch_batches, self.seed, self.keep_list = epoch_batches, seed, keep_list
+        self.policy, self.verify_sha, self.pin_memory = policy, verify_sha, pin_memory
+        self._loaded: dict[str, Manifest] = {}
+
+    # -- what the model needs to know -------------------------------------------------------
+    def manifest(self, split: str) -> Manifest:
+        if split not in self._loaded:
+            url = self.manifests.get(split)
+            if url is None:
+                raise BadDataError(f"data: no {split}_manifest configured")
+            self._loaded[split] = Manifest.load(url)
+        return self._loaded[split]
+
+    @property
+    def _any_manifest(self) -> Manifest:
+        split = next((s for s, url in self.manifests.items() if url), None)
+        if split is None:
+            raise BadDataError("data: give at least one of train_manifest, valid_manifest, test_manifest")
+        return self.manifest(split)
+
+    @property
+    def sources(self) -> list[str]:
+        return list(resolve_sources(self._any_manifest, self.source_option))
+
+    @property
+    def samplerate(self) -> int:
+        return self._any_manifest.samplerate
+
+    @property
+    def channels(self) -> int:
+        return self._any_manifest.channels
+
+    # -- datasets ---------------------------------------------------------------------------
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def _checked(self, split: str) -> tuple[Manifest, list[tuple[str, str]], dict[str, list[str]]]:
+        manifest = self.manifest(split)
+        reference = self._any_manifest
+        if (manifest.samplerate, manifest.channels) != (reference.samplerate, reference.channels):
+            raise BadDataError(f"{manifest.url}: {manifest.samplerate} Hz / {manifest.channels} ch differs from "
+                               f"{reference.url} ({reference.samplerate} Hz / {reference.channels} ch)")
+        return manifest, manifest.shard_urls(self.shard_patterns[split]), resolve_sources(manifest, self.source_option)
+
+    def train_dataset(self, rank: int | None = None, world_size: int | None = None) -> TrainStream:
+        """The training stream of ``rank`` (default: the trainer's)."""
+        manifest, shards, mapping = self._checked("train")
+        default_rank, default_world = self._rank()
+        keep = None
+        if self.keep_list is not None:
+            data = read_json(self.keep_list)
+            if not isinstance(data, dict) or not isinstance(data.get("keep"), list):
+                raise BadDataError(f"{self.keep_list}: not a keep-list (expected a JSON object with a 'keep' list)")
+            keep = set(data["keep"])
+        epoch = int(getattr(getattr(self, "trainer", None), "current_epoch", 0) or 0)
+        dataset = TrainStream(
+            manifest, shards, mapping, segment=round(self.segment * manifest.samplerate),
+            batch_size=self.batch_size, augmentations=self.augmentations,
+            segments_per_song=self.segments_per_song, song_buffer=self.song_buffer, shuffle=self.shuffle,
+            seed=self.seed, keep=keep, policy=self.policy, verify_sha=self.verify_sha,
+            epoch_batches=self.epoch_batches, rank=default_rank if rank is None else rank,
+            world_size=default_world if world_size is None else world_size)
+        dataset.epoch = epoch  # a resumed run continues with new data, not epoch 0's
+        return dataset
+
+    def eval_dataset(self, split: str, rank: int | None = None, world_size: int | None = None) -> EvalStream:
+        """Whole-song stream of ``split`` (``valid`` or ``test``) for ``rank``."""
+        manifest, shards, mapping = self._checked(split)
+        default_rank, default_world = self._rank()
+        return EvalStream(manifest, shards, mapping, verify_sha=self.verify_sha,
+                          rank=default_rank if rank is None else rank,
+                          world_size=default_world if world_size is None else world_size)
+
+    # -- Lightning hooks --------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset(), self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        dataset = self.eval_dataset("valid")
+        return self._loader(dataset, min(self.num_workers, len(dataset.songs)))
+
+    def test_dataloader(self) -> DataLoader:
+        dataset = self.eval_dataset("test")
+        return self._loader(dataset, min(self.num_workers, len(dataset.songs)))
+
+    def _loader(self, dataset, workers: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
+                          persistent_workers=workers > 0 and isinstance(dataset, TrainStream))

@@ -1,0 +1,127 @@
+"""A split's manifest (written by ``stemsep shard``) and the shard URLs that go with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import BadAudioError, BadDataError
+from .codec import decode_flac, flac_header
+from .shard import MANIFEST_FORMAT, MANIFEST_VERSION
+from .tarstream import expand_urls, read_json, sibling_url
+
+
+@dataclass
+class Manifest:
+    """Parsed ``<split>.json``: ``shards`` (name -> entry) and ``songs`` in shard order."""
+
+    url: str
+    samplerate: int
+    channels: int
+    sources: list[str]
+    shards: dict[str, dict[str, Any]]
+    songs: list[dict[str, Any]]
+    song_by_name: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
+
+    @classmethod
+    def load(cls, url: str) -> Manifest:
+        data = read_json(url)
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            raise BadDataError(f"{url}: not a stemsep shard manifest (written by `stemsep shard`)")
+        if data.get("version") != MANIFEST_VERSION:
+            raise BadDataError(f"{url}: manifest version {data.get('version')} is not supported "
+                               f"(expected {MANIFEST_VERSION})")
+        if not data.get("complete"):
+            raise BadDataError(f"{url}: manifest is incomplete (an interrupted `stemsep shard`; run it again)")
+        try:
+            shards = {s["name"]: s for s in data["shards"]}
+            songs = list(data["songs"])
+            manifest = cls(url, int(data["samplerate"]), int(data["channels"]), list(data["sources"]),
+                           shards, songs, {s["name"]: s for s in songs})
+        except (KeyError, TypeError, ValueError) as err:
+            raise BadDataError(f"{url}: malformed manifest (missing or bad field {err})") from None
+        return manifest
+
+    def shard_urls(self, shards: str | list[str] | None = None) -> list[tuple[str, str]]:
+        """``(url, shard name)`` pairs: the manifest's shards beside it, or the given URLs.
+
+        Each given URL must name one of the manifest's shards (its file name, or for ``pipe:``
+        commands a shard name somewhere in the command), else it is an error naming it.
+        """
+        if shards is None:
+            return [(sibling_url(self.url, name), name) for name in self.shards]
+        pairs = []
+        for url in expand_urls(shards):
+            base = url.rstrip("/").rsplit("/", 1)[-1]
+            name = base if base in self.shards else next((n for n in self.shards if n in url), None)
+            if name is None:
+                raise BadDataError(f"{url}: shard is missing from the manifest {self.url}")
+            pairs.append((url, name))
+        return pairs
+
+
+def resolve_sources(manifest: Manifest, sources: list[str] | dict[str, list[str]] | None) -> dict[str, list[str]]:
+    """Output source -> shard stems summed into it.
+
+    ``None``: the manifest's stems as they are. A list picks and orders stems (stems left out
+    are dropped from the mixture too, which stays the sum of the outputs). A mapping builds
+    new sources, e.g. ``{vocals: [vocals], accompaniment: [drums, bass, other]}``.
+    """
+    if sources is None:
+        mapping = {s: [s] for s in manifest.sources}
+    elif isinstance(sources, dict):
+        mapping = {str(k): [v] if isinstance(v, str) else list(v) for k, v in sources.items()}
+    else:
+        mapping = {s: [s] for s in sources}
+    for target, stems in mapping.items():
+        for stem in stems:
+            if stem not in manifest.sources:
+                raise BadDataError(f"{manifest.url}: source {target!r} needs stem {stem!r}, which the shards "
+                                   f"do not have (they have {', '.join(manifest.sources)})")
+    if not mapping:
+        raise BadDataError("sources: empty selection")
+    return mapping
+
+
+def check_sample(manifest: Manifest, shard: str, key: str, sample: dict[str, bytes],
+                 stems: list[str]) -> tuple[str, int]:
+    """Song name and length of a tar sample, after checking it against the manifest."""
+    where = f"shard {shard}, sample {key}"
+    try:
+        import json
+
+        meta = json.loads(sample["json"])
+        name, frames = meta["name"], int(meta["frames"])
+    except (KeyError, ValueError, TypeError):
+        raise BadDataError(f"{where}: missing or unreadable metadata json") from None
+    if meta.get("samplerate") != manifest.samplerate:
+        raise BadAudioError(f"{where} (song {name!r}): sample rate {meta.get('samplerate')} differs "
+                            f"from the manifest's {manifest.samplerate}")
+    for stem in stems:
+        data = sample.get(f"{stem}.flac")
+        if data is None:
+            raise BadDataError(f"{where} (song {name!r}): stem {stem!r} is missing")
+        info = flac_header(data, f"{where} (song {name!r}), stem {stem}")
+        if (info.samplerate, info.channels, info.frames) != (manifest.samplerate, manifest.channels, frames):
+            raise BadAudioError(f"{where} (song {name!r}), stem {stem}: {info.samplerate} Hz, "
+                                f"{info.channels} ch, {info.frames} samples; expected {manifest.samplerate} Hz, "
+                                f"{manifest.channels} ch, {frames} samples")
+    return name, frames
+
+
+def decode_sources(sample: dict[str, bytes], mapping: dict[str, list[str]], what: str,
+                   start: int = 0, frames: int = -1) -> torch.Tensor:
+    """Decode ``frames`` samples from ``start`` of the needed stems into ``(S, C, T)`` outputs."""
+    decoded: dict[str, torch.Tensor] = {}
+    out = []
+    for stems in mapping.values():
+        total = None
+        for stem in stems:
+            if stem not in decoded:
+                decoded[stem], _ = decode_flac(sample[f"{stem}.flac"], f"{what}, stem {stem}", start, frames)
+            total = decoded[stem] if total is None else total + decoded[stem]
+        out.append(total)
+    length = min(w.shape[-1] for w in out)
+    return torch.stack([w[..., :length] for w in out])

@@ -1,0 +1,197 @@
+"""The iterable datasets behind :class:`~stemsep.data.datamodule.StemDataModule`.
+
+Both yield ready batches (the DataLoader runs with ``batch_size=None``), so augmentations,
+including :class:`~stemsep.data.augment.Remix` across songs, run in the data workers.
+
+Work is split by *stream*: one per (rank, worker), ``stream = rank * workers + worker``, with
+rank and world size given explicitly (Lightning does not set ``RANK`` in every launcher, so
+webdataset's environment-based node splitting is not used).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..errors import BadDataError, StemsepError
+from .augment import Augmentation, apply_augmentations, needed_length
+from .manifest import Manifest, check_sample, decode_sources
+from .tarstream import iter_shard
+
+MAX_CONSECUTIVE_FAILURES = 100
+
+
+def _stream_id(rank: int, world_size: int) -> tuple[int, int, int]:
+    info = get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info else (0, 1)
+    return rank * workers + worker, world_size * workers, worker
+
+
+class TrainStream(IterableDataset):
+    """Endless stream of augmented training batches ``(mix (B, C, T), stems (B, S, C, T))``.
+
+    Each stream draws shards at random, with replacement, from its own share of the shards
+    (round-robin by stream when there are at least as many shards as streams, else from all
+    of them with its own seed). Songs pass a buffer of ``song_buffer`` encoded songs; a song
+    taken out is decoded only where ``segments_per_song`` random segments fall (FLAC seeks),
+    and the segments pass a shuffle buffer of ``shuffle`` segments before being batched.
+
+    ``policy="warn"`` skips a corrupt shard or sample with a warning that counts the skips
+    so far; ``"raise"`` stops on it. ``epoch_batches`` (per rank) ends an epoch; ``None`` is
+    endless (then bound epochs with the trainer's ``limit_train_batches``).
+    """
+
+    def __init__(self, manifest: Manifest, shards: list[tuple[str, str]], mapping: dict[str, list[str]], *,
+                 segment: int, batch_size: int, augmentations: Sequence[Augmentation] = (),
+                 segments_per_song: int = 4, song_buffer: int = 4, shuffle: int = 64, seed: int = 0,
+                 keep: set[str] | None = None, policy: str = "raise", verify_sha: bool = True,
+                 epoch_batches: int | None = None, rank: int = 0, world_size: int = 1):
+        if policy not in ("raise", "warn"):
+            raise StemsepError(f"policy must be 'raise' or 'warn', got {policy!r}")
+        if not shards:
+            raise BadDataError(f"{manifest.url}: no training shards")
+        self.manifest, self.shards, self.mapping = manifest, shards, mapping
+        self.segment, self.batch_size = int(segment), int(batch_size)
+        self.augmentations = list(augmentations)
+        self.read_length = needed_length(self.augmentations, self.segment)
+        self.segments_per_song, self.song_buffer, self.shuffle = segments_per_song, song_buffer, shuffle
+        self.seed, self.keep, self.policy, self.verify_sha = seed, keep, policy, verify_sha
+        self.epoch_batches, self.rank, self.world_size = epoch_batches, rank, world_size
+        self.epoch = 0
+        self.skipped = 0
+        self._stems = sorted({s for stems in mapping.values() for s in stems})
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        stream, streams, worker = _stream_id(self.rank, self.world_size)
+        workers = streams // self.world_size
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        self.epoch += 1
+        limit = None
+        if self.epoch_batches is not None:
+            limit = self.epoch_batches // workers + (worker < self.epoch_batches % workers)
+        shards = self.shards
+        if self.keep is not None:  # only shards holding kept songs (else a stream could starve)
+            useful = {s["shard"] for s in self.manifest.songs if s["name"] in self.keep}
+            shards = [pair for pair in shards if pair[1] in useful]
+            if not shards:
+                raise BadDataError(f"{self.manifest.url}: the keep-list keeps no song of the training shards")
+        own = shards[stream::streams] if len(shards) >= streams else shards
+        batches = self._batches(self._segments(self._songs(own, rng), rng), rng, generator)
+        for count, batch in enumerate(batches):
+            if limit is not None and count >= limit:
+                return
+            yield batch
+
+    def _failed(self, err: StemsepError, failures: int) -> None:
+        if self.policy == "raise":
+            raise err
+        self.skipped += 1
+        warnings.warn(f"stemsep data: skipped bad training data ({self.skipped} so far on rank {self.rank}, "
+                      f"this worker): {err}", RuntimeWarning, stacklevel=3)
+        if failures >= MAX_CONSECUTIVE_FAILURES:
+            raise BadDataError(f"{self.manifest.url}: {failures} bad shards/samples in a row, giving up ({err})")
+
+    def _songs(self, shards: list[tuple[str, str]], rng: np.random.Generator) -> Iterator[tuple[str, dict]]:
+        """Endless ``(where, sample)`` from randomly drawn shards, through the song buffer."""
+        buffer: list[tuple[str, dict]] = []
+        failures = 0
+        wanted = None if self.keep is None else self._wanted
+        while True:
+            url, name = shards[int(rng.integers(len(shards)))]
+            entry = self.manifest.shards[name]
+            yielded = False
+            try:
+                for key, sample in iter_shard(url, name, entry["sha256"] if self.verify_sha else None, wanted):
+                    buffer.append((f"shard {name}, sample {key}", sample))
+                    if len(buffer) >= max(1, self.song_buffer):
+                        yielded = True
+                        yield buffer.pop(int(rng.integers(len(buffer))))
+                failures = 0 if yielded else failures
+            except StemsepError as err:
+                failures += 1
+                self._failed(err, failures)
+
+    def _wanted(self, key: str) -> bool:
+        # keys are "<index>_<name>"; the keep-list holds names: look them up via the manifest.
+        return key in self._keep_keys
+
+    @property
+    def _keep_keys(self) -> set[str]:
+        if not hasattr(self, "_keep_keys_cache"):
+            self._keep_keys_cache = {s["key"] for s in self.manifest.songs if s["name"] in self.keep}
+        return self._keep_keys_cache
+
+    def _segments(self, songs: Iterator[tuple[str, dict]], rng: np.random.Generator) -> Iterator[torch.Tensor]:
+        buffer: list[torch.Tensor] = []
+        failures = 0
+        for where, sample in songs:
+            shard, key = where.split(", sample ")
+            try:
+                name, frames = check_sample(self.manifest, shard.removeprefix("shard "), key, sample, self._stems)
+                cuts = []
+                for _ in range(self.segments_per_song):
+                    start = int(rng.integers(max(1, frames - self.read_length + 1)))
+                    wav = decode_sources(sample, self.mapping, f"{where} (song {name!r})", start, self.read_length)
+                    if wav.shape[-1] < self.read_length:
+                        wav = torch.nn.functional.pad(wav, (0, self.read_length - wav.shape[-1]))
+                    cuts.append(wav)
+                failures = 0
+            except StemsepError as err:
+                failures += 1
+                self._failed(err, failures)
+                continue
+            for wav in cuts:
+                buffer.append(wav)
+                if len(buffer) >= max(1, self.shuffle):
+                    yield buffer.pop(int(rng.integers(len(buffer))))
+
+    def _batches(self, segments: Iterator[torch.Tensor], rng: np.random.Generator,
+                 generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batch = []
+        for wav in segments:
+            batch.append(wav)
+            if len(batch) == self.batch_size:
+                yield apply_augmentations(self.augmentations, torch.stack(batch), generator, self.segment)
+                batch = []
+
+
+class EvalStream(IterableDataset):
+    """Whole songs, each exactly once over all streams: ``(mix (1,C,T), stems (1,S,C,T), [name])``.
+
+    Songs (in manifest order, restricted to the given shards) are dealt round-robin to the
+    streams, so counts differ by at most one whatever the numbers of songs, shards, ranks and
+    workers. A stream reads only shards holding its songs and decodes only its songs. Any bad
+    data is an error (evaluation must not silently drop songs).
+    """
+
+    def __init__(self, manifest: Manifest, shards: list[tuple[str, str]], mapping: dict[str, list[str]], *,
+                 verify_sha: bool = True, rank: int = 0, world_size: int = 1):
+        self.manifest, self.shards, self.mapping = manifest, shards, mapping
+        self.verify_sha, self.rank, self.world_size = verify_sha, rank, world_size
+        chosen = {name for _, name in shards}
+        self.songs = [s for s in manifest.songs if s.get("shard") in chosen]
+        self._stems = sorted({s for stems in mapping.values() for s in stems})
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+        stream, streams, _ = _stream_id(self.rank, self.world_size)
+        mine = self.songs[stream::streams]
+        keys = {s["key"]: s for s in mine}
+        seen = set()
+        for url, name in self.shards:
+            if not any(s["shard"] == name for s in mine):
+                continue
+            sha = self.manifest.shards[name]["sha256"] if self.verify_sha else None
+            for key, sample in iter_shard(url, name, sha, keys.__contains__):
+                song, _ = check_sample(self.manifest, name, key, sample, self._stems)
+                stems = decode_sources(sample, self.mapping, f"shard {name}, sample {key} (song {song!r})")
+                seen.add(key)
+                yield stems.sum(0)[None], stems[None], [song]
+        missing = [s for s in mine if s["key"] not in seen]
+        if missing:
+            raise BadDataError(f"shard {missing[0]['shard']}: song {missing[0]['name']!r} listed in the manifest "
+                               f"{self.manifest.url} is not in the shard")
