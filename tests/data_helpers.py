@@ -1,0 +1,21 @@
+"""Helpers shared by the tests/test_data_*.py files: shard a corpus once, read back songs."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from stemsep.data import shard as shard_cli
+
+
+def shard_corpus(root: Path, out: Path, *, layout: str = "musdb", splits=("train", "test"),
+                 max_size: str = "1MB", sources=None, valid_songs=None) -> Path:
+    args = argparse.Namespace(layout=layout, root=str(root), out=str(out), sources=sources, split=list(splits),
+                              valid_songs=valid_songs, max_shard_size=max_size, workers=1)
+    shard_cli.run(args)
+    return out
+
+
+def copy_shards(src: Path, dst: Path) -> Path:
+    return Path(shutil.copytree(src, dst))
