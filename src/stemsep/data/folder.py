@@ -8,6 +8,7 @@ songs (only the needed samples are decoded); validation and test use whole track
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from .. import DEFAULT_SOURCES
 from ..audio import read_audio
 from ..errors import BadDataError
+from .augment import Augmentation, apply_augmentations, needed_length
 from .layouts import SongFiles, discover_songs
 
 
@@ -74,16 +76,30 @@ class TrackDataset(Dataset):
 
 
 class AugmentedCollate:
-    """Stack segments into ``(mix, stems)`` after applying batch augmentations in order."""
+    """Stack segments, apply the batch augmentations in order, return ``(mix, stems)``.
 
-    def __init__(self, augment: list | None):
-        self.augment = list(augment or [])
+    Randomness comes from a generator seeded from the worker's torch seed (set by Lightning's
+    ``seed_everything(workers=True)``), so streams are reproducible.
+    """
+
+    def __init__(self, augment: list | None, frames: int):
+        self.augment, self.frames = list(augment or []), frames
+        self._generator: torch.Generator | None = None
 
     def __call__(self, items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        stems = torch.stack(items)
-        for transform in self.augment:
-            stems = transform(stems)
-        return stems.sum(1), stems
+        if self._generator is None:
+            self._generator = torch.Generator().manual_seed(torch.initial_seed() % 2**63)
+        return apply_augmentations(self.augment, torch.stack(items), self._generator, self.frames)
+
+
+@dataclass
+class SyntheticCorpus:
+    """Arguments of :func:`stemsep.synth.generate_corpus` for a corpus made on first use."""
+
+    songs: int = 16
+    seconds: float = 12.0
+    seed: int = 0
+    test_songs: int | None = None
 
 
 class FolderDataModule(L.LightningDataModule):
@@ -101,16 +117,15 @@ class FolderDataModule(L.LightningDataModule):
         augment: batch augmentations (e.g. ``stemsep.data.augment.FlipSign``), applied in order.
         valid_songs: songs held out of ``train`` for validation (musdb default: the standard 14).
         synthetic: if ``root`` does not exist, generate a synthetic corpus there first with these
-            :func:`stemsep.synth.generate_corpus` arguments (``songs``, ``seconds``, ``seed``, ...);
-            without it a missing root is an error.
+            :class:`SyntheticCorpus` settings; without it a missing root is an error.
         valid_split: which split validates: ``valid`` or ``test`` (small corpora have no
             validation songs).
     """
 
     def __init__(self, root: str, layout: str = "musdb", sources: list[str] | None = None,
                  segment: float = 6.0, batch_size: int = 4, epoch_size: int = 1000, num_workers: int = 0,
-                 samplerate: int = 44100, augment: list | None = None, valid_songs: list[str] | None = None,
-                 synthetic: dict | None = None, valid_split: str = "valid"):
+                 samplerate: int = 44100, augment: list[Augmentation] | None = None, valid_songs: list[str] | None = None,
+                 synthetic: SyntheticCorpus | None = None, valid_split: str = "valid"):
         super().__init__()
         self.root = Path(os.path.expandvars(os.path.expanduser(root)))
         self.layout, self.sources = layout, list(sources or DEFAULT_SOURCES)
@@ -122,7 +137,7 @@ class FolderDataModule(L.LightningDataModule):
         if self.synthetic is not None and not self.root.exists():
             from ..synth import generate_corpus
 
-            generate_corpus(self.root, samplerate=self.samplerate, progress=True, **self.synthetic)
+            generate_corpus(self.root, samplerate=self.samplerate, progress=True, **asdict(self.synthetic))
 
     def _songs(self, split: str) -> list[SongFiles]:
         return discover_songs(self.root, self.layout, split, sources=self.sources,
@@ -130,8 +145,9 @@ class FolderDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
-            frames = int(round(self.segment * self.samplerate))
-            self.train_set = SegmentDataset(self._songs("train"), self.sources, frames, self.epoch_size)
+            self.frames = int(round(self.segment * self.samplerate))
+            read_frames = needed_length(self.augment or [], self.frames)
+            self.train_set = SegmentDataset(self._songs("train"), self.sources, read_frames, self.epoch_size)
         if stage in ("fit", "validate"):
             self.valid_set = TrackDataset(self._songs(self.valid_split), self.sources)
             if len(self.valid_set) == 0:
@@ -141,7 +157,7 @@ class FolderDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False, drop_last=True,
-                          num_workers=self.num_workers, collate_fn=AugmentedCollate(self.augment),
+                          num_workers=self.num_workers, collate_fn=AugmentedCollate(self.augment, self.frames),
                           persistent_workers=self.num_workers > 0)
 
     def _tracks(self, dataset: Dataset) -> DataLoader:
