@@ -12,10 +12,12 @@ from fractions import Fraction
 
 import torch
 
+from stemsep.checkpoint import records_init_args
 from stemsep.models.hybrid import HybridBase
 from stemsep.models.layers import rescale_convs
 
 
+@records_init_args
 class HDemucs(HybridBase):
     """Hybrid Demucs: ``forward(mix (B, C, T)) -> (B, len(sources), C, T)`` for any ``T``.
 

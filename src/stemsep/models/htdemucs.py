@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stemsep.checkpoint import records_init_args
 from stemsep.errors import StemsepError
 from stemsep.models.attention import BackendAttention, resolve_backend
 from stemsep.models.hybrid import HybridBase
@@ -22,6 +23,7 @@ from stemsep.models.layers import rescale_convs
 from stemsep.models.transformer import CrossDomainTransformer
 
 
+@records_init_args
 class HTDemucs(HybridBase):
     """HTDemucs: ``forward(mix (B, C, T)) -> (B, len(sources), C, T)``.
 
