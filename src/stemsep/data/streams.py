@@ -104,15 +104,17 @@ class TrainStream(IterableDataset):
         while True:
             url, name = shards[int(rng.integers(len(shards)))]
             entry = self.manifest.shards[name]
-            yielded = False
+            added = []
             try:
                 for key, sample in iter_shard(url, name, entry["sha256"] if self.verify_sha else None, wanted):
-                    buffer.append((f"shard {name}, sample {key}", sample))
+                    added.append((f"shard {name}, sample {key}", sample))
+                    buffer.append(added[-1])
                     if len(buffer) >= max(1, self.song_buffer):
-                        yielded = True
                         yield buffer.pop(int(rng.integers(len(buffer))))
-                failures = 0 if yielded else failures
+                failures = 0 if added else failures
             except StemsepError as err:
+                # drop what is still buffered from the bad shard (its hash fails only at its end)
+                buffer = [item for item in buffer if not any(item is a for a in added)]
                 failures += 1
                 self._failed(err, failures)
 
