@@ -1,0 +1,102 @@
+"""Augmentations: mixture consistency, seeding, and measured pitch/tempo of Repitch."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stemsep.data.augment import (
+    FlipChannels,
+    FlipSign,
+    Remix,
+    Repitch,
+    Scale,
+    Shift,
+    apply_augmentations,
+    needed_length,
+    repitch,
+)
+
+SR = 44100
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _peak_hz(wav: torch.Tensor) -> float:
+    spectrum = torch.fft.rfft(wav * torch.hann_window(len(wav)), n=8 * len(wav)).abs()
+    return spectrum.argmax().item() * SR / (8 * len(wav))
+
+
+def test_remix_permutes_sources_within_groups_and_keeps_mix():
+    stems = torch.randn(8, 4, 2, 100)
+    out = Remix(group_size=4)(stems, _gen())
+    for b in range(8):
+        for s in range(4):
+            group = range(b // 4 * 4, b // 4 * 4 + 4)
+            assert any(torch.equal(out[b, s], stems[g, s]) for g in group)
+    assert not torch.equal(out, stems)
+    mix, aug = apply_augmentations([Remix(group_size=4)], stems, _gen(), 100)
+    assert torch.equal(mix, aug.sum(1))
+
+
+def test_simple_augmentations_and_seeding():
+    stems = torch.randn(4, 4, 2, 1000)
+    signs = FlipSign()(stems, _gen())
+    assert all(torch.equal(signs[b, s], stems[b, s]) or torch.equal(signs[b, s], -stems[b, s])
+               for b in range(4) for s in range(4))
+    flips = FlipChannels()(stems, _gen())
+    assert all(torch.equal(flips[b, s], stems[b, s]) or torch.equal(flips[b, s], stems[b, s].flip(0))
+               for b in range(4) for s in range(4))
+    gains = Scale(min=0.5, max=0.6)(stems, _gen()) / stems
+    assert gains.min() > 0.49 and gains.max() < 0.61
+    shifted = Shift(100)(stems, _gen())
+    assert shifted.shape[-1] == 900 and torch.equal(Shift(100)(stems, _gen(3)), Shift(100)(stems, _gen(3)))
+    augs = [Repitch(proba=1.0), Shift(100), FlipSign(), Remix()]
+    length = needed_length(augs, 1000)
+    assert length >= 1100 * 1.12
+    a = apply_augmentations(augs, torch.randn(4, 4, 2, length, generator=_gen(1)), _gen(5), 1000)
+    b = apply_augmentations(augs, torch.randn(4, 4, 2, length, generator=_gen(1)), _gen(5), 1000)
+    assert a[1].shape == (4, 4, 2, 1000) and torch.equal(a[1], b[1]) and torch.equal(a[0], a[1].sum(1))
+
+
+@pytest.mark.parametrize("semitones", [-2, -1, 1, 2])
+def test_repitch_moves_a_sine_by_the_asked_interval(semitones):
+    t = torch.arange(3 * SR) / SR
+    sine = torch.sin(2 * math.pi * 440 * t)[None]
+    out = repitch(sine, semitones, 1.0)
+    assert abs(out.shape[-1] - sine.shape[-1]) <= 2
+    measured = _peak_hz(out[0, SR // 2: SR // 2 + 2 * SR])
+    assert measured == pytest.approx(440 * 2 ** (semitones / 12), rel=2e-3)  # < 4 cents
+
+
+def _onsets(wav: torch.Tensor, period: float) -> torch.Tensor:
+    positions = []
+    for k in range(1, int(len(wav) / period) - 1):
+        lo, hi = int((k - 0.3) * period), int((k + 0.3) * period)
+        positions.append(lo + wav[lo:hi].abs().argmax().item())
+    return torch.tensor(positions, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(("semitones", "tempo"), [(0, 1.12), (2, 0.88), (-2, 1.06)])
+def test_repitch_changes_tempo_by_the_asked_ratio(semitones, tempo):
+    clicks = torch.zeros(1, 6 * SR)
+    clicks[0, ::SR // 2] = 1.0  # 120 bpm click train
+    out = repitch(clicks, semitones, tempo)[0]
+    assert out.shape[-1] == pytest.approx(clicks.shape[-1] / tempo, rel=2e-3)
+    onsets = _onsets(out, SR / 2 / tempo)
+    slope = torch.linalg.lstsq(torch.stack([torch.arange(len(onsets), dtype=torch.float64),
+                                            torch.ones(len(onsets), dtype=torch.float64)], 1),
+                               onsets[:, None]).solution[0, 0].item()
+    assert (SR / 2) / slope == pytest.approx(tempo, rel=5e-3)
+
+
+def test_repitch_probability():
+    stems = torch.randn(6, 2, 2, 5000, generator=_gen(2))
+    out = Repitch(proba=0.0)(stems, _gen())
+    assert torch.equal(out, stems[..., : out.shape[-1]])
+    changed = Repitch(proba=1.0, tempo_std=0.0)(stems, _gen())
+    assert sum(not torch.allclose(changed[b], stems[b, ..., : changed.shape[-1]]) for b in range(6)) >= 4
