@@ -1,0 +1,207 @@
+"""Chunked, batched separation of long mixtures (overlap-add with triangular cross-fades).
+
+A separation network sees a fixed-length window (its training ``segment``). A long mix is
+cut into chunks of ``segment`` seconds every ``(1 - overlap) * segment`` seconds; each chunk is
+given the context the network wants around it (``net.valid_length``: the real neighbouring
+samples, zeros past the ends), the network's output is trimmed back to the chunk and the
+chunks are blended with triangular weights. Results equal ``demucs.apply.apply_model`` for
+the same weights and settings, but chunks — of one input or of many — go through the network
+``batch_size`` at a time, which is what keeps a GPU busy.
+
+Memory stays bounded: besides the output accumulator ``(B, S, C, T)`` and its 1-D weight sum,
+at most ``batch_size`` chunks of input and output exist at a time.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+from torch import nn
+
+SHIFT_SECONDS = 0.5  # largest random time shift of the shift trick (test-time augmentation)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One network call's worth of work: item ``item`` of the mix, samples ``[offset, offset+length)``."""
+
+    item: int
+    offset: int
+    length: int
+
+
+def apply_model(net: nn.Module, mix: torch.Tensor, *, segment: float | Fraction | None = None,
+                overlap: float = 0.25, shifts: int = 0, split: bool = True, batch_size: int = 1,
+                transition_power: float = 1.0, progress: bool = False) -> torch.Tensor:
+    """Separate ``mix (B, C, T)`` into ``(B, S, C, T)`` with ``net`` (on its own device).
+
+    ``segment``: chunk length in seconds (default ``net.segment``, else the whole input).
+    ``shifts``: number of random time shifts (up to 0.5 s) whose results are averaged.
+    ``split=False`` runs each whole input at once. The output is on ``mix.device``.
+    A :class:`~stemsep.models.bag.BagOfModels` is applied model by model, each with its own
+    segment and shifts, and the results mixed with the bag's per-source weights.
+    """
+    if mix.dim() != 3:
+        raise ValueError(f"mix must be (batch, channels, time), got shape {tuple(mix.shape)}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if transition_power < 1:
+        raise ValueError(f"transition_power must be >= 1, got {transition_power}")
+    options = dict(segment=segment, overlap=overlap, shifts=shifts, split=split, batch_size=batch_size,
+                   transition_power=transition_power, progress=progress)
+    sub_models = getattr(net, "models", None)
+    if sub_models is not None and hasattr(net, "weights"):
+        return _apply_bag(net, mix, options)
+    with torch.no_grad():
+        if shifts <= 0:
+            return _apply_split(net, mix, segment, overlap, split, batch_size, transition_power, progress)
+        max_shift = int(SHIFT_SECONDS * net.samplerate)
+        # Python's RNG, as demucs uses; all offsets drawn first so that networks consuming
+        # `random` in forward (HTDemucs' random sine shift) cannot make them depend on batch_size.
+        offsets = [random.randint(0, max_shift) for _ in range(shifts)]
+        out = None
+        for offset in offsets:
+            lead = max_shift - offset
+            shifted = nn.functional.pad(mix, (lead, 0))
+            part = _apply_split(net, shifted, segment, overlap, split, batch_size, transition_power,
+                                progress)[..., lead:]
+            out = part if out is None else out.add_(part)
+            del part
+        return out.div_(shifts)
+
+
+def _apply_bag(bag: nn.Module, mix: torch.Tensor, options: dict) -> torch.Tensor:
+    """Weighted per-source average of each sub-model's separation."""
+    weights = torch.as_tensor(bag.weights, dtype=torch.float64)
+    out = None
+    for model, model_weights in zip(bag.models, weights, strict=True):
+        part = apply_model(model, mix, **options)
+        part.mul_(model_weights.to(part.dtype).to(part.device)[:, None, None])
+        out = part if out is None else out.add_(part)
+        del part
+    totals = weights.sum(0).to(out.dtype).to(out.device)
+    return out.div_(totals[:, None, None])
+
+
+def _segment_samples(net: nn.Module, segment: float | Fraction | None, split: bool) -> int | None:
+    """Chunk length in samples, or None for "the whole input in one go"."""
+    if not split:
+        return None
+    if segment is None:
+        segment = getattr(net, "segment", None)
+    if segment is None:
+        return None
+    samples = int(net.samplerate * segment)
+    if samples <= 0:
+        raise ValueError(f"segment must be positive, got {segment}")
+    return samples
+
+
+def transition_weight(segment_length: int, power: float = 1.0, device=None) -> torch.Tensor:
+    """Triangular cross-fade window, peak 1 in the middle, raised to ``power`` (sharper fades)."""
+    half = segment_length // 2
+    ramp_up = torch.arange(1, half + 1, device=device)
+    ramp_down = torch.arange(segment_length - half, 0, -1, device=device)
+    weight = torch.cat([ramp_up, ramp_down]).float()
+    return (weight / weight.max()) ** power
+
+
+def plan_chunks(batch: int, length: int, segment_length: int, overlap: float,
+                whole: bool = False) -> list[_Chunk]:
+    """Chunk positions: every ``stride`` samples from 0, the last ones cut at the end.
+
+    As in demucs, chunks start every stride up to the end even when one chunk would cover
+    the input (results are compatible); ``whole`` asks for exactly one chunk per item.
+    """
+    stride = length if whole else max(1, int((1 - overlap) * segment_length))
+    return [_Chunk(item, offset, min(segment_length, length - offset))
+            for item in range(batch) for offset in range(0, length, stride)]
+
+
+def _input_length(net: nn.Module, length: int, segment_length: int | None) -> int:
+    """Samples the network is given for a chunk of ``length`` (the chunk plus context).
+
+    Networks that pad every input to their training length themselves (HTDemucs,
+    ``use_train_segment``) get exactly one segment of real context when chunking, as demucs
+    gives them; others get their ``valid_length`` (if any).
+    """
+    if segment_length is not None and getattr(net, "use_train_segment", False):
+        return max(segment_length, length)
+    valid_length = getattr(net, "valid_length", None)
+    return int(valid_length(length)) if callable(valid_length) else length
+
+
+def _chunk_input(mix: torch.Tensor, chunk: _Chunk, input_length: int) -> torch.Tensor:
+    """Samples around the chunk, centred, real neighbours where they exist, zeros past the ends."""
+    total = mix.shape[-1]
+    start = chunk.offset - (input_length - chunk.length) // 2
+    end = start + input_length
+    lo, hi = max(0, start), min(total, end)
+    return nn.functional.pad(mix[chunk.item, :, lo:hi], (lo - start, end - hi))
+
+
+def _batches(net: nn.Module, chunks: list[_Chunk], batch_size: int,
+             segment_length: int | None) -> Iterator[tuple[int, list[_Chunk]]]:
+    """Group chunks needing the same network input length, ``batch_size`` at a time, in order."""
+    pending: dict[int, list[_Chunk]] = {}
+    for chunk in chunks:
+        size = _input_length(net, chunk.length, segment_length)
+        group = pending.setdefault(size, [])
+        group.append(chunk)
+        if len(group) == batch_size:
+            yield size, pending.pop(size)
+    for size, group in pending.items():
+        yield size, group
+
+
+def _apply_split(net: nn.Module, mix: torch.Tensor, segment, overlap: float, split: bool, batch_size: int,
+                 transition_power: float, progress: bool) -> torch.Tensor:
+    batch, channels, length = mix.shape
+    segment_length = _segment_samples(net, segment, split)
+    single = segment_length is None  # one chunk per item: nothing to blend
+    if single:
+        segment_length = length
+    chunks = plan_chunks(batch, length, segment_length, overlap, whole=single)
+    device = _net_device(net, mix.device)
+    out = torch.zeros(batch, len(net.sources), channels, length, device=mix.device, dtype=mix.dtype)
+    weight = transition_weight(segment_length, transition_power, device=mix.device).to(mix.dtype)
+    weight_sum = torch.zeros(length, device=mix.device, dtype=mix.dtype)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(chunks), unit="chunk", leave=False)
+    for size, group in _batches(net, chunks, max(1, int(batch_size)), None if single else segment_length):
+        inputs = torch.stack([_chunk_input(mix, chunk, size) for chunk in group]).to(device)
+        outputs = net(inputs)
+        del inputs
+        for chunk, result in zip(group, outputs, strict=True):
+            trim = (result.shape[-1] - chunk.length) // 2
+            result = result[..., trim:trim + chunk.length].to(mix.device)
+            region = slice(chunk.offset, chunk.offset + chunk.length)
+            if single:
+                out[chunk.item, ..., region] = result
+            else:
+                out[chunk.item, ..., region] += weight[:chunk.length] * result
+                if chunk.item == 0:
+                    weight_sum[region] += weight[:chunk.length]
+        del outputs
+        if bar is not None:
+            bar.update(len(group))
+    if bar is not None:
+        bar.close()
+    if not single:
+        out /= weight_sum
+    return out
+
+
+def _net_device(net: nn.Module, default: torch.device) -> torch.device:
+    for tensor in net.parameters():
+        return tensor.device
+    for tensor in net.buffers():
+        return tensor.device
+    return default
