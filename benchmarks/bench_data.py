@@ -1,0 +1,137 @@
+"""Training data throughput per worker: StemDataModule on shards vs demucs' wav-folder dataset.
+
+Both pipelines produce the same training examples (4 stereo stems, ``--segment`` seconds at
+44.1 kHz) with the demucs augmentations (shift 1 s, channel swap, sign flip, gain, remix in
+groups of 4, repitch with probability 0.2), in one process with one thread — i.e. what one
+DataLoader worker delivers. The reference is ``demucs.wav.Wavset`` + ``demucs.repitch``
+(``soundstretch`` subprocess per repitched example) + ``demucs.augment`` on the batch.
+
+    .venv/bin/python benchmarks/bench_data.py --songs 8 --seconds 30 --batches 20
+
+demucs.wav imports ``dora`` only for distributed helpers it does not use here, and reads audio
+with ``torchaudio.load``, which needs ffmpeg/torchcodec in recent torchaudio: the benchmark
+stubs the former and routes audio reads/writes (also those around soundstretch) through
+soundfile (same decoding work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import torch
+
+from stemsep import DEFAULT_SOURCES
+from stemsep.audio import audio_info, read_audio, write_audio
+from stemsep.data.augment import FlipChannels, FlipSign, Remix, Repitch, Scale, Shift
+from stemsep.data.datamodule import StemDataModule
+from stemsep.synth import generate_corpus
+
+SR = 44100
+
+
+def ours(shards: Path, segment: float, batch: int, batches: int, repitch: bool) -> float:
+    augs = ([Repitch(proba=0.2)] if repitch else []) + [Shift(SR), FlipChannels(), FlipSign(), Scale(),
+                                                       Remix(group_size=4)]
+    dm = StemDataModule(train_manifest=str(shards / "train.json"), segment=segment, batch_size=batch,
+                        num_workers=0, augmentations=augs, epoch_batches=None, shuffle=16)
+    stream = iter(dm.train_dataset())
+    next(stream)  # warm-up: fills the buffers
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(stream)
+    return batches * batch / (time.perf_counter() - start)
+
+
+def _import_demucs():
+    if "dora" not in sys.modules:  # demucs.wav -> demucs.distrib -> dora.distrib (unused here)
+        dora = types.ModuleType("dora")
+        dora.distrib = types.SimpleNamespace(rank=0, world_size=1)
+        sys.modules["dora"], sys.modules["dora.distrib"] = dora, dora.distrib
+    import demucs.augment
+    import demucs.repitch
+    import demucs.wav
+
+    def load(path, frame_offset=0, num_frames=-1):
+        return read_audio(path, start=frame_offset, frames=num_frames)
+
+    def info(path):
+        header = audio_info(path)
+        return types.SimpleNamespace(sample_rate=header.samplerate, num_frames=header.frames,
+                                     num_channels=header.channels)
+
+    demucs.wav.ta = types.SimpleNamespace(load=load, info=info)
+    demucs.repitch.ta = types.SimpleNamespace(load=lambda path: read_audio(path))
+
+    def save_audio(wav, path, samplerate, **_):  # soundstretch reads 16-bit WAV, as demucs writes
+        write_audio(path, wav, samplerate, bits=16)
+
+    demucs.repitch.save_audio = save_audio
+    return demucs
+
+
+def reference(root: Path, segment: float, batch: int, batches: int, repitch: bool) -> float:
+    demucs = _import_demucs()
+    metadata = demucs.wav.build_metadata(root / "train", DEFAULT_SOURCES, normalize=False)
+    dataset = demucs.wav.Wavset(root / "train", metadata, DEFAULT_SOURCES, segment=(segment + 1.0) * 1.12,
+                                shift=1.0, samplerate=SR, channels=2, normalize=False)
+    if repitch:
+        dataset = demucs.repitch.RepitchedWrapper(dataset, proba=0.2, max_pitch=2, max_tempo=12, tempo_std=5,
+                                                  vocals=[DEFAULT_SOURCES.index("vocals")])
+    augment = torch.nn.Sequential(demucs.augment.Shift(shift=SR, same=False), demucs.augment.FlipChannels(),
+                                  demucs.augment.FlipSign(), demucs.augment.Scale(proba=1, min=0.25, max=1.25),
+                                  demucs.augment.Remix(proba=1, group_size=4))
+    order = torch.randperm(len(dataset)).tolist()
+    length = int(segment * SR)
+
+    def one_batch(k: int) -> torch.Tensor:
+        items = [dataset[order[(k * batch + i) % len(order)]] for i in range(batch)]
+        stems = augment(torch.stack(items))[..., :length]
+        return stems.sum(1), stems
+
+    one_batch(0)
+    start = time.perf_counter()
+    for k in range(1, batches + 1):
+        one_batch(k)
+    return batches * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--songs", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--segment", type=float, default=7.8)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="bench_data_"))
+    try:
+        root = generate_corpus(work / "corpus", songs=args.songs, seconds=args.seconds, test_songs=0)
+        from stemsep.data.layouts import discover_songs
+        from stemsep.data.shard import shard_split
+
+        songs = discover_songs(root, "folder", "train")
+        shard_split(songs, work / "shards", "train", DEFAULT_SOURCES, max_shard_size=256 * 10**6)
+        has_soundstretch = shutil.which("soundstretch") is not None
+        print(f"{args.songs} songs x {args.seconds:.0f} s, segment {args.segment} s, batch {args.batch}, "
+              f"1 thread; soundstretch {'found' if has_soundstretch else 'NOT installed'}")
+        for repitch in ([True, False] if has_soundstretch else [False]):
+            a = ours(work / "shards", args.segment, args.batch, args.batches, repitch)
+            b = reference(root, args.segment, args.batch, args.batches, repitch)
+            label = "with repitch" if repitch else "without repitch"
+            print(f"{label:>16}: stemsep {a:7.2f} segments/s   demucs {b:7.2f} segments/s   ratio {a / b:5.2f}x")
+        if not has_soundstretch:
+            a = ours(work / "shards", args.segment, args.batch, args.batches, True)
+            print(f"stemsep with in-process repitch: {a:7.2f} segments/s (demucs cannot repitch without soundstretch)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
