@@ -28,11 +28,12 @@ def test_quickstart_trains_a_user_network(corpus_root, tmp_path, capsys):
     code = main(["fit", "--config", str(REPO / "recipes" / "quickstart.yaml"),
                  "--model.net.class_path", f"{__name__}.MyNet",
                  "--model.net.init_args.width", "4",
-                 "--data.init_args.root", str(corpus_root), "--data.init_args.segment", "0.5",
-                 "--data.init_args.epoch_size", "8", "--data.init_args.num_workers", "0",
+                 "--data.init_args.prepare.root", str(corpus_root),
+                 "--data.init_args.prepare.out", str(tmp_path / "shards"), "--data.init_args.segment", "0.5",
+                 "--data.init_args.epoch_batches", "2", "--data.init_args.num_workers", "0",
                  "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(tmp_path)])
     assert code == 0
-    assert "valid nSDR (dB) epoch 0: drums" in capsys.readouterr().err
+    assert "valid nSDR (dB) epoch 0: drums" in capsys.readouterr().out
     ckpt = next(tmp_path.rglob("*.ckpt"))
     net = load_separator(ckpt)
     assert isinstance(net, MyNet) and net.mask[0].out_channels == 4

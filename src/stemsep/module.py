@@ -160,7 +160,7 @@ class SeparationModule(L.LightningModule):
         self.log(f"{prefix}/nsdr", values.mean(), prog_bar=True)
         if not self.trainer.sanity_checking:
             table = "  ".join(f"{name} {value:.2f}" for name, value in zip(self.sources, values.tolist()))
-            rank_zero_info(f"{prefix} nSDR (dB) epoch {self.current_epoch}: {table}  mean {values.mean():.2f}")
+            self.print(f"{prefix} nSDR (dB) epoch {self.current_epoch}: {table}  mean {values.mean():.2f}")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         mix = batch[0] if isinstance(batch, (list, tuple)) else batch
