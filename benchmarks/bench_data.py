@@ -6,7 +6,13 @@ groups of 4, repitch with probability 0.2), in one process with one thread — i
 DataLoader worker delivers. The reference is ``demucs.wav.Wavset`` + ``demucs.repitch``
 (``soundstretch`` subprocess per repitched example) + ``demucs.augment`` on the batch.
 
-    .venv/bin/python benchmarks/bench_data.py --songs 8 --seconds 30 --batches 20
+    .venv/bin/python benchmarks/bench_data.py --songs 8 --seconds 30 --batches 20 --repeats 3 \
+        --train-step configs/model/htdemucs_small.yaml configs/model/htdemucs.yaml
+
+Repeats alternate the two pipelines (and the with/without repitch settings), so load changes
+on a shared machine hit both; medians and the median of per-repeat ratios are printed.
+``--train-step`` times a CPU training step of model configs at the same batch shape, to say
+how many times over one data worker keeps up with training.
 
 demucs.wav imports ``dora`` only for distributed helpers it does not use here, and reads audio
 with ``torchaudio.load``, which needs ffmpeg/torchcodec in recent torchaudio: the benchmark
@@ -17,7 +23,9 @@ soundfile (same decoding work).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -101,6 +109,28 @@ def reference(root: Path, segment: float, batch: int, batches: int, repitch: boo
     return batches * batch / (time.perf_counter() - start)
 
 
+def train_step_seconds(config: Path, segment: float, batch: int, repeats: int) -> float:
+    """Median seconds of one CPU training step (forward, L1 loss, backward, Adam) at this shape."""
+    import yaml
+
+    from stemsep.checkpoint import build_from_config
+
+    net = build_from_config(yaml.safe_load(config.read_text()), origin=str(config))
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    mix = torch.randn(batch, 2, int(segment * SR)) * 0.1
+    stems = torch.randn(batch, len(net.sources), 2, mix.shape[-1]) * 0.05
+    times = []
+    for _ in range(repeats + 1):  # the first step warms up allocators
+        start = time.perf_counter()
+        loss = (net(mix) - stems).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--songs", type=int, default=8)
@@ -108,6 +138,10 @@ def main() -> None:
     parser.add_argument("--segment", type=float, default=7.8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
+    parser.add_argument("--train-step", nargs="*", default=[], metavar="MODEL_YAML",
+                        help="also time a CPU training step of these model configs at the same batch shape "
+                             "(with the torch threads of this machine) and compare with one worker's supply")
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="bench_data_"))
@@ -120,15 +154,33 @@ def main() -> None:
         shard_split(songs, work / "shards", "train", DEFAULT_SOURCES, max_shard_size=256 * 10**6)
         has_soundstretch = shutil.which("soundstretch") is not None
         print(f"{args.songs} songs x {args.seconds:.0f} s, segment {args.segment} s, batch {args.batch}, "
-              f"1 thread; soundstretch {'found' if has_soundstretch else 'NOT installed'}")
-        for repitch in ([True, False] if has_soundstretch else [False]):
-            a = ours(work / "shards", args.segment, args.batch, args.batches, repitch)
-            b = reference(root, args.segment, args.batch, args.batches, repitch)
+              f"{args.batches} batches, {args.repeats} interleaved repeats, 1 thread; "
+              f"soundstretch {'found' if has_soundstretch else 'NOT installed: demucs cannot repitch'}")
+        configs = [True, False] if has_soundstretch else [False]
+        results: dict[tuple[bool, str], list[float]] = {(r, side): [] for r in configs for side in ("ours", "ref")}
+        for _ in range(args.repeats):
+            for repitch in configs:
+                results[repitch, "ours"].append(ours(work / "shards", args.segment, args.batch, args.batches, repitch))
+                results[repitch, "ref"].append(reference(root, args.segment, args.batch, args.batches, repitch))
+        for repitch in configs:
+            a, b = results[repitch, "ours"], results[repitch, "ref"]
             label = "with repitch" if repitch else "without repitch"
-            print(f"{label:>16}: stemsep {a:7.2f} segments/s   demucs {b:7.2f} segments/s   ratio {a / b:5.2f}x")
+            ratios = [x / y for x, y in zip(a, b, strict=True)]
+            print(f"{label:>16}: stemsep {statistics.median(a):7.2f} segments/s   demucs {statistics.median(b):7.2f} "
+                  f"segments/s   ratio {statistics.median(ratios):5.2f}x  (per repeat: "
+                  f"{', '.join(f'{x:.1f}/{y:.1f}' for x, y in zip(a, b, strict=True))})")
+        supply = statistics.median(results[configs[0], "ours"])
         if not has_soundstretch:
             a = ours(work / "shards", args.segment, args.batch, args.batches, True)
             print(f"stemsep with in-process repitch: {a:7.2f} segments/s (demucs cannot repitch without soundstretch)")
+            supply = a
+        torch.set_num_threads(os.cpu_count() or 1)
+        for config in args.train_step:
+            seconds = train_step_seconds(Path(config), args.segment, args.batch, 2)
+            consumed = args.batch / seconds
+            print(f"train step {config} ({torch.get_num_threads()} threads, batch {args.batch} x {args.segment} s): "
+                  f"{seconds:.2f} s = {consumed:.2f} segments/s consumed; one worker with repitch supplies "
+                  f"{supply:.1f} segments/s = {supply / consumed:.0f}x")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

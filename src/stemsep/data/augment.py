@@ -20,6 +20,7 @@ of a ``soundstretch`` subprocess.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from fractions import Fraction
@@ -27,16 +28,25 @@ from fractions import Fraction
 import torch
 import torchaudio.functional as AF
 
+from ..errors import StemsepError
+from .stembatch import StemBatch
+from .wsola import wsola
+
 
 class Augmentation:
-    """Base class: identity on length, subclasses implement ``__call__``."""
+    """Base class: identity on length; subclasses implement ``transform`` on a lazy batch."""
 
     def input_length(self, length: int) -> int:
         """Input samples needed for ``length`` output samples."""
         return length
 
-    def __call__(self, stems: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def transform(self, batch: StemBatch, generator: torch.Generator) -> StemBatch:
+        """Record this augmentation's edits on a lazy batch (subclasses override this)."""
         raise NotImplementedError
+
+    def __call__(self, stems: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment a batch ``(B, S, C, T)`` of stems; returns a new tensor."""
+        return self.transform(StemBatch.from_tensor(stems), generator).materialize()
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -61,35 +71,30 @@ class Shift(Augmentation):
     def input_length(self, length: int) -> int:
         return length + self.shift
 
-    def __call__(self, stems: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        batch, sources, channels, time = stems.shape
-        length = time - self.shift
-        if self.shift <= 0 or length <= 0:
-            return stems
-        count = 1 if self.same else sources
-        offsets = torch.randint(0, self.shift + 1, (batch, count, 1, 1), generator=generator)
-        index = (offsets + torch.arange(length)).expand(batch, sources, channels, length)
-        return stems.gather(3, index)
+    def transform(self, batch: StemBatch, generator: torch.Generator) -> StemBatch:
+        if self.shift <= 0 or batch.length - self.shift <= 0:
+            return batch
+        count = 1 if self.same else batch.sources
+        batch.offsets += torch.randint(0, self.shift + 1, (batch.batch, count), generator=generator)
+        batch.length -= self.shift
+        return batch
 
 
 class FlipChannels(Augmentation):
     """Swap left and right of each stem with probability 1/2 (stereo only)."""
 
-    def __call__(self, stems: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        batch, sources, channels, _ = stems.shape
-        if channels != 2:
-            return stems
-        swap = _uniform((batch, sources, 1, 1), generator) < 0.5
-        return torch.where(swap, stems.flip(2), stems)
+    def transform(self, batch: StemBatch, generator: torch.Generator) -> StemBatch:
+        if batch.channels == 2:
+            batch.flips ^= _uniform((batch.batch, batch.sources), generator) < 0.5
+        return batch
 
 
 class FlipSign(Augmentation):
     """Multiply each stem by -1 with probability 1/2."""
 
-    def __call__(self, stems: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        batch, sources = stems.shape[:2]
-        signs = (_uniform((batch, sources, 1, 1), generator) < 0.5).to(stems.dtype) * 2 - 1
-        return stems * signs
+    def transform(self, batch: StemBatch, generator: torch.Generator) -> StemBatch:
+        batch.gains *= (_uniform((batch.batch, batch.sources), generator) < 0.5).float() * 2 - 1
+        return batch
 
 
 class Scale(Augmentation):
@@ -98,11 +103,12 @@ class Scale(Augmentation):
     def __init__(self, proba: float = 1.0, min: float = 0.25, max: float = 1.25):  # noqa: A002
         self.proba, self.min, self.max = float(proba), float(min), float(max)
 
-    def __call__(self, stems: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        batch, sources = stems.shape[:2]
+    def transform(self, batch: StemBatch, generator: torch.Generator) -> StemBatch:
         apply = _uniform((1,), generator).item() < self.proba
-        gains = self.min + (self.max - self.min) * _uniform((batch, sources, 1, 1), generator)
-        return stems * gains.to(stems.dtype) if apply else stems
+        gains = self.min + (self.max - self.min) * _uniform((batch.batch, batch.sources), generator)
+        if apply:
+            batch.gains *= gains
+        return batch
 
 
 class Remix(Augmentation):
@@ -116,16 +122,16 @@ class Remix(Augmentation):
     def __init__(self, proba: float = 1.0, group_size: int = 4):
         self.proba, self.group_size = float(proba), int(group_size)
 
-    def __call__(self, stems: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        batch, sources = stems.shape[:2]
+    def transform(self, batch: StemBatch, generator: torch.Generator) -> StemBatch:
         if _uniform((1,), generator).item() >= self.proba or self.group_size < 2:
-            return stems
-        index = torch.empty(batch, sources, dtype=torch.long)
-        for start in range(0, batch, self.group_size):
-            size = min(self.group_size, batch - start)
-            for source in range(sources):
+            return batch
+        index = torch.empty(batch.batch, batch.sources, dtype=torch.long)
+        for start in range(0, batch.batch, self.group_size):
+            size = min(self.group_size, batch.batch - start)
+            for source in range(batch.sources):
                 index[start:start + size, source] = start + torch.randperm(size, generator=generator)
-        return stems[index, torch.arange(sources)]
+        batch.reindex(index)
+        return batch
 
 
 class Repitch(Augmentation):
@@ -137,28 +143,30 @@ class Repitch(Augmentation):
     """
 
     def __init__(self, proba: float = 0.2, max_pitch: int = 2, max_tempo: float = 12.0,
-                 tempo_std: float = 5.0, n_fft: int = 2048, hop: int = 512):
+                 tempo_std: float = 5.0, method: str = "wsola", n_fft: int = 2048, hop: int = 512):
+        if method not in ("wsola", "vocoder"):
+            raise StemsepError(f"Repitch: method must be 'wsola' or 'vocoder', got {method!r}")
         self.proba, self.max_pitch = float(proba), int(max_pitch)
         self.max_tempo, self.tempo_std = float(max_tempo), float(tempo_std)
-        self.n_fft, self.hop = int(n_fft), int(hop)
+        self.method, self.n_fft, self.hop = method, int(n_fft), int(hop)
 
     def input_length(self, length: int) -> int:
         return int(math.ceil(length * (1 + self.max_tempo / 100))) + 1
 
-    def __call__(self, stems: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        batch, sources, channels, time = stems.shape
+    def transform(self, batch: StemBatch, generator: torch.Generator) -> StemBatch:
+        sources, channels, time = batch.sources, batch.channels, batch.length
         out_length = int(time / (1 + self.max_tempo / 100))
-        out = stems[..., :out_length].clone()
-        for b in range(batch):
+        for b in range(batch.batch):
             if _uniform((1,), generator).item() >= self.proba:
                 continue
             semitones = int(torch.randint(-self.max_pitch, self.max_pitch + 1, (1,), generator=generator))
             tempo = float(torch.randn((1,), generator=generator)) * self.tempo_std
             tempo = min(max(tempo, -self.max_tempo), self.max_tempo)
-            changed = repitch(stems[b].reshape(sources * channels, time), semitones, 1 + tempo / 100,
-                              n_fft=self.n_fft, hop=self.hop)
-            out[b] = _fit(changed, out_length).reshape(sources, channels, out_length)
-        return out
+            changed = repitch(batch.example(b).reshape(sources * channels, time), semitones, 1 + tempo / 100,
+                              method=self.method, n_fft=self.n_fft, hop=self.hop, length=out_length)
+            batch.set_example(b, _fit(changed, out_length).reshape(sources, channels, out_length))
+        batch.length = out_length
+        return batch
 
 
 def _fit(wav: torch.Tensor, length: int) -> torch.Tensor:
@@ -167,20 +175,30 @@ def _fit(wav: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
 
 
-def repitch(wav: torch.Tensor, semitones: float, tempo: float, *, n_fft: int = 2048,
-            hop: int = 512) -> torch.Tensor:
+def repitch(wav: torch.Tensor, semitones: float, tempo: float, *, method: str = "wsola", n_fft: int = 2048,
+            hop: int = 512, length: int | None = None) -> torch.Tensor:
     """Shift ``wav (..., T)`` by ``semitones`` and play it ``tempo`` times faster.
 
-    A phase vocoder stretches time by ``tempo / f`` (``f = 2**(semitones/12)``), then
-    band-limited resampling by ``f`` raises pitch and tempo together by ``f``. The output
-    has about ``T / tempo`` samples.
+    A time stretch by ``tempo / f`` (``f = 2**(semitones/12)``) -- ``wsola``
+    (:func:`stemsep.data.wsola.wsola`, one cut for all rows, cheap) or ``vocoder``
+    (:func:`time_stretch`, per row) -- then band-limited resampling by ``f`` raises pitch and
+    tempo together by ``f``. The output
+    has about ``T / tempo`` samples; with ``length``, only the input needed for the first
+    ``length`` output samples is processed (the output may then be shorter than ``T / tempo``).
     """
     factor = _pitch_fraction(semitones)
     rate = tempo / float(factor)
     shape = wav.shape
     flat = wav.reshape(-1, shape[-1]).float()
+    if length is not None:  # the vocoder and resampler look ahead at most n_fft + the filter width
+        flat = flat[:, : int(math.ceil(length * tempo)) + 2 * n_fft]
     if abs(rate - 1) > 1e-6:
-        flat = time_stretch(flat, rate, n_fft=n_fft, hop=hop)
+        if method == "wsola":
+            flat = wsola(flat, rate, frame=n_fft)
+        elif method == "vocoder":
+            flat = time_stretch(flat, rate, n_fft=n_fft, hop=hop)
+        else:
+            raise StemsepError(f"repitch method must be 'wsola' or 'vocoder', got {method!r}")
     if factor != 1:
         flat = AF.resample(flat, factor.numerator, factor.denominator)
     return flat.reshape(*shape[:-1], flat.shape[-1]).to(wav.dtype)
@@ -200,6 +218,11 @@ def _pitch_fraction(semitones: float, cents: float = 0.5) -> Fraction:
     return Fraction(exact).limit_denominator(1000)
 
 
+@functools.lru_cache(maxsize=8)
+def _window(n_fft: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.hann_window(n_fft, dtype=dtype)
+
+
 def time_stretch(wav: torch.Tensor, rate: float, *, n_fft: int = 2048, hop: int = 512) -> torch.Tensor:
     """Play ``wav (N, T)`` ``rate`` times faster without changing pitch (phase-locked vocoder).
 
@@ -208,7 +231,7 @@ def time_stretch(wav: torch.Tensor, rate: float, *, n_fft: int = 2048, hop: int 
     Dolson): each bin keeps its analysed phase offset to the nearest spectral peak, which keeps
     partials coherent and transients sharper than a plain vocoder.
     """
-    window = torch.hann_window(n_fft, dtype=wav.dtype, device=wav.device)
+    window = _window(n_fft, wav.dtype).to(wav.device)
     length = wav.shape[-1]
     spec = torch.stft(wav, n_fft, hop, window=window, return_complex=True, center=True)  # (N, F, M)
     frames = spec.shape[-1]
@@ -251,10 +274,19 @@ def needed_length(augmentations: Sequence[Augmentation], length: int) -> int:
     return length
 
 
-def apply_augmentations(augmentations: Sequence[Augmentation], stems: torch.Tensor,
+def apply_augmentations(augmentations: Sequence[Augmentation], stems: torch.Tensor | StemBatch,
                         generator: torch.Generator, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``augmentations`` on ``stems (B, S, C, T)``, crop to ``length``; ``(mix, stems)``."""
+    """Run ``augmentations`` on ``stems (B, S, C, T)`` (or a lazy batch), crop or pad to ``length``.
+
+    Returns ``(mix, stems)``. Augmentations with a ``transform`` only record their edits, so
+    the batch is written once; any other callable ``aug(tensor, generator)`` works too (the
+    batch is materialised for it).
+    """
+    batch = StemBatch.from_tensor(stems) if isinstance(stems, torch.Tensor) else stems
     for aug in augmentations:
-        stems = aug(stems, generator)
-    stems = _fit(stems, length).contiguous()
-    return stems.sum(1), stems
+        if getattr(type(aug), "transform", Augmentation.transform) is not Augmentation.transform:
+            batch = aug.transform(batch, generator)
+        else:
+            batch = StemBatch.from_tensor(aug(batch.materialize(), generator))
+    out = batch.materialize(length)
+    return out.sum(1), out

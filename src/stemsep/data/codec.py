@@ -42,11 +42,14 @@ def flac_header(data: bytes, what: str) -> sf._SoundFileInfo:
         raise BadAudioError(f"{what}: not a readable FLAC stream ({_last_line(err)})") from None
 
 
-def decode_flac(data: bytes, what: str, start: int = 0, frames: int = -1) -> tuple[torch.Tensor, int]:
+def decode_flac(data: bytes, what: str, start: int = 0, frames: int = -1,
+                contiguous: bool = True) -> tuple[torch.Tensor, int]:
     """Decode ``frames`` samples from ``start`` of FLAC bytes to float32 ``(channels, frames)``.
 
     Reading past the end returns fewer samples (callers pad). ``what`` names the stream in
-    one-line errors (e.g. ``shard train-000001.tar, song X, stem vocals``).
+    one-line errors (e.g. ``shard train-000001.tar, song X, stem vocals``). With
+    ``contiguous=False`` the result is a transposed view of the decoder's interleaved buffer
+    (saves a copy when the caller copies anyway).
     """
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
@@ -56,7 +59,8 @@ def decode_flac(data: bytes, what: str, start: int = 0, frames: int = -1) -> tup
             samplerate = f.samplerate
     except (RuntimeError, sf.LibsndfileError, ValueError) as err:
         raise BadAudioError(f"{what}: cannot decode FLAC ({_last_line(err)})") from None
-    return torch.from_numpy(np.ascontiguousarray(out.T)), samplerate
+    wav = torch.from_numpy(out).T
+    return (wav.contiguous() if contiguous else wav), samplerate
 
 
 def _last_line(err: Exception) -> str:

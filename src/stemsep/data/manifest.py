@@ -111,17 +111,27 @@ def check_sample(manifest: Manifest, shard: str, key: str, sample: dict[str, byt
     return name, frames
 
 
-def decode_sources(sample: dict[str, bytes], mapping: dict[str, list[str]], what: str,
-                   start: int = 0, frames: int = -1) -> torch.Tensor:
-    """Decode ``frames`` samples from ``start`` of the needed stems into ``(S, C, T)`` outputs."""
+def decode_rows(sample: dict[str, bytes], mapping: dict[str, list[str]], what: str,
+                start: int = 0, frames: int = -1) -> list[torch.Tensor]:
+    """Decode ``frames`` samples from ``start`` of the needed stems: one ``(C, T)`` per output.
+
+    Single-stem outputs are views of the decoder's buffer (no copy); all have the same length.
+    """
     decoded: dict[str, torch.Tensor] = {}
     out = []
     for stems in mapping.values():
         total = None
         for stem in stems:
             if stem not in decoded:
-                decoded[stem], _ = decode_flac(sample[f"{stem}.flac"], f"{what}, stem {stem}", start, frames)
+                decoded[stem], _ = decode_flac(sample[f"{stem}.flac"], f"{what}, stem {stem}", start, frames,
+                                               contiguous=False)
             total = decoded[stem] if total is None else total + decoded[stem]
         out.append(total)
     length = min(w.shape[-1] for w in out)
-    return torch.stack([w[..., :length] for w in out])
+    return [w[..., :length] for w in out]
+
+
+def decode_sources(sample: dict[str, bytes], mapping: dict[str, list[str]], what: str,
+                   start: int = 0, frames: int = -1) -> torch.Tensor:
+    """Decode ``frames`` samples from ``start`` of the needed stems into ``(S, C, T)`` outputs."""
+    return torch.stack(decode_rows(sample, mapping, what, start, frames))

@@ -19,7 +19,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import BadDataError, StemsepError
 from .augment import Augmentation, apply_augmentations, needed_length
-from .manifest import Manifest, check_sample, decode_sources
+from .manifest import Manifest, check_sample, decode_rows, decode_sources
+from .stembatch import StemBatch
 from .tarstream import iter_shard
 
 MAX_CONSECUTIVE_FAILURES = 100
@@ -128,20 +129,28 @@ class TrainStream(IterableDataset):
             self._keep_keys_cache = {s["key"] for s in self.manifest.songs if s["name"] in self.keep}
         return self._keep_keys_cache
 
-    def _segments(self, songs: Iterator[tuple[str, dict]], rng: np.random.Generator) -> Iterator[torch.Tensor]:
-        buffer: list[torch.Tensor] = []
+    def _segments(self, songs: Iterator[tuple[str, dict]],
+                  rng: np.random.Generator) -> Iterator[list[torch.Tensor]]:
+        """Random segments (lists of ``(C, read_length)`` stems) through the shuffle buffer.
+
+        The ``segments_per_song`` segments of a song are decoded as the union of their spans,
+        each overlapping stretch once, and cut as views (no copy until the batch is written).
+        """
+        buffer: list[list[torch.Tensor]] = []
         failures = 0
         for where, sample in songs:
             shard, key = where.split(", sample ")
             try:
                 name, frames = check_sample(self.manifest, shard.removeprefix("shard "), key, sample, self._stems)
+                starts = sorted(int(rng.integers(max(1, frames - self.read_length + 1)))
+                                for _ in range(self.segments_per_song))
                 cuts = []
-                for _ in range(self.segments_per_song):
-                    start = int(rng.integers(max(1, frames - self.read_length + 1)))
-                    wav = decode_sources(sample, self.mapping, f"{where} (song {name!r})", start, self.read_length)
-                    if wav.shape[-1] < self.read_length:
-                        wav = torch.nn.functional.pad(wav, (0, self.read_length - wav.shape[-1]))
-                    cuts.append(wav)
+                for first, last in _spans(starts, self.read_length):
+                    rows = decode_rows(sample, self.mapping, f"{where} (song {name!r})", first, last - first)
+                    for start in starts:
+                        if first <= start < last:
+                            cuts.append([_fit(r[:, start - first: start - first + self.read_length],
+                                              self.read_length) for r in rows])
                 failures = 0
             except StemsepError as err:
                 failures += 1
@@ -152,14 +161,29 @@ class TrainStream(IterableDataset):
                 if len(buffer) >= max(1, self.shuffle):
                     yield buffer.pop(int(rng.integers(len(buffer))))
 
-    def _batches(self, segments: Iterator[torch.Tensor], rng: np.random.Generator,
+    def _batches(self, segments: Iterator[list[torch.Tensor]], rng: np.random.Generator,
                  generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batch = []
-        for wav in segments:
-            batch.append(wav)
+        for rows in segments:
+            batch.append(rows)
             if len(batch) == self.batch_size:
-                yield apply_augmentations(self.augmentations, torch.stack(batch), generator, self.segment)
+                yield apply_augmentations(self.augmentations, StemBatch.from_rows(batch), generator, self.segment)
                 batch = []
+
+
+def _spans(starts: list[int], length: int) -> list[tuple[int, int]]:
+    """Merged ``[first, last)`` spans covering ``[start, start + length)`` of sorted ``starts``."""
+    spans: list[tuple[int, int]] = []
+    for start in starts:
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], start + length))
+        else:
+            spans.append((start, start + length))
+    return spans
+
+
+def _fit(wav: torch.Tensor, length: int) -> torch.Tensor:
+    return wav if wav.shape[-1] >= length else torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
 
 
 class EvalStream(IterableDataset):
