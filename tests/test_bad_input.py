@@ -11,7 +11,7 @@ QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
 
 
 def _fit(root, capsys, *extra):
-    code = main(["fit", "--config", QUICKSTART, "--data.init_args.root", str(root),
+    code = main(["fit", "--config", QUICKSTART, "--data.init_args.prepare.root", str(root),
                  "--data.init_args.synthetic", "null", "--trainer.max_steps", "1", *extra])
     err = capsys.readouterr().err.strip().splitlines()
     return code, err[-1] if err else ""

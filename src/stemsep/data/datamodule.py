@@ -21,7 +21,9 @@ from torch.utils.data import DataLoader
 
 from ..errors import BadDataError
 from .augment import Augmentation
+from .folder import SyntheticCorpus
 from .manifest import Manifest, resolve_sources
+from .prepare import PrepareShards, prepare_shards
 from .streams import EvalStream, TrainStream
 from .tarstream import read_json
 
@@ -50,6 +52,14 @@ class StemDataModule(L.LightningDataModule):
         policy: ``raise`` (stop) or ``warn`` (skip and count) on corrupt training data.
         verify_sha: compare each shard's sha256 with the manifest while streaming.
         pin_memory: DataLoader ``pin_memory``.
+        prepare: shard a dataset folder on first use (:class:`~stemsep.data.prepare.PrepareShards`,
+            optionally generating a synthetic corpus); manifests left unset then default to
+            the prepared ones. ``prepare_data`` does the work once, on local rank 0.
+        synthetic: with ``prepare``, generate a synthetic corpus at a missing ``prepare.root``
+            first (:class:`~stemsep.data.folder.SyntheticCorpus` settings).
+
+    Data workers run with one torch thread (PyTorch sets this in DataLoader workers), which
+    is what the augmentations are tuned for.
     """
 
     def __init__(self, train_manifest: str | None = None, valid_manifest: str | None = None,
@@ -59,9 +69,14 @@ class StemDataModule(L.LightningDataModule):
                  batch_size: int = 4, num_workers: int = 2, segments_per_song: int = 4, song_buffer: int = 4,
                  shuffle: int = 64, augmentations: list[Augmentation] | None = None,
                  epoch_batches: int | None = 1000, seed: int = 0, keep_list: str | None = None,
-                 policy: Literal["raise", "warn"] = "raise", verify_sha: bool = True, pin_memory: bool = False):
+                 policy: Literal["raise", "warn"] = "raise", verify_sha: bool = True, pin_memory: bool = False,
+                 prepare: PrepareShards | None = None, synthetic: SyntheticCorpus | None = None):
         super().__init__()
         self.manifests = {"train": train_manifest, "valid": valid_manifest, "test": test_manifest}
+        self.prepare, self.synthetic = prepare, synthetic
+        if prepare is not None:
+            self.manifests = {role: url if url is not None else prepare.manifest(role)
+                              for role, url in self.manifests.items()}
         self.shard_patterns = {"train": train_shards, "valid": valid_shards, "test": test_shards}
         self.source_option = sources
         self.segment, self.batch_size, self.num_workers = float(segment), int(batch_size), int(num_workers)
@@ -70,6 +85,14 @@ class StemDataModule(L.LightningDataModule):
         self.epoch_batches, self.seed, self.keep_list = epoch_batches, seed, keep_list
         self.policy, self.verify_sha, self.pin_memory = policy, verify_sha, pin_memory
         self._loaded: dict[str, Manifest] = {}
+
+    def prepare_data(self) -> None:
+        if self.prepare is not None:
+            option = self.source_option
+            stems = None if option is None else (
+                list(dict.fromkeys(s for v in option.values() for s in ([v] if isinstance(v, str) else v)))
+                if isinstance(option, dict) else list(option))
+            prepare_shards(self.prepare, stems, self.synthetic)
 
     # -- what the model needs to know -------------------------------------------------------
     def manifest(self, split: str) -> Manifest:
