@@ -43,6 +43,7 @@ from .block_toeplitz import solve_block_toeplitz
 METRICS = ("sdr", "isr", "sir", "sar")
 FILTER_LENGTH = 512
 _CORRELATION_FFT = 8192  # block size of the correlation FFTs (must exceed 2 * filter length)
+_BLOCKS_PER_GROUP = 64   # correlation blocks transformed at once (bounds memory on long tracks)
 
 
 def frame_starts(length: int, window: int, hop: int) -> tuple[list[int], int]:
@@ -68,11 +69,12 @@ def _safe_db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
 def framewise_sdr(estimates: torch.Tensor, references: torch.Tensor, starts: list[int],
                   window: int) -> torch.Tensor:
     """SDR per ``(source, frame)``: in BSS-eval v4's image mode it reduces to framewise SNR."""
-    ref = references.double()
-    err = estimates.double() - ref
-    ref_energy = torch.stack([(ref[..., s:s + window] ** 2).sum(dim=(-2, -1)) for s in starts], dim=-1)
-    err_energy = torch.stack([(err[..., s:s + window] ** 2).sum(dim=(-2, -1)) for s in starts], dim=-1)
-    return _safe_db(ref_energy, err_energy)
+    ref_energy, err_energy = [], []
+    for s in starts:  # a frame at a time in float64: no track-long float64 copies
+        ref = references[..., s:s + window].double()
+        ref_energy.append((ref ** 2).sum(dim=(-2, -1)))
+        err_energy.append(((estimates[..., s:s + window].double() - ref) ** 2).sum(dim=(-2, -1)))
+    return _safe_db(torch.stack(ref_energy, dim=-1), torch.stack(err_energy, dim=-1))
 
 
 def _next_fast_len(n: int) -> int:
@@ -102,17 +104,21 @@ def lag_correlations(signals: torch.Tensor, references: torch.Tensor, max_lag: i
     block = fft - 2 * (max_lag - 1)
     count = -(-length // block)
     padded_len = count * block
+    # Views over the (float32 or float64) signals; converted to float64 a group at a time so
+    # an hour of audio never exists as float64 spectra all at once.
     ext = torch.nn.functional.pad(signals, (max_lag - 1, padded_len - length + max_lag - 1))
     ext = ext.unfold(-1, block + 2 * (max_lag - 1), block)                    # (X, n, B + 2L - 2)
     blk = torch.nn.functional.pad(references, (0, padded_len - length)).unflatten(-1, (count, block))
-    ext_spec = torch.fft.rfft(ext, n=fft)
-    blk_spec = torch.fft.rfft(blk, n=fft)
-    # Cross-spectra summed over blocks one block at a time: elementwise products along
-    # frequency (a batched complex matmul per frequency is several times slower on CPU).
-    cross = ext_spec.new_zeros(ext_spec.shape[0], blk_spec.shape[0], ext_spec.shape[-1])
-    blk_conj = blk_spec.conj()
-    for b in range(count):
-        cross += ext_spec[:, None, b, :] * blk_conj[None, :, b, :]
+    cross = torch.zeros(signals.shape[0], references.shape[0], fft // 2 + 1, dtype=torch.complex128,
+                        device=signals.device)
+    for first in range(0, count, _BLOCKS_PER_GROUP):
+        group = slice(first, first + _BLOCKS_PER_GROUP)
+        ext_spec = torch.fft.rfft(ext[:, group].double(), n=fft)
+        blk_conj = torch.fft.rfft(blk[:, group].double(), n=fft).conj()
+        # Sum over blocks one block at a time: elementwise products along frequency (a
+        # batched complex matmul per frequency is several times slower on CPU).
+        for b in range(ext_spec.shape[1]):
+            cross += ext_spec[:, None, b, :] * blk_conj[None, :, b, :]
     return torch.fft.irfft(cross, n=fft)[..., :2 * max_lag - 1]
 
 
@@ -127,8 +133,8 @@ def projection_filters(estimates: torch.Tensor, references: torch.Tensor,
     """
     sources, channels, _ = references.shape
     k = sources * channels
-    refs = references.double().reshape(k, -1)
-    ests = estimates.double().reshape(k, -1)
+    refs = references.reshape(k, -1)
+    ests = estimates.reshape(k, -1)
     corr = lag_correlations(torch.cat([refs, ests]), refs, filter_length)
     lags = slice(filter_length - 1, 2 * filter_length - 1)
     gram = corr[:k, :, lags].permute(2, 0, 1).contiguous()  # Q_m[k, k'] = sum_u r_k(u + m) r_k'(u)
@@ -170,13 +176,13 @@ def framewise_projection_metrics(estimates: torch.Tensor, references: torch.Tens
     # Own-source filters are zero across sources: transform only each channel's own block.
     own_of = [slice(i // channels * channels, (i // channels + 1) * channels) for i in range(k)]
     own_spec = torch.fft.rfft(torch.stack([own_filters[i, own_of[i]] for i in range(k)]), n=n)  # (K, C, F)
-    refs = references.double().reshape(k, -1)
-    ests = estimates.double().reshape(k, -1)
+    refs = references.reshape(k, -1)
+    ests = estimates.reshape(k, -1)
     parts: dict[str, list[torch.Tensor]] = {"isr": [], "sir": [], "sar": []}
     for first in range(0, len(starts), frame_batch):
         batch = starts[first:first + frame_batch]
-        ref_spec = torch.fft.rfft(torch.stack([refs[:, s:s + window] for s in batch]), n=n)  # (B, K, F)
-        est_spec = torch.fft.rfft(torch.stack([ests[:, s:s + window] for s in batch]), n=n)
+        ref_spec = torch.fft.rfft(torch.stack([refs[:, s:s + window] for s in batch]).double(), n=n)  # (B, K, F)
+        est_spec = torch.fft.rfft(torch.stack([ests[:, s:s + window] for s in batch]).double(), n=n)
         # Filtered references summed per estimate channel: elementwise products along
         # frequency, one reference channel at a time (own-source filters: own channels only).
         proj_all = torch.zeros_like(ref_spec)
