@@ -51,40 +51,41 @@ def apply_model(net: nn.Module, mix: torch.Tensor, *, segment: float | Fraction 
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if transition_power < 1:
         raise ValueError(f"transition_power must be >= 1, got {transition_power}")
-    options = dict(segment=segment, overlap=overlap, shifts=shifts, split=split, batch_size=batch_size,
+    options = dict(segment=segment, overlap=overlap, shifts=shifts, split=split, batch_size=max(1, int(batch_size)),
                    transition_power=transition_power, progress=progress)
-    sub_models = getattr(net, "models", None)
-    if sub_models is not None and hasattr(net, "weights"):
-        return _apply_bag(net, mix, options)
+    out = torch.zeros(mix.shape[0], len(net.sources), *mix.shape[1:], device=mix.device, dtype=mix.dtype)
     with torch.no_grad():
-        if shifts <= 0:
-            return _apply_split(net, mix, segment, overlap, split, batch_size, transition_power, progress)
-        max_shift = int(SHIFT_SECONDS * net.samplerate)
-        # Python's RNG, as demucs uses; all offsets drawn first so that networks consuming
-        # `random` in forward (HTDemucs' random sine shift) cannot make them depend on batch_size.
-        offsets = [random.randint(0, max_shift) for _ in range(shifts)]
-        out = None
-        for offset in offsets:
-            lead = max_shift - offset
-            shifted = nn.functional.pad(mix, (lead, 0))
-            part = _apply_split(net, shifted, segment, overlap, split, batch_size, transition_power,
-                                progress)[..., lead:]
-            out = part if out is None else out.add_(part)
-            del part
-        return out.div_(shifts)
+        _accumulate_model(net, mix, out, torch.ones(len(net.sources), dtype=torch.float64), options)
+    return out
 
 
-def _apply_bag(bag: nn.Module, mix: torch.Tensor, options: dict) -> torch.Tensor:
-    """Weighted per-source average of each sub-model's separation."""
-    weights = torch.as_tensor(bag.weights, dtype=torch.float64)
-    out = None
-    for model, model_weights in zip(bag.models, weights, strict=True):
-        part = apply_model(model, mix, **options)
-        part.mul_(model_weights.to(part.dtype).to(part.device)[:, None, None])
-        out = part if out is None else out.add_(part)
-        del part
-    totals = weights.sum(0).to(out.dtype).to(out.device)
-    return out.div_(totals[:, None, None])
+def _is_bag(net: nn.Module) -> bool:
+    return getattr(net, "models", None) is not None and hasattr(net, "weights")
+
+
+def _accumulate_model(net: nn.Module, mix: torch.Tensor, out: torch.Tensor, scale: torch.Tensor,
+                      options: dict) -> None:
+    """Add ``scale[source] *`` the separation by ``net`` into ``out`` (no per-model or per-shift copies)."""
+    if _is_bag(net):
+        # Weighted per-source average of the members, each with its own segment and shifts.
+        weights = torch.as_tensor(net.weights, dtype=torch.float64)
+        totals = weights.sum(0)
+        for model, model_weights in zip(net.models, weights, strict=True):
+            _accumulate_model(model, mix, out, scale * model_weights / totals, options)
+        return
+    chunking = {k: options[k] for k in ("segment", "overlap", "split", "batch_size", "transition_power",
+                                        "progress")}
+    shifts = options["shifts"]
+    if shifts <= 0:
+        _accumulate_chunks(net, mix, out, 0, scale, **chunking)
+        return
+    max_shift = int(SHIFT_SECONDS * net.samplerate)
+    # Python's RNG, as demucs uses; all offsets drawn first so that networks consuming
+    # `random` in forward (HTDemucs' random sine shift) cannot make them depend on batch_size.
+    offsets = [random.randint(0, max_shift) for _ in range(shifts)]
+    for offset in offsets:
+        # Shifting the input right by `lead` zeros = a chunk grid starting `lead` samples early.
+        _accumulate_chunks(net, mix, out, max_shift - offset, scale / shifts, **chunking)
 
 
 def _segment_samples(net: nn.Module, segment: float | Fraction | None, split: bool) -> int | None:
@@ -135,13 +136,16 @@ def _input_length(net: nn.Module, length: int, segment_length: int | None) -> in
     return int(valid_length(length)) if callable(valid_length) else length
 
 
-def _chunk_input(mix: torch.Tensor, chunk: _Chunk, input_length: int) -> torch.Tensor:
-    """Samples around the chunk, centred, real neighbours where they exist, zeros past the ends."""
+def _chunk_input(mix: torch.Tensor, chunk: _Chunk, input_length: int, lead: int) -> torch.Tensor:
+    """Samples around the chunk, centred, real neighbours where they exist, zeros past the ends.
+
+    Chunk offsets are on the shifted time line: mix sample ``i`` sits at ``i + lead``.
+    """
     total = mix.shape[-1]
-    start = chunk.offset - (input_length - chunk.length) // 2
+    start = chunk.offset - (input_length - chunk.length) // 2 - lead
     end = start + input_length
-    lo, hi = max(0, start), min(total, end)
-    return nn.functional.pad(mix[chunk.item, :, lo:hi], (lo - start, end - hi))
+    lo, hi = min(max(0, start), total), max(0, min(total, end))
+    return nn.functional.pad(mix[chunk.item, :, lo:hi], (lo - start, end - max(hi, lo)))
 
 
 def _batches(net: nn.Module, chunks: list[_Chunk], batch_size: int,
@@ -158,45 +162,51 @@ def _batches(net: nn.Module, chunks: list[_Chunk], batch_size: int,
         yield size, group
 
 
-def _apply_split(net: nn.Module, mix: torch.Tensor, segment, overlap: float, split: bool, batch_size: int,
-                 transition_power: float, progress: bool) -> torch.Tensor:
-    batch, channels, length = mix.shape
+def _accumulate_chunks(net: nn.Module, mix: torch.Tensor, out: torch.Tensor, lead: int, scale: torch.Tensor,
+                       segment, overlap: float, split: bool, batch_size: int, transition_power: float,
+                       progress: bool) -> None:
+    """Overlap-add ``scale *`` the chunked separation of ``mix`` (delayed by ``lead``) into ``out``."""
+    batch, _, length = mix.shape
+    virtual = length + lead
     segment_length = _segment_samples(net, segment, split)
     single = segment_length is None  # one chunk per item: nothing to blend
     if single:
-        segment_length = length
-    chunks = plan_chunks(batch, length, segment_length, overlap, whole=single)
+        segment_length = virtual
+    chunks = plan_chunks(batch, virtual, segment_length, overlap, whole=single)
     device = _net_device(net, mix.device)
-    out = torch.zeros(batch, len(net.sources), channels, length, device=mix.device, dtype=mix.dtype)
-    weight = transition_weight(segment_length, transition_power, device=mix.device).to(mix.dtype)
-    weight_sum = torch.zeros(length, device=mix.device, dtype=mix.dtype)
+    scale = scale.to(device=out.device, dtype=out.dtype)[:, None, None]
+    weight = transition_weight(segment_length, transition_power, device=out.device).to(out.dtype)
+    weight_sum = torch.zeros(virtual, device=out.device, dtype=out.dtype)
+    if not single:
+        for chunk in chunks:
+            if chunk.item == 0:
+                weight_sum[chunk.offset:chunk.offset + chunk.length] += weight[:chunk.length]
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(chunks), unit="chunk", leave=False)
-    for size, group in _batches(net, chunks, max(1, int(batch_size)), None if single else segment_length):
-        inputs = torch.stack([_chunk_input(mix, chunk, size) for chunk in group]).to(device)
+    for size, group in _batches(net, chunks, batch_size, None if single else segment_length):
+        inputs = torch.stack([_chunk_input(mix, chunk, size, lead) for chunk in group]).to(device)
         outputs = net(inputs)
         del inputs
         for chunk, result in zip(group, outputs, strict=True):
             trim = (result.shape[-1] - chunk.length) // 2
-            result = result[..., trim:trim + chunk.length].to(mix.device)
-            region = slice(chunk.offset, chunk.offset + chunk.length)
+            first = max(chunk.offset, lead)  # skip what falls before the mix (the shift's zeros)
+            stop = chunk.offset + chunk.length
+            if first >= stop:
+                continue
+            result = result[..., trim + first - chunk.offset:trim + stop - chunk.offset].to(out.device, out.dtype)
             if single:
-                out[chunk.item, ..., region] = result
+                out[chunk.item, ..., first - lead:stop - lead] += scale * result
             else:
-                out[chunk.item, ..., region] += weight[:chunk.length] * result
-                if chunk.item == 0:
-                    weight_sum[region] += weight[:chunk.length]
+                blend = weight[first - chunk.offset:stop - chunk.offset] / weight_sum[first:stop]
+                out[chunk.item, ..., first - lead:stop - lead] += (scale * blend) * result
         del outputs
         if bar is not None:
             bar.update(len(group))
     if bar is not None:
         bar.close()
-    if not single:
-        out /= weight_sum
-    return out
 
 
 def _net_device(net: nn.Module, default: torch.device) -> torch.device:
