@@ -10,7 +10,7 @@ may have different lengths: cross-attention) and returns the attention output sh
 * ``fast_transformers`` — improved clustered attention from the optional package
   pytorch-fast-transformers (:mod:`.fast_transformers_attention`), imported on first use.
 
-Options may follow the name: ``"lsh:window=256,n_rounds=1"`` or
+Options may follow the name: ``"lsh:window=128,n_rounds=2"`` or
 ``"fast_transformers:clusters=64"`` (integer or boolean values), so configs can tune the
 sparsity without code. ``available_backends()`` lists the names.
 """
