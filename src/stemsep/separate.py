@@ -1,0 +1,169 @@
+"""``stemsep separate``: split audio files into stems with one or several trained models.
+
+    stemsep separate song.wav other.flac --model htdemucs.ckpt -o separated/
+    stemsep separate musdb/test --model a.ckpt --model b.ckpt --weights 1,0,1,1 0,1,0,0 -o out/
+
+Writes ``OUTDIR/<track>/<source>.<wav|flac>`` (``<track>`` is the file name without suffix,
+or the parent folder's name for MUSDB's ``<track>/mixture.wav``), each file atomically, so
+that a rerun skips tracks whose stems are all present. Several ``--model`` make a bag whose
+estimates are averaged per source (``--weights``: one comma-separated list per model).
+Chunks of one long file — or of many short files — go through the network ``--batch-size``
+at a time (:func:`stemsep.inference.apply_model`). Memory: the mix and the stems of one
+file at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .audio import AUDIO_EXTENSIONS, audio_info, read_audio, write_audio
+from .checkpoint import load_separator
+from .errors import BadAudioError, StemsepError
+from .fsutil import ensure_writable_dir
+from .inference import apply_model
+from .models.bag import BagOfModels
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, help="audio files, or folders searched for them")
+    parser.add_argument("--model", action="append", required=True, type=Path, metavar="CKPT",
+                        help="stemsep checkpoint; repeat for a bag of models")
+    parser.add_argument("--weights", nargs="+", metavar="W,W,...",
+                        help="per-source weights of each model (one comma-separated list per --model)")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--shifts", type=int, default=1, help="random-shift averaging passes (default 1)")
+    parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction (default 0.25)")
+    parser.add_argument("--segment", type=float, help="chunk length in seconds (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=4, help="chunks per network call (default 4)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    parser.add_argument("--format", choices=["wav", "flac"], default="wav", help="output format")
+    parser.add_argument("--bits", type=int, choices=[16, 24, 32], default=24,
+                        help="output bit depth (32: float WAV)")
+    parser.add_argument("--jobs", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--overwrite", action="store_true", help="redo tracks whose stems already exist")
+
+
+def collect_inputs(paths: list[Path]) -> list[Path]:
+    """Audio files named on the command line or found under named folders (sorted, no hidden)."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+                           and not p.name.startswith("."))
+            if not found:
+                raise BadAudioError(f"{path}: no .wav or .flac files in this folder")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise BadAudioError(f"{path}: file not found")
+    return list(dict.fromkeys(files))
+
+
+def track_name(path: Path) -> str:
+    """``song.wav`` -> ``song``; MUSDB's ``<track>/mixture.wav`` -> ``<track>``."""
+    return path.parent.name if path.stem == "mixture" and path.parent.name else path.stem
+
+
+def parse_weights(specs: list[str] | None, models: int, sources: int) -> list[list[float]] | None:
+    if specs is None:
+        return None
+    if len(specs) != models:
+        raise StemsepError(f"--weights: {len(specs)} list(s) given for {models} model(s); give one per --model")
+    rows = []
+    for spec in specs:
+        try:
+            row = [float(x) for x in spec.split(",")]
+        except ValueError:
+            raise StemsepError(f"--weights: {spec!r} is not a comma-separated list of numbers") from None
+        if len(row) != sources:
+            raise StemsepError(f"--weights: {spec!r} has {len(row)} value(s), the models have {sources} sources")
+        rows.append(row)
+    if any(sum(r[s] for r in rows) <= 0 for s in range(sources)):
+        raise StemsepError("--weights: every source needs a positive total weight")
+    return rows
+
+
+def load_models(paths: list[Path], weights: list[str] | None, device: torch.device) -> torch.nn.Module:
+    nets = [load_separator(path, map_location="cpu") for path in paths]
+    first = nets[0]
+    for path, net in zip(paths[1:], nets[1:], strict=True):
+        for attr in ("sources", "samplerate", "audio_channels"):
+            if getattr(net, attr) != getattr(first, attr):
+                raise StemsepError(f"{path}: {attr} {getattr(net, attr)!r} differs from {paths[0]}'s "
+                                   f"{getattr(first, attr)!r}; a bag needs models of the same kind")
+    rows = parse_weights(weights, len(nets), len(first.sources))
+    net = nets[0] if len(nets) == 1 and rows is None else BagOfModels(nets, weights=rows)
+    return net.to(device).eval()
+
+
+def stem_paths(out: Path, track: str, sources: list[str], fmt: str) -> dict[str, Path]:
+    return {source: out / track / f"{source}.{fmt}" for source in sources}
+
+
+def load_mix(path: Path, samplerate: int, channels: int) -> torch.Tensor:
+    """The mix as ``(channels, time)``: mono is duplicated to the model's channels."""
+    info = audio_info(path)
+    if info.samplerate != samplerate:
+        raise BadAudioError(f"{path}: sample rate is {info.samplerate} Hz, the model expects {samplerate} Hz "
+                            "(resample it first)")
+    if info.channels not in (1, channels):
+        raise BadAudioError(f"{path}: has {info.channels} channels, the model takes {channels} (or mono)")
+    mix, _ = read_audio(path, samplerate=samplerate)
+    return mix.expand(channels, -1).contiguous() if mix.shape[0] == 1 else mix
+
+
+def separate_file(net: torch.nn.Module, mix: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
+    """``(channels, time)`` -> ``(sources, channels, time)``, normalised as demucs' CLI does."""
+    reference = mix.mean(0)
+    mean, std = reference.mean(), reference.std()
+    scale = std if std > 1e-8 else torch.ones(())
+    normalised = ((mix - mean) / scale)[None]
+    sources = apply_model(net, normalised, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
+                          batch_size=args.batch_size, progress=sys.stderr.isatty())[0]
+    return sources.mul_(scale).add_(mean)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    if args.jobs:
+        torch.set_num_threads(args.jobs)
+    if not 0 <= args.overlap < 1:
+        raise StemsepError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.batch_size < 1 or args.shifts < 0:
+        raise StemsepError("--batch-size must be >= 1 and --shifts >= 0")
+    if args.format == "flac" and args.bits == 32:
+        raise StemsepError("--bits 32 is float WAV only; use --format wav or --bits 24 for FLAC")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    files = collect_inputs(args.inputs)
+    names = [track_name(f) for f in files]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        name = sorted(duplicates)[0]
+        clash = [str(f) for f, n in zip(files, names, strict=True) if n == name]
+        raise StemsepError(f"inputs {clash[0]} and {clash[1]} would both be written to track {name!r}")
+    ensure_writable_dir(args.out)
+    net = load_models(args.model, args.weights, device)
+    if args.segment is not None and args.segment <= 0:
+        raise StemsepError(f"--segment must be positive, got {args.segment}")
+    done = skipped = 0
+    for path, name in tqdm(list(zip(files, names, strict=True)), unit="file", desc="separating",
+                           disable=not sys.stderr.isatty()):
+        targets = stem_paths(args.out, name, net.sources, args.format)
+        if not args.overwrite and all(p.is_file() for p in targets.values()):
+            skipped += 1
+            continue
+        mix = load_mix(path, net.samplerate, net.audio_channels)
+        stems = separate_file(net, mix, args)
+        del mix
+        for target, stem in zip(targets.values(), stems, strict=True):
+            write_audio(target, stem, net.samplerate, bits=args.bits, fmt=args.format)
+        del stems
+        done += 1
+    print(f"separated {done} file(s) into {args.out}" + (f", skipped {skipped} already done" if skipped else ""))
+    return 0
