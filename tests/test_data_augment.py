@@ -18,6 +18,8 @@ from stemsep.data.augment import (
     needed_length,
     repitch,
 )
+from stemsep.data.stembatch import StemBatch
+from stemsep.data.wsola import wsola
 
 SR = 44100
 
@@ -63,11 +65,12 @@ def test_simple_augmentations_and_seeding():
     assert a[1].shape == (4, 4, 2, 1000) and torch.equal(a[1], b[1]) and torch.equal(a[0], a[1].sum(1))
 
 
+@pytest.mark.parametrize("method", ["wsola", pytest.param("vocoder", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("semitones", [-2, -1, 1, 2])
-def test_repitch_moves_a_sine_by_the_asked_interval(semitones):
+def test_repitch_moves_a_sine_by_the_asked_interval(semitones, method):
     t = torch.arange(3 * SR) / SR
     sine = torch.sin(2 * math.pi * 440 * t)[None]
-    out = repitch(sine, semitones, 1.0)
+    out = repitch(sine, semitones, 1.0, method=method)
     assert abs(out.shape[-1] - sine.shape[-1]) <= 2
     measured = _peak_hz(out[0, SR // 2: SR // 2 + 2 * SR])
     assert measured == pytest.approx(440 * 2 ** (semitones / 12), rel=2e-3)  # < 4 cents
@@ -81,11 +84,12 @@ def _onsets(wav: torch.Tensor, period: float) -> torch.Tensor:
     return torch.tensor(positions, dtype=torch.float64)
 
 
+@pytest.mark.parametrize("method", ["wsola", pytest.param("vocoder", marks=pytest.mark.slow)])
 @pytest.mark.parametrize(("semitones", "tempo"), [(0, 1.12), (2, 0.88), (-2, 1.06)])
-def test_repitch_changes_tempo_by_the_asked_ratio(semitones, tempo):
+def test_repitch_changes_tempo_by_the_asked_ratio(semitones, tempo, method):
     clicks = torch.zeros(1, 6 * SR)
     clicks[0, ::SR // 2] = 1.0  # 120 bpm click train
-    out = repitch(clicks, semitones, tempo)[0]
+    out = repitch(clicks, semitones, tempo, method=method)[0]
     assert out.shape[-1] == pytest.approx(clicks.shape[-1] / tempo, rel=2e-3)
     onsets = _onsets(out, SR / 2 / tempo)
     slope = torch.linalg.lstsq(torch.stack([torch.arange(len(onsets), dtype=torch.float64),
@@ -100,3 +104,47 @@ def test_repitch_probability():
     assert torch.equal(out, stems[..., : out.shape[-1]])
     changed = Repitch(proba=1.0, tempo_std=0.0)(stems, _gen())
     assert sum(not torch.allclose(changed[b], stems[b, ..., : changed.shape[-1]]) for b in range(6)) >= 4
+
+
+def test_lazy_batch_applies_each_recorded_edit_exactly():
+    """Every output stem is (gain in +-[0.5, 0.6]) x (a stem of the same source in its remix group,
+    maybe channel-swapped, read from an offset <= shift): search for it among all candidates."""
+    stems = torch.randn(4, 3, 2, 300, generator=_gen(7))
+    rows = [[s.T.contiguous().T for s in example] for example in stems]  # non-contiguous views
+    augs = [Shift(20), FlipChannels(), FlipSign(), Scale(min=0.5, max=0.6), Remix(group_size=2)]
+    mix, out = apply_augmentations(augs, StemBatch.from_rows(rows), _gen(3), 280)
+    assert out.shape == (4, 3, 2, 280) and torch.equal(mix, out.sum(1))
+    flipped = swapped = 0
+    for b in range(4):
+        for s in range(3):
+            found = []
+            for g in range(b // 2 * 2, b // 2 * 2 + 2):
+                for offset in range(21):
+                    for flip in (False, True):
+                        cand = stems[g, s, :, offset: offset + 280]
+                        cand = cand.flip(0) if flip else cand
+                        gain = out[b, s, 0, 0] / cand[0, 0]
+                        if 0.5 <= abs(gain) <= 0.6 and torch.allclose(out[b, s], gain * cand, atol=1e-6):
+                            found.append((g, flip))
+            assert len(found) == 1, (b, s, found)
+            flipped += found[0][1]
+            swapped += found[0][0] != b
+    assert 0 < flipped < 12 and swapped > 0
+    assert torch.equal(apply_augmentations(augs, stems, _gen(3), 280)[1], out)  # tensor input: same result
+
+
+def test_plain_callables_still_work_as_augmentations():
+    stems = torch.randn(2, 2, 2, 50)
+    mix, out = apply_augmentations([FlipSign(), lambda x, g: x * 2, Shift(10)], stems, _gen(), 40)
+    assert out.shape == (2, 2, 2, 40) and torch.equal(mix, out.sum(1))
+    ratio = out / stems[..., : 40]
+    assert ratio.abs().max() > 0  # scaled, not zeroed
+
+
+def test_wsola_cuts_all_rows_at_the_same_places():
+    t = torch.arange(2 * SR) / SR
+    row = torch.sin(2 * math.pi * 330 * t) + 0.3 * torch.sin(2 * math.pi * 1250 * t)
+    wav = torch.stack([row, -0.5 * row, torch.zeros_like(row)])
+    out = wsola(wav, 1.1)
+    assert out.shape == (3, round(2 * SR / 1.1))
+    assert torch.allclose(out[1], -0.5 * out[0], atol=1e-5) and out[2].abs().max() == 0

@@ -152,3 +152,68 @@ def test_pipe_and_brace_urls(shards):
     dm = _dm(shards, valid_shards=[f"pipe:cat {shards}/test-{{000000..000001}}.tar"])
     names = [b[2][0] for b in dm.eval_dataset("valid")]
     assert sorted(names) == ["song0004", "song0005"]
+
+
+def test_segments_of_a_song_share_decoded_spans():
+    from stemsep.data.streams import _spans
+
+    assert _spans([0, 50, 300], 100) == [(0, 150), (300, 400)]
+    assert _spans([10, 10, 110], 100) == [(10, 210)]
+
+
+def test_training_segments_equal_a_direct_decode(shards):
+    """Segments cut from shared decoded spans equal the same samples decoded one by one."""
+    from stemsep.data.manifest import check_sample, decode_sources
+    from stemsep.data.tarstream import iter_shard
+
+    dm = _dm(shards, segments_per_song=6, shuffle=1, song_buffer=1, segment=1.0)
+    stream = dm.train_dataset()
+    songs = {}
+    for url, name in stream.shards:
+        for key, sample in iter_shard(url, name, None):
+            songs[check_sample(stream.manifest, name, key, sample, stream._stems)[0]] = sample
+    import numpy as np
+
+    segments = stream._segments(stream._songs(stream.shards, np.random.default_rng(0)), np.random.default_rng(1))
+    checked = 0
+    for rows in segments:
+        wav = torch.stack(rows)
+        key = wav.sum((0, 1))
+        at = min(int(key.abs().argmax()), key.shape[-1] - 8)  # match where the audio is loudest
+        for sample in songs.values():
+            full = decode_sources(sample, stream.mapping, "t")
+            hits = (full.sum((0, 1)).unfold(0, 8, 1) == key[at: at + 8]).all(1).nonzero().flatten() - at
+            hits = [h for h in hits.tolist() if 0 <= h <= full.shape[-1] - wav.shape[-1]]
+            if hits:
+                assert any(torch.equal(full[..., h: h + wav.shape[-1]], wav) for h in hits)
+                checked += 1
+                break
+        if checked == 6:
+            break
+    assert checked == 6
+
+
+def test_prepare_generates_and_shards_once(tmp_path):
+    from stemsep.data.folder import SyntheticCorpus
+    from stemsep.data.prepare import PrepareShards
+
+    dm = StemDataModule(prepare=PrepareShards(root=str(tmp_path / "corpus"), valid="test"),
+                        synthetic=SyntheticCorpus(songs=3, seconds=2.0, test_songs=1), segment=0.5,
+                        batch_size=2, num_workers=0, shuffle=2, song_buffer=1, epoch_batches=2)
+    dm.prepare_data()
+    train, test = tmp_path / "corpus" / "shards" / "train.json", tmp_path / "corpus" / "shards" / "test.json"
+    assert json.loads(train.read_text())["complete"] and len(json.loads(test.read_text())["songs"]) == 1
+    stamp = train.stat().st_mtime_ns
+    dm.prepare_data()  # already prepared: nothing rewritten
+    assert train.stat().st_mtime_ns == stamp
+    mix, stems = next(iter(dm.train_dataloader()))
+    assert stems.shape == (2, 4, 2, 22050) and torch.equal(mix, stems.sum(1))
+    assert len(list(dm.val_dataloader())) == 1
+
+
+def test_prepare_without_synthetic_names_the_missing_root(tmp_path):
+    from stemsep.data.prepare import PrepareShards
+
+    dm = StemDataModule(prepare=PrepareShards(root=str(tmp_path / "nowhere")))
+    with pytest.raises(BadDataError, match="nowhere"):
+        dm.prepare_data()
