@@ -4,7 +4,9 @@ Every augmentation is a small callable ``aug(stems, generator) -> stems`` on a *
 ``(B, S, C, T)`` (batch level because :class:`Remix` recombines stems across songs), drawing
 all its randomness from the given ``torch.Generator`` so a seeded stream is reproducible. The
 mixture is *not* an input: callers rebuild it as ``stems.sum(1)`` afterwards, so it always
-equals the sum of the (augmented) stems.
+equals the sum of the (augmented) stems. Internally each one implements ``transform`` on a
+lazy :class:`~stemsep.data.stembatch.StemBatch`, recording per-stem offsets, channel swaps,
+gains and remix indices, so :func:`apply_augmentations` writes the batch once.
 
 Some augmentations consume samples (:class:`Shift` crops, :class:`Repitch` may speed up):
 ``aug.input_length(n)`` says how many input samples give at least ``n`` output samples, and
@@ -14,8 +16,8 @@ numbers so they can be given in YAML (``class_path: stemsep.data.augment.Remix``
 
 Defaults follow the demucs recipe: Shift up to 1 s, channel swap, sign flip, gains in
 [0.25, 1.25], remix in groups of 4, and repitch with probability 0.2 (pitch ±2 semitones,
-tempo ±12 %), done here with a phase-locked phase vocoder and band-limited resampling instead
-of a ``soundstretch`` subprocess.
+tempo ±12 %), done here in-process (WSOLA as ``soundstretch`` does, or a phase-locked phase
+vocoder, then band-limited resampling) instead of a ``soundstretch`` subprocess.
 """
 
 from __future__ import annotations
@@ -139,7 +141,9 @@ class Repitch(Augmentation):
 
     Pitch moves by a whole number of semitones in [-max_pitch, max_pitch]; tempo by a
     Gaussian percentage (std ``tempo_std``) clipped to ±``max_tempo`` (as demucs). The same
-    change applies to every stem of the example, so mixtures stay coherent.
+    change applies to every stem of the example, so mixtures stay coherent. ``method``:
+    ``wsola`` (default; one set of cuts for all stems and channels) or ``vocoder`` (see
+    :func:`repitch`).
     """
 
     def __init__(self, proba: float = 0.2, max_pitch: int = 2, max_tempo: float = 12.0,
