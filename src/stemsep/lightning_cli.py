@@ -29,7 +29,8 @@ def _one_line(err: BaseException) -> str:
 def run_lightning_cli(argv: list[str]) -> None:
     """Run LightningCLI on ``argv`` (``['fit', '--config', ...]``)."""
     saved_argv = sys.argv
-    sys.argv = ["stemsep", *argv]  # LightningCLI reads sys.argv; `--help` then shows `stemsep fit`
+    # LightningCLI reads sys.argv; DDP's launcher re-runs sys.argv[0] in each new process.
+    sys.argv = [saved_argv[0] if saved_argv else "stemsep", *argv]
     try:
         LightningCLI(
             SeparationModule,

@@ -10,6 +10,7 @@ specific architecture.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -18,10 +19,13 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, load_weights, net_state_dict
 from .errors import StemsepError
-from .metrics import NSDR, nsdr
+from .metrics import NSDR
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+EVAL_OPTIONS = ["eval_segment", "eval_overlap", "test_metrics", "test_results_dir"]
 
 
 def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -58,6 +62,9 @@ class SeparationModule(L.LightningModule):
         eval_segment: segment (seconds) for chunked full-track validation/test separation;
             default the network's own ``segment`` attribute, else the whole track.
         eval_overlap: overlap between chunks in validation/test.
+        test_metrics: BSS-eval metrics computed per track by ``stemsep test`` (museval v4 mode).
+        test_results_dir: where ``stemsep test`` writes per-track JSON/CSV and the summary,
+            as ``stemsep score`` does (default ``<log dir>/test_results``).
     """
 
     def __init__(
@@ -70,13 +77,17 @@ class SeparationModule(L.LightningModule):
         init_from: str | None = None,
         eval_segment: float | None = None,
         eval_overlap: float = 0.25,
+        test_metrics: Sequence[str] = ("sdr", "isr", "sir", "sar"),
+        test_results_dir: str | None = None,
     ):
         super().__init__()
         check_network(net)
+        # Evaluation settings are not stored: LightningCLI lets a checkpoint's hyperparameters
+        # override the command line, and `stemsep test --model.test_results_dir ...` must win.
         if _config_hparams() is not None:  # built by LightningCLI: hparams are the plain config
-            self.save_hyperparameters()
+            self.save_hyperparameters(ignore=EVAL_OPTIONS)
         else:  # built in Python: keep plain values, describe the network by class and init args
-            self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+            self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", *EVAL_OPTIONS])
             self.hparams["net"] = network_config(net)
         self.net = net
         self.loss = loss if loss is not None else nn.L1Loss()
@@ -93,6 +104,9 @@ class SeparationModule(L.LightningModule):
         self.eval_overlap = eval_overlap
         self.valid_nsdr = NSDR(len(self.sources))
         self.test_nsdr = NSDR(len(self.sources))
+        self.test_metrics = tuple(test_metrics)
+        self.test_results_dir = test_results_dir
+        self._test_records: list[dict] = []
 
     # ----------------------------------------------------------------- network
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
@@ -141,16 +155,37 @@ class SeparationModule(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.valid_nsdr, "valid")
 
-    def test_step(self, batch, batch_idx: int) -> dict:
+    def test_step(self, batch, batch_idx: int) -> None:
+        from .results import evaluate_track
+
         estimate = self._evaluate(batch, self.test_nsdr, "test")
-        names = batch[2] if len(batch) > 2 else [str(batch_idx)]
-        return {"names": names, "nsdr": nsdr(estimate, batch[1]).cpu()}
+        names = batch[2] if len(batch) > 2 else [f"track{batch_idx:05d}"]
+        for name, est, ref in zip(names, estimate, batch[1]):
+            self._test_records.append(evaluate_track(str(name), self.sources, est.cpu(), ref.cpu(),
+                                                     int(self.net.samplerate), metrics=self.test_metrics))
 
     def on_validation_epoch_end(self) -> None:
         self._log_nsdr(self.valid_nsdr, "valid")
 
     def on_test_epoch_end(self) -> None:
         self._log_nsdr(self.test_nsdr, "test")
+        records = gather_records(self._test_records, self.trainer.world_size)
+        self._test_records = []
+        # trainer.log_dir is a collective call under DDP: every rank asks, rank 0 writes.
+        out = Path(self.test_results_dir or Path(self.trainer.log_dir or self.trainer.default_root_dir)
+                   / "test_results")
+        if self.trainer.is_global_zero:
+            self._write_test_results(records, out)
+
+    def _write_test_results(self, records: list[dict], out: Path) -> None:
+        from .results import format_summary, summarize, write_summary, write_track_record
+
+        for record in records:
+            write_track_record(out, record)
+        summary = summarize(records)
+        write_summary(out, summary)
+        self.print(format_summary(summary))
+        self.print(f"per-track results of {len(records)} track(s) in {out}")
 
     def _log_nsdr(self, metric: NSDR, prefix: str) -> None:
         values = metric.compute()
@@ -173,6 +208,15 @@ class SeparationModule(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def gather_records(records: list[dict], world_size: int) -> list[dict]:
+    """All ranks' per-track records, one per track name (samplers may repeat tracks), sorted."""
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list[list[dict] | None] = [None] * world_size
+        torch.distributed.all_gather_object(gathered, records)
+        records = [record for part in gathered for record in (part or [])]
+    return sorted({record["name"]: record for record in records}.values(), key=lambda r: r["name"])
 
 
 def _config_hparams() -> dict | None:
