@@ -140,8 +140,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
     parser.add_argument("--train-step", nargs="*", default=[], metavar="MODEL_YAML",
-                        help="also time a CPU training step of these model configs at the same batch shape "
-                             "(with the torch threads of this machine) and compare with one worker's supply")
+                        help="also time a CPU training step of these model configs at the same segment "
+                             "(with all torch threads of this machine) and compare with one worker's supply")
+    parser.add_argument("--train-batch", type=int, default=None,
+                        help="batch size of the timed training step (default --batch; the released htdemucs "
+                             "needs ~10 GB of RAM per example at 7.8 s)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="bench_data_"))
@@ -175,10 +178,11 @@ def main() -> None:
             print(f"stemsep with in-process repitch: {a:7.2f} segments/s (demucs cannot repitch without soundstretch)")
             supply = a
         torch.set_num_threads(os.cpu_count() or 1)
+        train_batch = args.train_batch or args.batch
         for config in args.train_step:
-            seconds = train_step_seconds(Path(config), args.segment, args.batch, 2)
-            consumed = args.batch / seconds
-            print(f"train step {config} ({torch.get_num_threads()} threads, batch {args.batch} x {args.segment} s): "
+            seconds = train_step_seconds(Path(config), args.segment, train_batch, 2)
+            consumed = train_batch / seconds
+            print(f"train step {config} ({torch.get_num_threads()} threads, batch {train_batch} x {args.segment} s): "
                   f"{seconds:.2f} s = {consumed:.2f} segments/s consumed; one worker with repitch supplies "
                   f"{supply:.1f} segments/s = {supply / consumed:.0f}x")
     finally:
