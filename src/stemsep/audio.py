@@ -17,6 +17,15 @@ _SUBTYPES = {("wav", 16): "PCM_16", ("wav", 24): "PCM_24", ("wav", 32): "FLOAT",
              ("flac", 16): "PCM_16", ("flac", 24): "PCM_24"}
 
 
+def find_audio(folder: str | os.PathLike, stem: str) -> Path | None:
+    """``folder/<stem>.wav`` or ``.flac``, whichever exists first, else None."""
+    for ext in AUDIO_EXTENSIONS:
+        path = Path(folder) / f"{stem}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
 def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     """Header of an audio file, or a one-line error naming it."""
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import DEFAULT_SOURCES
-from .audio import AUDIO_EXTENSIONS, read_audio
+from .audio import AUDIO_EXTENSIONS, find_audio, read_audio
 from .bsseval import METRICS
 from .errors import BadAudioError, BadDataError, StemsepError
 from .fsutil import ensure_writable_dir
@@ -59,14 +59,6 @@ def find_tracks(root: Path, sources: list[str] | None = None) -> dict[str, Path]
     return tracks
 
 
-def stem_path(track_dir: Path, source: str) -> Path | None:
-    for ext in AUDIO_EXTENSIONS:
-        candidate = track_dir / f"{source}{ext}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def default_sources(track_dir: Path) -> list[str]:
     """The stems of one reference track, in the usual order (drums, bass, other, vocals first)."""
     found = sorted({p.stem for p in track_dir.iterdir()
@@ -79,7 +71,7 @@ def load_pair(track: str, ref_dir: Path, est_dir: Path, sources: list[str], *,
     """References and estimates ``(sources, channels, time)`` of one track, checked."""
     refs, ests, samplerate = [], [], None
     for source in sources:
-        ref_path, est_path = stem_path(ref_dir, source), stem_path(est_dir, source)
+        ref_path, est_path = find_audio(ref_dir, source), find_audio(est_dir, source)
         if ref_path is None:
             raise BadDataError(f"{ref_dir}: reference track {track!r} has no {source!r} stem")
         if est_path is None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import DEFAULT_SOURCES
-from ..audio import AUDIO_EXTENSIONS, audio_info
+from ..audio import AUDIO_EXTENSIONS, audio_info, find_audio
 from ..errors import BadAudioError, BadDataError
 
 LAYOUTS = ("musdb", "moisesdb", "folder")
@@ -139,14 +139,6 @@ def check_song(song: SongFiles, *, samplerate: int | None = None, channels: int 
     return song
 
 
-def _audio_file(folder: Path, stem: str) -> Path | None:
-    for ext in AUDIO_EXTENSIONS:
-        path = folder / f"{stem}{ext}"
-        if path.is_file():
-            return path
-    return None
-
-
 def _song_dirs(folder: Path) -> list[Path]:
     """Visible sub-directories (hidden ones are leftovers of interrupted writers)."""
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -155,11 +147,11 @@ def _song_dirs(folder: Path) -> list[Path]:
 def _stem_folder_song(folder: Path, sources: list[str], name: str | None = None) -> SongFiles:
     stems = {}
     for source in sources:
-        path = _audio_file(folder, source)
+        path = find_audio(folder, source)
         if path is None:
             raise BadDataError(f"{folder}: song is missing stem {source!r} ({source}.wav or {source}.flac)")
         stems[source] = [path]
-    return SongFiles(name or folder.name, stems, _audio_file(folder, "mixture"), folder=folder)
+    return SongFiles(name or folder.name, stems, find_audio(folder, "mixture"), folder=folder)
 
 
 def _musdb(root: Path, split: str, sources: list[str], valid_songs: list[str] | None) -> list[SongFiles]:
