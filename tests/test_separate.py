@@ -52,7 +52,7 @@ def test_separate_writes_stems_and_skips_on_rerun(setup, capsys):
     root, nets = setup
     out = root / "out"
     argv = ["separate", str(root / "in"), str(root / "musdb" / "Some Track" / "mixture.wav"),
-            "--model", str(root / "a.ckpt"), "-o", str(out), "--shifts", "0", "--batch-size", "3",
+            "--model", str(root / "a.ckpt"), "-o", str(out), "--shifts", "0", "--batch-size", "16",
             "--bits", "32"]
     assert main(argv) == 0
     assert "separated 3 file(s)" in capsys.readouterr().out

@@ -15,7 +15,7 @@ at most ``batch_size`` chunks of input and output exist at a time.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -47,25 +47,48 @@ def apply_model(net: nn.Module, mix: torch.Tensor, *, segment: float | Fraction 
     """
     if mix.dim() != 3:
         raise ValueError(f"mix must be (batch, channels, time), got shape {tuple(mix.shape)}")
+    out = torch.zeros(mix.shape[0], len(net.sources), *mix.shape[1:], device=mix.device, dtype=mix.dtype)
+    options = _options(segment, overlap, shifts, split, batch_size, transition_power, progress)
+    with torch.no_grad():
+        _accumulate_model(net, list(mix.unbind(0)), list(out.unbind(0)),
+                          torch.ones(len(net.sources), dtype=torch.float64), options)
+    return out
+
+
+def apply_model_many(net: nn.Module, mixes: Sequence[torch.Tensor], *, segment: float | Fraction | None = None,
+                     overlap: float = 0.25, shifts: int = 0, split: bool = True, batch_size: int = 1,
+                     transition_power: float = 1.0, progress: bool = False) -> list[torch.Tensor]:
+    """:func:`apply_model` for mixes of different lengths, ``(C, T_i)`` -> ``(S, C, T_i)`` each.
+
+    Chunks of all the mixes share network calls (``batch_size`` at a time): many short
+    files keep a GPU as busy as one long one. Results equal separate calls (same shifts).
+    """
+    if any(m.dim() != 2 for m in mixes):
+        raise ValueError("each mix must be (channels, time)")
+    outs = [torch.zeros(len(net.sources), *m.shape, device=m.device, dtype=m.dtype) for m in mixes]
+    options = _options(segment, overlap, shifts, split, batch_size, transition_power, progress)
+    with torch.no_grad():
+        _accumulate_model(net, list(mixes), outs, torch.ones(len(net.sources), dtype=torch.float64), options)
+    return outs
+
+
+def _options(segment, overlap, shifts, split, batch_size, transition_power, progress) -> dict:
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if transition_power < 1:
         raise ValueError(f"transition_power must be >= 1, got {transition_power}")
-    options = dict(segment=segment, overlap=overlap, shifts=shifts, split=split, batch_size=max(1, int(batch_size)),
-                   transition_power=transition_power, progress=progress)
-    out = torch.zeros(mix.shape[0], len(net.sources), *mix.shape[1:], device=mix.device, dtype=mix.dtype)
-    with torch.no_grad():
-        _accumulate_model(net, mix, out, torch.ones(len(net.sources), dtype=torch.float64), options)
-    return out
+    return dict(segment=segment, overlap=overlap, shifts=shifts, split=split, batch_size=max(1, int(batch_size)),
+                transition_power=transition_power, progress=progress)
 
 
 def _is_bag(net: nn.Module) -> bool:
     return getattr(net, "models", None) is not None and hasattr(net, "weights")
 
 
-def _accumulate_model(net: nn.Module, mix: torch.Tensor, out: torch.Tensor, scale: torch.Tensor,
+def _accumulate_model(net: nn.Module, mix: list[torch.Tensor], out: list[torch.Tensor], scale: torch.Tensor,
                       options: dict) -> None:
-    """Add ``scale[source] *`` the separation by ``net`` into ``out`` (no per-model or per-shift copies)."""
+    """Add ``scale[source] *`` the separation of each mix by ``net`` into its ``out``
+    (no per-model or per-shift copies)."""
     if _is_bag(net):
         # Weighted per-source average of the members, each with its own segment and shifts.
         weights = torch.as_tensor(net.weights, dtype=torch.float64)
@@ -123,6 +146,15 @@ def plan_chunks(batch: int, length: int, segment_length: int, overlap: float,
             for item in range(batch) for offset in range(0, length, stride)]
 
 
+def _plan(lengths: list[int], segment_length: int | None, overlap: float) -> list[_Chunk]:
+    """Chunks of every item (its own length); ``segment_length=None``: one whole chunk each."""
+    chunks = []
+    for item, length in enumerate(lengths):
+        for chunk in plan_chunks(1, length, segment_length or length, overlap, whole=segment_length is None):
+            chunks.append(_Chunk(item, chunk.offset, chunk.length))
+    return chunks
+
+
 def _input_length(net: nn.Module, length: int, segment_length: int | None) -> int:
     """Samples the network is given for a chunk of ``length`` (the chunk plus context).
 
@@ -137,15 +169,14 @@ def _input_length(net: nn.Module, length: int, segment_length: int | None) -> in
 
 
 def _chunk_input(mix: torch.Tensor, chunk: _Chunk, input_length: int, lead: int) -> torch.Tensor:
-    """Samples around the chunk, centred, real neighbours where they exist, zeros past the ends.
-
-    Chunk offsets are on the shifted time line: mix sample ``i`` sits at ``i + lead``.
-    """
+    """``mix`` is the chunk's own item ``(channels, time)``."""
+    # Samples around the chunk, centred, real neighbours where they exist, zeros past the ends.
+    # Chunk offsets are on the shifted time line: mix sample ``i`` sits at ``i + lead``.
     total = mix.shape[-1]
     start = chunk.offset - (input_length - chunk.length) // 2 - lead
     end = start + input_length
     lo, hi = min(max(0, start), total), max(0, min(total, end))
-    return nn.functional.pad(mix[chunk.item, :, lo:hi], (lo - start, end - max(hi, lo)))
+    return nn.functional.pad(mix[:, lo:hi], (lo - start, end - max(hi, lo)))
 
 
 def _batches(net: nn.Module, chunks: list[_Chunk], batch_size: int,
@@ -162,32 +193,32 @@ def _batches(net: nn.Module, chunks: list[_Chunk], batch_size: int,
         yield size, group
 
 
-def _accumulate_chunks(net: nn.Module, mix: torch.Tensor, out: torch.Tensor, lead: int, scale: torch.Tensor,
-                       segment, overlap: float, split: bool, batch_size: int, transition_power: float,
-                       progress: bool) -> None:
-    """Overlap-add ``scale *`` the chunked separation of ``mix`` (delayed by ``lead``) into ``out``."""
-    batch, _, length = mix.shape
-    virtual = length + lead
+def _accumulate_chunks(net: nn.Module, mixes: list[torch.Tensor], outs: list[torch.Tensor], lead: int,
+                       scale: torch.Tensor, segment, overlap: float, split: bool, batch_size: int,
+                       transition_power: float, progress: bool) -> None:
+    """Overlap-add ``scale *`` the chunked separation of each mix (delayed by ``lead``) into its out."""
     segment_length = _segment_samples(net, segment, split)
     single = segment_length is None  # one chunk per item: nothing to blend
-    if single:
-        segment_length = virtual
-    chunks = plan_chunks(batch, virtual, segment_length, overlap, whole=single)
-    device = _net_device(net, mix.device)
-    scale = scale.to(device=out.device, dtype=out.dtype)[:, None, None]
-    weight = transition_weight(segment_length, transition_power, device=out.device).to(out.dtype)
-    weight_sum = torch.zeros(virtual, device=out.device, dtype=out.dtype)
+    virtual = [m.shape[-1] + lead for m in mixes]
+    chunks = _plan(virtual, segment_length, overlap)
+    device = _net_device(net, mixes[0].device)
+    out_device, out_dtype = outs[0].device, outs[0].dtype
+    scale = scale.to(device=out_device, dtype=out_dtype)[:, None, None]
+    weight_sums: dict[int, torch.Tensor] = {}
     if not single:
-        for chunk in chunks:
-            if chunk.item == 0:
-                weight_sum[chunk.offset:chunk.offset + chunk.length] += weight[:chunk.length]
+        weight = transition_weight(segment_length, transition_power, device=out_device).to(out_dtype)
+        for length in set(virtual):  # the cross-fade normaliser of each distinct length's grid
+            total = torch.zeros(length, device=out_device, dtype=out_dtype)
+            for chunk in plan_chunks(1, length, segment_length, overlap):
+                total[chunk.offset:chunk.offset + chunk.length] += weight[:chunk.length]
+            weight_sums[length] = total
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(chunks), unit="chunk", leave=False)
-    for size, group in _batches(net, chunks, batch_size, None if single else segment_length):
-        inputs = torch.stack([_chunk_input(mix, chunk, size, lead) for chunk in group]).to(device)
+    for size, group in _batches(net, chunks, batch_size, segment_length):
+        inputs = torch.stack([_chunk_input(mixes[c.item], c, size, lead) for c in group]).to(device)
         outputs = net(inputs)
         del inputs
         for chunk, result in zip(group, outputs, strict=True):
@@ -196,12 +227,14 @@ def _accumulate_chunks(net: nn.Module, mix: torch.Tensor, out: torch.Tensor, lea
             stop = chunk.offset + chunk.length
             if first >= stop:
                 continue
-            result = result[..., trim + first - chunk.offset:trim + stop - chunk.offset].to(out.device, out.dtype)
+            result = result[..., trim + first - chunk.offset:trim + stop - chunk.offset].to(out_device, out_dtype)
+            target = outs[chunk.item][..., first - lead:stop - lead]
             if single:
-                out[chunk.item, ..., first - lead:stop - lead] += scale * result
+                target += scale * result
             else:
-                blend = weight[first - chunk.offset:stop - chunk.offset] / weight_sum[first:stop]
-                out[chunk.item, ..., first - lead:stop - lead] += (scale * blend) * result
+                blend = weight[first - chunk.offset:stop - chunk.offset]
+                blend = blend / weight_sums[virtual[chunk.item]][first:stop]
+                target += (scale * blend) * result
         del outputs
         if bar is not None:
             bar.update(len(group))

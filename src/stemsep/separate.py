@@ -24,7 +24,7 @@ from .audio import AUDIO_EXTENSIONS, audio_info, read_audio, write_audio
 from .checkpoint import load_separator
 from .errors import BadAudioError, StemsepError
 from .fsutil import ensure_writable_dir
-from .inference import apply_model
+from .inference import apply_model_many
 from .models.bag import BagOfModels
 
 
@@ -117,15 +117,46 @@ def load_mix(path: Path, samplerate: int, channels: int) -> torch.Tensor:
     return mix.expand(channels, -1).contiguous() if mix.shape[0] == 1 else mix
 
 
-def separate_file(net: torch.nn.Module, mix: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
-    """``(channels, time)`` -> ``(sources, channels, time)``, normalised as demucs' CLI does."""
-    reference = mix.mean(0)
-    mean, std = reference.mean(), reference.std()
-    scale = std if std > 1e-8 else torch.ones(())
-    normalised = ((mix - mean) / scale)[None]
-    sources = apply_model(net, normalised, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
-                          batch_size=args.batch_size, progress=sys.stderr.isatty())[0]
-    return sources.mul_(scale).add_(mean)
+def separate_mixes(net: torch.nn.Module, mixes: list[torch.Tensor], args: argparse.Namespace) -> list[torch.Tensor]:
+    """``(channels, time)`` each -> ``(sources, channels, time)`` each, chunks batched across them.
+
+    Each mix is normalised by its own mean and standard deviation and the stems scaled back,
+    as demucs' command does.
+    """
+    stats, normalised = [], []
+    for mix in mixes:
+        reference = mix.mean(0)
+        mean, std = reference.mean(), reference.std()
+        scale = std if std > 1e-8 else torch.ones(())
+        stats.append((mean, scale))
+        normalised.append((mix - mean) / scale)
+    del mixes
+    outs = apply_model_many(net, normalised, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
+                            batch_size=args.batch_size, progress=sys.stderr.isatty())
+    return [out.mul_(scale).add_(mean) for out, (mean, scale) in zip(outs, stats, strict=True)]
+
+
+def _chunk_estimate(frames: int, net: torch.nn.Module, args: argparse.Namespace) -> int:
+    """About how many chunks a file of ``frames`` samples makes (to group short files)."""
+    segment = args.segment or getattr(net, "segment", None)
+    if segment is None:
+        return 1
+    stride = max(1, int((1 - args.overlap) * float(segment) * net.samplerate))
+    return -(-frames // stride)
+
+
+def group_files(jobs: list[tuple[Path, str]], net: torch.nn.Module, args: argparse.Namespace):
+    """Consecutive files whose chunks together fill about one batch (long files go alone)."""
+    group, chunks = [], 0
+    for job in jobs:
+        count = _chunk_estimate(audio_info(job[0]).frames, net, args)
+        if group and chunks + count > args.batch_size:
+            yield group
+            group, chunks = [], 0
+        group.append(job)
+        chunks += count
+    if group:
+        yield group
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,19 +182,26 @@ def run(args: argparse.Namespace) -> int:
     net = load_models(args.model, args.weights, device)
     if args.segment is not None and args.segment <= 0:
         raise StemsepError(f"--segment must be positive, got {args.segment}")
-    done = skipped = 0
-    for path, name in tqdm(list(zip(files, names, strict=True)), unit="file", desc="separating",
-                           disable=not sys.stderr.isatty()):
+    jobs, skipped = [], 0
+    for path, name in zip(files, names, strict=True):
         targets = stem_paths(args.out, name, net.sources, args.format)
         if not args.overwrite and all(p.is_file() for p in targets.values()):
             skipped += 1
-            continue
-        mix = load_mix(path, net.samplerate, net.audio_channels)
-        stems = separate_file(net, mix, args)
-        del mix
-        for target, stem in zip(targets.values(), stems, strict=True):
-            write_audio(target, stem, net.samplerate, bits=args.bits, fmt=args.format)
+        else:
+            jobs.append((path, name))
+    done = 0
+    bar = tqdm(total=len(jobs), unit="file", desc="separating", disable=not sys.stderr.isatty())
+    for group in group_files(jobs, net, args):
+        mixes = [load_mix(path, net.samplerate, net.audio_channels) for path, _ in group]
+        stems = separate_mixes(net, mixes, args)
+        del mixes
+        for (_, name), track_stems in zip(group, stems, strict=True):
+            targets = stem_paths(args.out, name, net.sources, args.format)
+            for target, stem in zip(targets.values(), track_stems, strict=True):
+                write_audio(target, stem, net.samplerate, bits=args.bits, fmt=args.format)
+        done += len(group)
+        bar.update(len(group))
         del stems
-        done += 1
+    bar.close()
     print(f"separated {done} file(s) into {args.out}" + (f", skipped {skipped} already done" if skipped else ""))
     return 0
