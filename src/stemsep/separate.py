@@ -120,8 +120,8 @@ def load_mix(path: Path, samplerate: int, channels: int) -> torch.Tensor:
 def separate_mixes(net: torch.nn.Module, mixes: list[torch.Tensor], args: argparse.Namespace) -> list[torch.Tensor]:
     """``(channels, time)`` each -> ``(sources, channels, time)`` each, chunks batched across them.
 
-    Each mix is normalised by its own mean and standard deviation and the stems scaled back,
-    as demucs' command does.
+    Each mix is normalised (in place) by its own mean and standard deviation and the stems
+    scaled back, as demucs' command does.
     """
     stats, normalised = [], []
     for mix in mixes:
@@ -129,8 +129,7 @@ def separate_mixes(net: torch.nn.Module, mixes: list[torch.Tensor], args: argpar
         mean, std = reference.mean(), reference.std()
         scale = std if std > 1e-8 else torch.ones(())
         stats.append((mean, scale))
-        normalised.append((mix - mean) / scale)
-    del mixes
+        normalised.append(mix.sub_(mean).div_(scale))  # in place: one copy of the audio, not two
     outs = apply_model_many(net, normalised, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
                             batch_size=args.batch_size, progress=sys.stderr.isatty())
     return [out.mul_(scale).add_(mean) for out, (mean, scale) in zip(outs, stats, strict=True)]
