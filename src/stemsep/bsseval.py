@@ -93,33 +93,44 @@ def _next_fast_len(n: int) -> int:
     return best
 
 
-def lag_correlations(signals: torch.Tensor, references: torch.Tensor, max_lag: int) -> torch.Tensor:
-    """``out[x, k, m + max_lag - 1] = sum_u signals[x, u + m] * references[k, u]`` for ``|m| < max_lag``.
+def lag_correlations(signals: list[torch.Tensor], references: torch.Tensor, max_lag: int) -> torch.Tensor:
+    """``out[x, k, m + max_lag - 1] = sum_u x_sig[u + m] * references[k, u]`` for ``|m| < max_lag``.
 
+    ``signals``: tensors ``(X_i, T)`` whose rows, concatenated, are the ``x`` index.
     Computed block-wise (FFT size 8192, cross-spectra summed over blocks, one inverse FFT per
-    pair), so the cost is that of FFTs of the signals, not of ``X K`` track-long FFTs.
+    pair), so the cost is that of FFTs of the signals, not of ``X K`` track-long FFTs. Blocks
+    are cut, padded and converted to float64 a group at a time: no track-long copies.
     """
-    length = signals.shape[-1]
+    length = references.shape[-1]
     fft = max(_CORRELATION_FFT, 1 << (4 * max_lag - 1).bit_length())
     block = fft - 2 * (max_lag - 1)
     count = -(-length // block)
-    padded_len = count * block
-    # Views over the (float32 or float64) signals; converted to float64 a group at a time so
-    # an hour of audio never exists as float64 spectra all at once.
-    ext = torch.nn.functional.pad(signals, (max_lag - 1, padded_len - length + max_lag - 1))
-    ext = ext.unfold(-1, block + 2 * (max_lag - 1), block)                    # (X, n, B + 2L - 2)
-    blk = torch.nn.functional.pad(references, (0, padded_len - length)).unflatten(-1, (count, block))
-    cross = torch.zeros(signals.shape[0], references.shape[0], fft // 2 + 1, dtype=torch.complex128,
-                        device=signals.device)
+    rows = sum(sig.shape[0] for sig in signals)
+    cross = torch.zeros(rows, references.shape[0], fft // 2 + 1, dtype=torch.complex128,
+                        device=references.device)
     for first in range(0, count, _BLOCKS_PER_GROUP):
-        group = slice(first, first + _BLOCKS_PER_GROUP)
-        ext_spec = torch.fft.rfft(ext[:, group].double(), n=fft)
-        blk_conj = torch.fft.rfft(blk[:, group].double(), n=fft).conj()
+        blocks = min(_BLOCKS_PER_GROUP, count - first)
+        start, stop = first * block, (first + blocks) * block
+        # Each block of the signals with (max_lag - 1) samples of context either side.
+        lo, hi = start - (max_lag - 1), stop + max_lag - 1
+        ext = torch.cat([_padded_slice(sig, lo, hi) for sig in signals])
+        ext = ext.unfold(-1, block + 2 * (max_lag - 1), block)                  # (X, n, B + 2L - 2)
+        ext_spec = torch.fft.rfft(ext, n=fft)
+        blk = _padded_slice(references, start, stop).unflatten(-1, (blocks, block))
+        blk_conj = torch.fft.rfft(blk, n=fft).conj()
         # Sum over blocks one block at a time: elementwise products along frequency (a
         # batched complex matmul per frequency is several times slower on CPU).
-        for b in range(ext_spec.shape[1]):
+        for b in range(blocks):
             cross += ext_spec[:, None, b, :] * blk_conj[None, :, b, :]
     return torch.fft.irfft(cross, n=fft)[..., :2 * max_lag - 1]
+
+
+def _padded_slice(signal: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """``signal[..., start:stop]`` in float64, zeros where the range leaves the signal."""
+    length = signal.shape[-1]
+    lo, hi = max(0, start), min(length, stop)
+    part = signal[..., lo:max(lo, hi)].double()
+    return torch.nn.functional.pad(part, (lo - start, stop - max(lo, hi)))
 
 
 def projection_filters(estimates: torch.Tensor, references: torch.Tensor,
@@ -135,7 +146,7 @@ def projection_filters(estimates: torch.Tensor, references: torch.Tensor,
     k = sources * channels
     refs = references.reshape(k, -1)
     ests = estimates.reshape(k, -1)
-    corr = lag_correlations(torch.cat([refs, ests]), refs, filter_length)
+    corr = lag_correlations([refs, ests], refs, filter_length)
     lags = slice(filter_length - 1, 2 * filter_length - 1)
     gram = corr[:k, :, lags].permute(2, 0, 1).contiguous()  # Q_m[k, k'] = sum_u r_k(u + m) r_k'(u)
     rhs = corr[k:, :, lags].permute(2, 1, 0).contiguous()   # y_m[k, o] = sum_u e_o(u + m) r_k(u)
@@ -161,7 +172,9 @@ def _parseval_energy(spec: torch.Tensor, n: int) -> torch.Tensor:
     weight[0] = 1.0
     if n % 2 == 0:
         weight[-1] = 1.0
-    return (spec.real ** 2 + spec.imag ** 2) @ weight / n
+    # Real and imaginary parts interleaved, one matrix-vector product (3x faster than |z|^2).
+    flat = torch.view_as_real(spec).reshape(*spec.shape[:-1], 2 * spec.shape[-1])
+    return flat.square() @ weight.repeat_interleave(2) / n
 
 
 def framewise_projection_metrics(estimates: torch.Tensor, references: torch.Tensor,
