@@ -78,7 +78,7 @@ def framewise_sdr(estimates: torch.Tensor, references: torch.Tensor, starts: lis
 
 
 def lag_correlations(signals: list[torch.Tensor], references: torch.Tensor, max_lag: int) -> torch.Tensor:
-    """``out[x, k, m + max_lag - 1] = sum_u x_sig[u + m] * references[k, u]`` for ``|m| < max_lag``.
+    """``out[x, k, m] = sum_u x_sig[u + m] * references[k, u]`` for lags ``0 <= m < max_lag``.
 
     ``signals``: tensors ``(X_i, T)`` whose rows, concatenated, are the ``x`` index.
     Computed block-wise (FFT size 8192, cross-spectra summed over blocks, one inverse FFT per
@@ -86,8 +86,8 @@ def lag_correlations(signals: list[torch.Tensor], references: torch.Tensor, max_
     are cut, padded and converted to float64 a group at a time: no track-long copies.
     """
     length = references.shape[-1]
-    fft = max(_CORRELATION_FFT, 1 << (4 * max_lag - 1).bit_length())
-    block = fft - 2 * (max_lag - 1)
+    fft = max(_CORRELATION_FFT, 1 << (2 * max_lag - 1).bit_length())
+    block = fft - (max_lag - 1)
     count = -(-length // block)
     rows = sum(sig.shape[0] for sig in signals)
     cross = torch.zeros(rows, references.shape[0], fft // 2 + 1, dtype=torch.complex128,
@@ -95,10 +95,9 @@ def lag_correlations(signals: list[torch.Tensor], references: torch.Tensor, max_
     for first in range(0, count, _BLOCKS_PER_GROUP):
         blocks = min(_BLOCKS_PER_GROUP, count - first)
         start, stop = first * block, (first + blocks) * block
-        # Each block of the signals with (max_lag - 1) samples of context either side.
-        lo, hi = start - (max_lag - 1), stop + max_lag - 1
-        ext = torch.cat([_padded_slice(sig, lo, hi) for sig in signals])
-        ext = ext.unfold(-1, block + 2 * (max_lag - 1), block)                  # (X, n, B + 2L - 2)
+        # Each block of the signals with the (max_lag - 1) samples that follow it.
+        ext = torch.cat([_padded_slice(sig, start, stop + max_lag - 1) for sig in signals])
+        ext = ext.unfold(-1, block + max_lag - 1, block)                        # (X, n, fft)
         ext_spec = torch.fft.rfft(ext, n=fft)
         blk = _padded_slice(references, start, stop).unflatten(-1, (blocks, block))
         blk_conj = torch.fft.rfft(blk, n=fft).conj()
@@ -106,7 +105,7 @@ def lag_correlations(signals: list[torch.Tensor], references: torch.Tensor, max_
         # batched complex matmul per frequency is several times slower on CPU).
         for b in range(blocks):
             cross += ext_spec[:, None, b, :] * blk_conj[None, :, b, :]
-    return torch.fft.irfft(cross, n=fft)[..., :2 * max_lag - 1]
+    return torch.fft.irfft(cross, n=fft)[..., :max_lag]
 
 
 def _padded_slice(signal: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -131,9 +130,8 @@ def projection_filters(estimates: torch.Tensor, references: torch.Tensor,
     refs = references.reshape(k, -1)
     ests = estimates.reshape(k, -1)
     corr = lag_correlations([refs, ests], refs, filter_length)
-    lags = slice(filter_length - 1, 2 * filter_length - 1)
-    gram = corr[:k, :, lags].permute(2, 0, 1).contiguous()  # Q_m[k, k'] = sum_u r_k(u + m) r_k'(u)
-    rhs = corr[k:, :, lags].permute(2, 1, 0).contiguous()   # y_m[k, o] = sum_u e_o(u + m) r_k(u)
+    gram = corr[:k].permute(2, 0, 1).contiguous()  # Q_m[k, k'] = sum_u r_k(u + m) r_k'(u)
+    rhs = corr[k:].permute(2, 1, 0).contiguous()   # y_m[k, o] = sum_u e_o(u + m) r_k(u)
     # A tiny diagonal load keeps the recursion defined when reference channels are linearly
     # dependent (mono stems stored as stereo); the projections themselves do not change.
     scale = gram[0].diagonal().mean().clamp(min=torch.finfo(torch.float64).tiny)
