@@ -96,24 +96,29 @@ def lag_correlations(signals: list[torch.Tensor], references: torch.Tensor, max_
         blocks = min(_BLOCKS_PER_GROUP, count - first)
         start, stop = first * block, (first + blocks) * block
         # Each block of the signals with the (max_lag - 1) samples that follow it.
-        ext = torch.cat([_padded_slice(sig, start, stop + max_lag - 1) for sig in signals])
+        ext = _padded_slice(signals, start, stop + max_lag - 1)
         ext = ext.unfold(-1, block + max_lag - 1, block)                        # (X, n, fft)
         ext_spec = torch.fft.rfft(ext, n=fft)
-        blk = _padded_slice(references, start, stop).unflatten(-1, (blocks, block))
-        blk_conj = torch.fft.rfft(blk, n=fft).conj()
+        blk = _padded_slice([references], start, stop).unflatten(-1, (blocks, block))
+        blk_conj = torch.fft.rfft(blk, n=fft).conj().resolve_conj()
         # Sum over blocks one block at a time: elementwise products along frequency (a
         # batched complex matmul per frequency is several times slower on CPU).
-        for b in range(blocks):
-            cross += ext_spec[:, None, b, :] * blk_conj[None, :, b, :]
+        for b in range(blocks):  # fused multiply-add: no temporary per block
+            cross.addcmul_(ext_spec[:, None, b, :], blk_conj[None, :, b, :])
     return torch.fft.irfft(cross, n=fft)[..., :max_lag]
 
 
-def _padded_slice(signal: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-    """``signal[..., start:stop]`` in float64, zeros where the range leaves the signal."""
-    length = signal.shape[-1]
-    lo, hi = max(0, start), min(length, stop)
-    part = signal[..., lo:max(lo, hi)].double()
-    return torch.nn.functional.pad(part, (lo - start, stop - max(lo, hi)))
+def _padded_slice(signals: list[torch.Tensor], start: int, stop: int) -> torch.Tensor:
+    """Rows of all ``signals`` over ``[start, stop)`` in float64, zeros outside them (one copy)."""
+    rows = sum(sig.shape[0] for sig in signals)
+    out = torch.zeros(rows, stop - start, dtype=torch.float64, device=signals[0].device)
+    row = 0
+    for sig in signals:
+        lo, hi = max(0, start), min(sig.shape[-1], stop)
+        if hi > lo:
+            out[row:row + sig.shape[0], lo - start:hi - start] = sig[:, lo:hi]
+        row += sig.shape[0]
+    return out
 
 
 def projection_filters(estimates: torch.Tensor, references: torch.Tensor,
@@ -184,8 +189,8 @@ def framewise_projection_metrics(estimates: torch.Tensor, references: torch.Tens
         proj_all = torch.zeros_like(ref_spec)
         proj_own = torch.zeros_like(ref_spec)
         for i in range(k):
-            proj_all += ref_spec[:, i, None] * all_spec[i, :, None]
-            proj_own[:, own_of[i]] += ref_spec[:, i, None] * own_spec[i, :, None]
+            proj_all.addcmul_(ref_spec[:, i, None], all_spec[i, :, None])
+            proj_own[:, own_of[i]].addcmul_(ref_spec[:, i, None], own_spec[i, :, None])
         p_all, p_own = (_overlap_add(torch.fft.irfft(p, n=fft), step, span) for p in (proj_all, proj_own))
 
         def energy(signal: torch.Tensor) -> torch.Tensor:  # (B, K, T) -> (S, B), summed over channels
