@@ -118,9 +118,29 @@ class HybridBase(nn.Module):
 
     def _separate(self, mix: torch.Tensor) -> torch.Tensor:
         """``(B, C, T)`` -> ``(B, S, C, T)`` at the input's own length."""
-        length = mix.shape[-1]
         z = self._spec(mix)
-        x = spectral.complex_as_channels(z) if self.cac else z.abs()
+        spec_out, time_out = self.core(mix, self.spec_channels(z))
+        return self.assemble(z, spec_out, time_out, mix.shape[-1])
+
+    def spec_channels(self, z: torch.Tensor) -> torch.Tensor:
+        """The frequency branch's real input: complex ``z`` as channels (CaC) or its magnitude."""
+        return spectral.complex_as_channels(z) if self.cac else z.abs()
+
+    def assemble(self, z: torch.Tensor, spec_out: torch.Tensor, time_out: torch.Tensor | None,
+                 length: int) -> torch.Tensor:
+        """Branch outputs of :meth:`core` -> waveforms ``(B, S, C, length)`` (mask, ISTFT, sum)."""
+        out = self._ispec(self._mask(z, spec_out), length)
+        return out if time_out is None else out + time_out
+
+    def core(self, mix: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The network proper, real tensors only (what ``stemsep export`` traces).
+
+        ``mix (B, C, T)`` and its spectrogram as channels ``x (B, C', F, frames)``
+        (:meth:`spec_channels` of :meth:`_spec`) -> the frequency branch's output
+        ``(B, S, C', F, frames)`` (CaC spectrogram or magnitude mask) and the time branch's
+        waveforms ``(B, S, C, T)`` (``None`` for a spectrogram-only model).
+        """
+        length = mix.shape[-1]
         batch, _, n_freqs, n_frames = x.shape
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         std = x.std(dim=(1, 2, 3), keepdim=True)
@@ -164,7 +184,6 @@ class HybridBase(nn.Module):
 
         n_sources = len(self.sources)
         x = x.view(batch, n_sources, -1, n_freqs, n_frames) * std[:, None] + mean[:, None]
-        out = self._ispec(self._mask(z, x), length)
-        if self.hybrid:
-            out = out + xt.view(batch, n_sources, -1, length) * stdt[:, None] + meant[:, None]
-        return out
+        if not self.hybrid:
+            return x, None
+        return x, xt.view(batch, n_sources, -1, length) * stdt[:, None] + meant[:, None]
