@@ -57,9 +57,9 @@ class FastTransformersAttention:
         return self._module
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        attention = self._attention()  # first: a one-line error when the package is absent
         from fast_transformers.masking import FullMask, LengthMask
 
-        attention = self._attention()
         b, _, lq, _ = q.shape
         lk = k.shape[2]
         if self.clusters > lq:
