@@ -11,7 +11,19 @@ class StemsepError(Exception):
     """A problem with the user's input, reported as one line."""
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(" ".join(_innermost(str(message)).split()))
+
+
+def _innermost(message: str) -> str:
+    """The original message of an error re-raised from a DataLoader worker.
+
+    PyTorch re-raises a worker's exception as ``type(err)("Caught ... Original Traceback
+    ...\n<module>.<Class>: <message>")``; keep only ``<message>``, the one line the user needs.
+    """
+    if "Original Traceback" not in message:
+        return message
+    last = [line for line in message.strip().splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 class BadAudioError(StemsepError):

@@ -4,9 +4,10 @@
     stemsep separate musdb/test --model a.ckpt --model b.ckpt --weights 1,0,1,1 0,1,0,0 -o out/
 
 Writes ``OUTDIR/<track>/<source>.<wav|flac>`` (``<track>`` is the file name without suffix,
-or the parent folder's name for MUSDB's ``<track>/mixture.wav``), each file atomically, so
-that a rerun skips tracks whose stems are all present. Several ``--model`` make a bag whose
-estimates are averaged per source (``--weights``: one comma-separated list per model).
+or the parent folder's name for MUSDB's ``<track>/mixture.wav``). A track's folder appears only
+once all its stems are written (hidden ``.<track>.part`` folder, then renamed), so a rerun of a
+killed run skips exactly the finished tracks; ``--overwrite`` redoes them. Several ``--model``
+make a bag whose estimates are averaged per source (``--weights``: one list per model).
 Chunks of one long file — or of many short files — go through the network ``--batch-size``
 at a time (:func:`stemsep.inference.apply_model`). Memory: the mix and the stems of one
 file at a time.
@@ -15,6 +16,7 @@ file at a time.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -103,6 +105,37 @@ def load_models(paths: list[Path], weights: list[str] | None, device: torch.devi
 
 def stem_paths(out: Path, track: str, sources: list[str], fmt: str) -> dict[str, Path]:
     return {source: out / track / f"{source}.{fmt}" for source in sources}
+
+
+def write_track(out: Path, track: str, stems: dict[str, torch.Tensor], samplerate: int,
+                args: argparse.Namespace) -> Path:
+    """Write the stems of one track into a hidden folder, then rename it to ``OUT/<track>``.
+
+    A killed or failing run thus never leaves a track folder that looks done (the rerun skip
+    test); leftovers are hidden ``.<track>.part`` folders, removed by the next attempt.
+    An existing ``OUT/<track>`` (``--overwrite``, or an incomplete one) is swapped out whole;
+    other files in it are carried over.
+    """
+    final, part, old = out / track, out / f".{track}.part", out / f".{track}.old"
+    shutil.rmtree(part, ignore_errors=True)
+    try:
+        for source, stem in stems.items():
+            write_audio(part / f"{source}.{args.format}", stem, samplerate, bits=args.bits, fmt=args.format)
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+            for extra in old.iterdir():
+                if not (part / extra.name).exists():
+                    extra.rename(part / extra.name)
+        part.rename(final)
+    except OSError as err:
+        raise StemsepError(f"{final}: cannot write the separated track ({err.strerror or err})") from None
+    finally:
+        if old.exists() and not final.exists():  # failed between the two renames: put it back
+            old.rename(final)
+        shutil.rmtree(part, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def load_mix(path: Path, samplerate: int, channels: int) -> torch.Tensor:
@@ -195,9 +228,7 @@ def run(args: argparse.Namespace) -> int:
         stems = separate_mixes(net, mixes, args)
         del mixes
         for (_, name), track_stems in zip(group, stems, strict=True):
-            targets = stem_paths(args.out, name, net.sources, args.format)
-            for target, stem in zip(targets.values(), track_stems, strict=True):
-                write_audio(target, stem, net.samplerate, bits=args.bits, fmt=args.format)
+            write_track(args.out, name, dict(zip(net.sources, track_stems, strict=True)), net.samplerate, args)
         done += len(group)
         bar.update(len(group))
         del stems
