@@ -65,6 +65,9 @@ class SeparationModule(L.LightningModule):
         test_metrics: BSS-eval metrics computed per track by ``stemsep test`` (museval v4 mode).
         test_results_dir: where ``stemsep test`` writes per-track JSON/CSV and the summary,
             as ``stemsep score`` does (default ``<log dir>/test_results``).
+        max_nonfinite_steps: optimizer steps with a NaN/Inf loss or gradient are skipped and
+            counted (:class:`~stemsep.nonfinite.NonFiniteGuard`); this many in a row write a
+            checkpoint and stop with an error. ``None`` disables the guard.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class SeparationModule(L.LightningModule):
         eval_overlap: float = 0.25,
         test_metrics: Sequence[str] = ("sdr", "isr", "sir", "sar"),
         test_results_dir: str | None = None,
+        max_nonfinite_steps: int | None = 10,
     ):
         super().__init__()
         check_network(net)
@@ -106,6 +110,7 @@ class SeparationModule(L.LightningModule):
         self.test_nsdr = NSDR(len(self.sources))
         self.test_metrics = tuple(test_metrics)
         self.test_results_dir = test_results_dir
+        self.max_nonfinite_steps = max_nonfinite_steps
         self._test_records: list[dict] = []
 
     # ----------------------------------------------------------------- network
@@ -202,6 +207,11 @@ class SeparationModule(L.LightningModule):
         return self.separate(mix)
 
     # -------------------------------------------------------------- optimizers
+    def configure_callbacks(self):
+        from .nonfinite import NonFiniteGuard
+
+        return [] if self.max_nonfinite_steps is None else [NonFiniteGuard(self.max_nonfinite_steps)]
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.net.parameters())
         if self.scheduler_factory is None:
