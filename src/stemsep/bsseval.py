@@ -25,11 +25,15 @@ gives +inf.
 
 Where the cost goes and how it is avoided: the least-squares filters need the Gram matrix
 of all delayed reference channels (``(K L)^2`` with ``K`` = sources x channels), which museval
-builds and solves densely once per source. It is block Toeplitz, so here correlations come
-from block-wise FFTs (only lags ``< L`` are needed), and one block-Levinson pass
-(:mod:`stemsep.block_toeplitz`) solves for every estimate channel at once; the own-source
-systems of all sources are solved as one batch. Framewise projections are overlap-add FFT
-convolutions with cache-sized (8192-point) FFTs.
+builds and solves densely once per source. It is block Toeplitz, so only lag correlations
+(lags ``< L``) are needed; one block-Levinson pass (:mod:`stemsep.block_toeplitz`) solves for
+every estimate channel at once, and the own-source systems of all sources as one batch.
+museval then filters every window's references (``K^2`` full-length convolutions per window)
+and sums energies. Those energies are quadratic forms in the window's signals: here they are
+weighted sums of the window's own lag correlations, weighted by correlations of the filters.
+The window correlations come from small block FFTs, and summed over the windows (plus the
+few pairs straddling window cuts) they are the whole track's correlations: with hop = window
+the track is transformed once, and no filtered signal is ever formed.
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ from .block_toeplitz import solve_block_toeplitz
 
 METRICS = ("sdr", "isr", "sir", "sar")
 FILTER_LENGTH = 512
-_CORRELATION_FFT = 8192  # block size of the correlation FFTs (must exceed 2 * filter length)
-_BLOCKS_PER_GROUP = 64   # correlation blocks transformed at once (bounds memory on long tracks)
+_CORRELATION_FFT = 4096  # size of the block FFTs of the correlations (raised to >= 2 * filter length)
+_WINDOWS_PER_GROUP = 2   # windows transformed at once (bounds memory on long tracks)
 
 
 def frame_starts(length: int, window: int, hop: int) -> tuple[list[int], int]:
@@ -58,8 +62,7 @@ def silent_frames(signals: torch.Tensor, starts: list[int], window: int) -> torc
     """``(frames,)`` bool: some source of ``signals (S, C, T)`` sums to exactly 0 over channels
     at every sample of the frame (museval leaves such frames NaN)."""
     mono = signals.sum(dim=1)  # (S, T)
-    frames = torch.stack([mono[:, s:s + window] for s in starts])  # (F, S, W)
-    return (frames == 0).all(dim=-1).any(dim=-1)
+    return torch.stack([(mono[:, s:s + window] == 0).all(dim=-1).any() for s in starts])
 
 
 def _safe_db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -77,35 +80,66 @@ def framewise_sdr(estimates: torch.Tensor, references: torch.Tensor, starts: lis
     return _safe_db(torch.stack(ref_energy, dim=-1), torch.stack(err_energy, dim=-1))
 
 
-def lag_correlations(signals: list[torch.Tensor], references: torch.Tensor, max_lag: int) -> torch.Tensor:
-    """``out[x, k, m] = sum_u x_sig[u + m] * references[k, u]`` for lags ``0 <= m < max_lag``.
+def window_correlations(references: torch.Tensor, estimates: torch.Tensor, starts: list[int],
+                        window: int, max_lag: int, group: int = _WINDOWS_PER_GROUP) -> torch.Tensor:
+    """Lag correlations inside each window, ``(windows, 2 K, K, max_lag)`` float64.
 
-    ``signals``: tensors ``(X_i, T)`` whose rows, concatenated, are the ``x`` index.
-    Computed block-wise (FFT size 8192, cross-spectra summed over blocks, one inverse FFT per
-    pair), so the cost is that of FFTs of the signals, not of ``X K`` track-long FFTs. Blocks
-    are cut, padded and converted to float64 a group at a time: no track-long copies.
+    ``out[w, x, k, m] = sum_u x_sig[u + m] * references[k, u]`` over ``u`` and ``u + m`` both
+    in the window ``[s, s + window)`` (signals zero outside it), for lags ``0 <= m < max_lag``;
+    rows ``x`` are the ``K`` reference channels, then the ``K`` estimate channels (both
+    ``(K, T)``). A window is cut into blocks; each block with the ``max_lag - 1`` samples that
+    follow it inside the window is correlated with the block by small FFTs (they stay in
+    cache), the cross-spectra are summed over the window's blocks, then inverted once.
     """
-    length = references.shape[-1]
+    k, length = references.shape
     fft = max(_CORRELATION_FFT, 1 << (2 * max_lag - 1).bit_length())
-    block = fft - (max_lag - 1)
-    count = -(-length // block)
-    rows = sum(sig.shape[0] for sig in signals)
-    cross = torch.zeros(rows, references.shape[0], fft // 2 + 1, dtype=torch.complex128,
-                        device=references.device)
-    for first in range(0, count, _BLOCKS_PER_GROUP):
-        blocks = min(_BLOCKS_PER_GROUP, count - first)
-        start, stop = first * block, (first + blocks) * block
-        # Each block of the signals with the (max_lag - 1) samples that follow it.
-        ext = _padded_slice(signals, start, stop + max_lag - 1)
-        ext = ext.unfold(-1, block + max_lag - 1, block)                        # (X, n, fft)
-        ext_spec = torch.fft.rfft(ext, n=fft)
-        blk = _padded_slice([references], start, stop).unflatten(-1, (blocks, block))
-        blk_conj = torch.fft.rfft(blk, n=fft).conj().resolve_conj()
-        # Sum over blocks one block at a time: elementwise products along frequency (a
-        # batched complex matmul per frequency is several times slower on CPU).
-        for b in range(blocks):  # fused multiply-add: no temporary per block
-            cross.addcmul_(ext_spec[:, None, b, :], blk_conj[None, :, b, :])
-    return torch.fft.irfft(cross, n=fft)[..., :max_lag]
+    blocks = -(-window // (fft - max_lag + 1))
+    block = -(-window // blocks)
+    bins = fft // 2 + 1
+    out = torch.empty(len(starts), 2 * k, k, max_lag, dtype=torch.float64, device=references.device)
+    # Buffers reused across groups: what lies past the window stays zero.
+    sig = references.new_zeros(group, 2 * k, blocks * block + max_lag - 1, dtype=torch.float64)
+    ext = sig.new_zeros(group, 2 * k, blocks, fft)   # block + following samples, zero-padded
+    blk = sig.new_zeros(group, k, blocks, fft)       # reference block, zero-padded
+    for first in range(0, len(starts), group):
+        batch = starts[first:first + group]
+        for i, s in enumerate(batch):
+            hi = min(length, s + window)
+            sig[i, :k, :hi - s] = references[:, s:hi]
+            sig[i, k:, :hi - s] = estimates[:, s:hi]
+            sig[i, :, hi - s:window] = 0
+        ext[..., :block + max_lag - 1] = sig.unfold(-1, block + max_lag - 1, block)
+        blk[..., :block] = sig[:, :k, :blocks * block].unflatten(-1, (blocks, block))
+        ext_spec = torch.fft.rfft(ext[:len(batch)])
+        blk_conj = torch.fft.rfft(blk[:len(batch)]).conj_physical_()
+        cross = ext_spec.new_empty(len(batch), 2 * k, k, bins)
+        for w in range(len(batch)):  # sum over blocks by fused multiply-adds, no temporaries
+            torch.mul(ext_spec[w, :, None, 0], blk_conj[w, None, :, 0], out=cross[w])
+            for b in range(1, blocks):
+                cross[w].addcmul_(ext_spec[w, :, None, b], blk_conj[w, None, :, b])
+        out[first:first + len(batch)] = torch.fft.irfft(cross, n=fft)[..., :max_lag]
+    return out
+
+
+def boundary_correlations(references: torch.Tensor, estimates: torch.Tensor, ends: list[int],
+                          max_lag: int) -> torch.Tensor:
+    """What windows cut at ``ends`` miss of the track's lag correlations, ``(2 K, K, max_lag)``.
+
+    ``sum_e sum_{E - m <= u < E} x_sig[u + m] * references[k, u]`` (rows ``x`` as in
+    :func:`window_correlations`): the pairs straddling a cut, from the ``max_lag - 1``
+    samples on either side of each cut (small FFTs, summed over cuts).
+    """
+    k = references.shape[0]
+    span = max_lag - 1
+    fft = 1 << (2 * max_lag).bit_length()
+    cross = torch.zeros(2 * k, k, fft // 2 + 1, dtype=torch.complex128, device=references.device)
+    for e in ends:
+        after = torch.fft.rfft(_padded_slice([references, estimates], e, e + span), n=fft)
+        before = torch.fft.rfft(_padded_slice([references], e - span, e), n=fft)
+        cross.addcmul_(after[:, None], before[None].conj())
+    corr = torch.fft.irfft(cross, n=fft)
+    # Lag m pairs before[i] with after[i + m - span]: circular lag (m - span) mod fft.
+    return corr[..., (torch.arange(max_lag) - span) % fft]
 
 
 def _padded_slice(signals: list[torch.Tensor], start: int, stop: int) -> torch.Tensor:
@@ -121,22 +155,37 @@ def _padded_slice(signals: list[torch.Tensor], start: int, stop: int) -> torch.T
     return out
 
 
-def projection_filters(estimates: torch.Tensor, references: torch.Tensor,
-                       filter_length: int = FILTER_LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares distortion filters over the whole track (float64).
+def track_correlations(references: torch.Tensor, estimates: torch.Tensor, starts: list[int],
+                       window: int, max_lag: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lag correlations over the whole track ``(2 K, K, max_lag)`` and in each frame
+    ``(frames, 2 K, K, max_lag)`` (see :func:`window_correlations`).
 
-    Returns ``(all_filters (K, K, L), own_filters (K, K, L))`` with ``K = S * C``:
+    The track is cut into consecutive windows; their correlations plus the pairs straddling
+    each cut give the whole track's. When the frames are those windows (hop = window, the
+    usual case) they are reused, so the track is transformed once.
+    """
+    length = references.shape[-1]
+    segments = list(range(0, length, window))
+    per_segment = window_correlations(references, estimates, segments, window, max_lag)
+    track = per_segment.sum(0) + boundary_correlations(references, estimates, segments[1:], max_lag)
+    if starts == segments[:len(starts)]:
+        return track, per_segment[:len(starts)]
+    return track, window_correlations(references, estimates, starts, window, max_lag)
+
+
+def projection_filters(correlations: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares distortion filters over the whole track (float64) from its lag
+    correlations ``(2 K, K, L)`` (:func:`track_correlations`), ``K = sources x channels``.
+
+    Returns ``(all_filters (K, K, L), own_filters (K, K, L))``:
     ``all_filters[k, o]`` filters reference channel ``k`` into estimate channel ``o`` for the
     projection onto every source; ``own_filters`` is the same for the projection of each
     estimate onto its own source only (zero across sources).
     """
-    sources, channels, _ = references.shape
-    k = sources * channels
-    refs = references.reshape(k, -1)
-    ests = estimates.reshape(k, -1)
-    corr = lag_correlations([refs, ests], refs, filter_length)
-    gram = corr[:k].permute(2, 0, 1).contiguous()  # Q_m[k, k'] = sum_u r_k(u + m) r_k'(u)
-    rhs = corr[k:].permute(2, 1, 0).contiguous()   # y_m[k, o] = sum_u e_o(u + m) r_k(u)
+    k = correlations.shape[1]
+    sources = k // channels
+    gram = correlations[:k].permute(2, 0, 1).contiguous()  # Q_m[k, k'] = sum_u r_k(u + m) r_k'(u)
+    rhs = correlations[k:].permute(2, 1, 0).contiguous()   # y_m[k, o] = sum_u e_o(u + m) r_k(u)
     # A tiny diagonal load keeps the recursion defined when reference channels are linearly
     # dependent (mono stems stored as stereo); the projections themselves do not change.
     scale = gram[0].diagonal().mean().clamp(min=torch.finfo(torch.float64).tiny)
@@ -153,64 +202,59 @@ def projection_filters(estimates: torch.Tensor, references: torch.Tensor,
     return all_filters, own_filters
 
 
-def framewise_projection_metrics(estimates: torch.Tensor, references: torch.Tensor,
+def _filter_pair_weights(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Weights ``(O, K, K, L)`` such that ``<a_o * r, b_o * r> = sum R[k, k', m] w[o, k, k', m]``.
+
+    ``first``/``second``: filters ``(K, O, L)`` (``a``, ``b``), ``a_o * r = sum_k a[k, o] * r_k``
+    (full convolutions of the window's references ``r``) and ``R[k, k', m] = sum_u r_k(u + m)
+    r_k'(u)``, the window's lag correlations (``m >= 0``; negative lags are the transposes).
+    """
+    taps = first.shape[-1]
+    fft = 1 << (2 * taps).bit_length()
+    a = torch.fft.rfft(first.transpose(0, 1), n=fft)   # (O, K, F)
+    b = torch.fft.rfft(second.transpose(0, 1), n=fft)
+    # x_ab[o, k, k', m] = sum_n a[k, o, n] b[k', o, n + m]
+    x_ab = torch.fft.irfft(a.conj()[:, :, None] * b[:, None], n=fft)[..., :taps]
+    x_ba = torch.fft.irfft(b.conj()[:, :, None] * a[:, None], n=fft)[..., :taps]
+    weights = x_ab + x_ba
+    weights[..., 0] = x_ab[..., 0]
+    return weights
+
+
+def framewise_projection_metrics(frame_correlations: torch.Tensor, est_energy: torch.Tensor,
                                  all_filters: torch.Tensor, own_filters: torch.Tensor,
-                                 starts: list[int], window: int, frame_batch: int = 8
-                                 ) -> dict[str, torch.Tensor]:
+                                 channels: int) -> dict[str, torch.Tensor]:
     """ISR, SIR, SAR per ``(source, frame)`` from the whole-track filters.
 
-    Each window's references are filtered by overlap-add with 8192-point FFTs (small FFTs
-    stay in cache: several times faster per sample than one window-long FFT); the energies
-    are then summed in the time domain over the ``W + L - 1`` samples museval uses.
+    museval filters each window's references (full convolutions, ``W + L - 1`` samples) and
+    sums energies. Every energy involved is a quadratic form in the window's references and
+    estimate: expanded, they are weighted sums of the window's lag correlations
+    ``frame_correlations (frames, 2 K, K, L)`` (:func:`window_correlations`), the weights
+    being correlations of the filters, plus ``est_energy (frames, K)`` (``||e_o||^2``).
     """
-    sources, channels, _ = references.shape
-    k = sources * channels
-    taps = all_filters.shape[-1]
-    fft = max(_CORRELATION_FFT, 1 << (2 * taps - 1).bit_length())
-    step = fft - taps + 1                       # input samples per overlap-add block
-    blocks = -(-window // step)
-    all_spec = torch.fft.rfft(all_filters, n=fft)  # (K, K, F)
-    # Own-source filters are zero across sources: transform only each channel's own block.
-    own_of = [slice(i // channels * channels, (i // channels + 1) * channels) for i in range(k)]
-    own_spec = torch.fft.rfft(torch.stack([own_filters[i, own_of[i]] for i in range(k)]), n=fft)  # (K, C, F)
-    refs = references.reshape(k, -1)
-    ests = estimates.reshape(k, -1)
-    span = (blocks + 1) * step                  # >= window + taps - 1, whole blocks
-    parts: dict[str, list[torch.Tensor]] = {"isr": [], "sir": [], "sar": []}
-    for first in range(0, len(starts), frame_batch):
-        batch = starts[first:first + frame_batch]
-        ref = torch.stack([refs[:, s:s + window] for s in batch]).double()      # (B, K, W)
-        ref = torch.nn.functional.pad(ref, (0, span - window))
-        est = torch.nn.functional.pad(torch.stack([ests[:, s:s + window] for s in batch]).double(),
-                                      (0, span - window))
-        ref_spec = torch.fft.rfft(ref[..., :blocks * step].unflatten(-1, (blocks, step)), n=fft)  # (B,K,n,F)
-        # Filtered references summed per estimate channel: elementwise products along
-        # frequency, one reference channel at a time (own-source filters: own channels only).
-        proj_all = torch.zeros_like(ref_spec)
-        proj_own = torch.zeros_like(ref_spec)
-        for i in range(k):
-            proj_all.addcmul_(ref_spec[:, i, None], all_spec[i, :, None])
-            proj_own[:, own_of[i]].addcmul_(ref_spec[:, i, None], own_spec[i, :, None])
-        p_all, p_own = (_overlap_add(torch.fft.irfft(p, n=fft), step, span) for p in (proj_all, proj_own))
+    frames, _, k, taps = frame_correlations.shape
+    refs_corr = frame_correlations[:, :k]          # R[k, k', m]
+    est_corr = frame_correlations[:, k:]           # C[o, k, m] = sum_u e_o(u + m) r_k(u)
+    weights = torch.cat([_filter_pair_weights(all_filters, all_filters),   # ||P e||^2
+                         _filter_pair_weights(own_filters, own_filters),   # ||P_j e||^2
+                         _filter_pair_weights(all_filters, own_filters)])  # <P e, P_j e>
+    quad = refs_corr.reshape(frames, -1) @ weights.reshape(3 * k, -1).T   # (frames, 3 K)
+    yy, zz, yz = quad.unflatten(-1, (3, k)).unbind(-2)
+    # Bilinear terms with the unfiltered signals: <s_o, P_j e_o> and <e_o, P e_o>.
+    sz = torch.einsum("fokm,kom->fo", refs_corr, own_filters)
+    ey = torch.einsum("fokm,kom->fo", est_corr, all_filters)
+    ss = refs_corr.diagonal(dim1=1, dim2=2)[:, 0]  # R[o, o, 0]
 
-        def energy(signal: torch.Tensor) -> torch.Tensor:  # (B, K, T) -> (S, B), summed over channels
-            return signal.square().sum(-1).reshape(-1, sources, channels).sum(-1).T
+    def per_source(energy: torch.Tensor) -> torch.Tensor:  # (frames, K) -> (S, frames)
+        return energy.unflatten(-1, (-1, channels)).sum(-1).T
 
-        parts["isr"].append(_safe_db(energy(ref), energy(p_own - ref)))
-        parts["sir"].append(_safe_db(energy(p_own), energy(p_all - p_own)))
-        parts["sar"].append(_safe_db(energy(p_all), energy(est - p_all)))
-    return {name: torch.cat(values, dim=-1) for name, values in parts.items()}
+    def db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        # Differences of energies can round below zero where the true value is ~0.
+        return _safe_db(per_source(num), per_source(den).clamp(min=0))
 
-
-def _overlap_add(blocks: torch.Tensor, step: int, span: int) -> torch.Tensor:
-    """``(..., n, fft)`` block outputs, block ``j`` starting at ``j * step`` -> ``(..., span)``."""
-    *lead, count, fft = blocks.shape
-    out = blocks.new_zeros(*lead, span)
-    out[..., :count * step] = blocks[..., :step].flatten(-2)
-    tail = fft - step  # each block spills this many samples into the next ones
-    spill = out[..., step:step + count * step].unflatten(-1, (count, step))
-    spill[..., :tail] += blocks[..., step:]
-    return out
+    return {"isr": db(ss, zz - 2 * sz + ss),
+            "sir": db(zz, yy - 2 * yz + zz),
+            "sar": db(yy, est_energy - 2 * ey + yy)}
 
 
 def bss_eval(estimates: torch.Tensor, references: torch.Tensor, samplerate: int = 44100,
@@ -235,8 +279,13 @@ def bss_eval(estimates: torch.Tensor, references: torch.Tensor, samplerate: int 
     if "sdr" in metrics:
         out["sdr"] = framewise_sdr(estimates, references, starts, win)
     if set(metrics) & {"isr", "sir", "sar"}:
-        all_filters, own_filters = projection_filters(estimates, references, filter_length)
-        values = framewise_projection_metrics(estimates, references, all_filters, own_filters, starts, win)
+        channels = references.shape[1]
+        refs = references.reshape(-1, length)
+        ests = estimates.reshape(-1, length)
+        track, per_frame = track_correlations(refs, ests, starts, win, filter_length)
+        all_filters, own_filters = projection_filters(track, channels)
+        est_energy = torch.stack([ests[:, s:s + win].double().square().sum(-1) for s in starts])
+        values = framewise_projection_metrics(per_frame, est_energy, all_filters, own_filters, channels)
         out.update({name: values[name] for name in ("isr", "sir", "sar") if name in metrics})
     for name in out:
         out[name] = out[name].masked_fill(silent[None, :], math.nan)
