@@ -218,6 +218,8 @@ def shard_split(songs: list[SongFiles], out: str | os.PathLike, split: str, sour
     for stale in out.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"):
         if stale.name not in keep:  # left by an earlier run with other settings
             stale.unlink()
+    for partial in [*out.glob(f".{split}-*.tar.tmp-*"), *out.glob(f".{split}.json.tmp-*")]:
+        partial.unlink(missing_ok=True)  # half-written by a killed run
     return manifest
 
 

@@ -1,0 +1,204 @@
+"""Crash safety: real ``stemsep`` processes killed with SIGKILL mid-run, then run again.
+
+- ``fit``: ``--ckpt_path last`` continues from the last periodic checkpoint: the global step
+  and the LR schedule go on from where the checkpoint left them;
+- ``shard``: the rerun completes, keeps the shards already written, rewrites a damaged one,
+  and every shard matches the manifest's sha256;
+- ``separate``: the rerun skips exactly the tracks whose stems were complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from conftest import REPO
+from stemsep.audio import read_audio, write_audio
+from stemsep.checkpoint import save_checkpoint
+from stemsep.cli import main
+from stemsep.synth import generate_corpus
+
+TESTS = Path(__file__).resolve().parent
+TIMEOUT = 120
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join([str(TESTS), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+
+
+def _stemsep(*argv: str, code: str = "") -> list[str]:
+    """Command line running ``stemsep ARGV`` (after ``code``, e.g. a slowdown) in a new interpreter."""
+    program = f"import sys; {code}\nfrom stemsep.cli import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", program, *argv]
+
+
+def _kill_when(cmd: list[str], ready: Callable[[], bool], log: Path) -> None:
+    """Start ``cmd``, SIGKILL it as soon as ``ready()``; it must still have been running."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env())
+        deadline = time.monotonic() + TIMEOUT
+        try:
+            while not ready():
+                assert proc.poll() is None, f"finished before it could be killed:\n{log.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, "timed out waiting to kill"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _run(cmd: list[str]) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def _leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".*") if ".tmp-" in p.name or p.name.endswith((".part", ".old"))]
+
+
+# -------------------------------------------------------------------------------------- fit
+FIT_CONFIG = """
+seed_everything: 0
+model:
+  net: {{class_path: slow_net.SlowNet, init_args: {{delay: 0.05}}}}
+  optimizer: {{class_path: torch.optim.Adam, init_args: {{lr: 0.01}}}}
+  scheduler: {{class_path: torch.optim.lr_scheduler.StepLR, init_args: {{step_size: 1, gamma: 0.9}}}}
+data:
+  class_path: stemsep.data.folder.FolderDataModule
+  init_args: {{root: {corpus}, segment: 0.25, batch_size: 2, epoch_size: 100000, valid_split: test}}
+trainer:
+  accelerator: cpu
+  max_steps: 100000
+  limit_val_batches: 0
+  num_sanity_val_steps: 0
+  enable_progress_bar: false
+  enable_model_summary: false
+  log_every_n_steps: 1
+  default_root_dir: {run}
+  logger: {{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {{save_dir: {run}}}}}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {run}/ckpt, save_last: true, every_n_train_steps: 4, save_top_k: 0}}
+    - class_path: lightning.pytorch.callbacks.LearningRateMonitor
+      init_args: {{logging_interval: step}}
+"""
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(torch.load(path, weights_only=True, map_location="cpu")["global_step"])
+    except Exception:  # noqa: BLE001 - not there yet (Lightning writes it atomically)
+        return -1
+
+
+def test_fit_killed_resumes_from_last_checkpoint(tmp_path):
+    corpus = generate_corpus(tmp_path / "corpus", songs=2, seconds=1.0, test_songs=1, workers=1)
+    run = tmp_path / "run"
+    config = tmp_path / "fit.yaml"
+    config.write_text(FIT_CONFIG.format(corpus=corpus, run=run))
+    last = run / "ckpt" / "last.ckpt"
+    _kill_when(_stemsep("fit", "--config", str(config)), lambda: _step_of(last) >= 8, tmp_path / "a.log")
+    killed_at = _step_of(last)
+    assert killed_at >= 8 and killed_at % 4 == 0
+
+    end = killed_at + 8  # a multiple of every_n_train_steps: the end is checkpointed too
+    _run(_stemsep("fit", "--config", str(config), "--ckpt_path", "last", "--trainer.max_steps", str(end)))
+    final = torch.load(last, weights_only=True)
+    assert final["global_step"] == end and final["lr_schedulers"][0]["last_epoch"] == end
+    # the resumed run (the newest CSV log) trained steps killed_at .. end - 1, at the continued LR
+    metrics = sorted(run.glob("lightning_logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))[-1]
+    rows = list(csv.DictReader(metrics.open()))
+    lrs = {int(r["step"]): float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")}
+    assert sorted(lrs) == list(range(killed_at, end)), sorted(lrs)
+    for step, lr in lrs.items():
+        assert abs(lr - 0.01 * 0.9**step) < 1e-9, (step, lr)
+
+
+# ------------------------------------------------------------------------------------ shard
+SLOW_ENCODE = ("import time, stemsep.data.shard as s; _enc = s.encode_song; "
+               "s.encode_song = lambda *a: (time.sleep(0.3), _enc(*a))[1]")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_shard_killed_rerun_completes_and_verifies(tmp_path):
+    corpus = generate_corpus(tmp_path / "corpus", songs=8, seconds=0.5, test_songs=1, workers=1)
+    out = tmp_path / "shards"
+    argv = ["shard", "--layout", "musdb", "--root", str(corpus), "--out", str(out), "--split", "train",
+            "--max-shard-size", "1"]  # one song per shard
+
+    def two_shards() -> bool:
+        try:
+            return len(json.loads((out / "train.json").read_text())["shards"]) >= 2
+        except (OSError, ValueError):
+            return False
+
+    _kill_when(_stemsep(*argv, code=SLOW_ENCODE), two_shards, tmp_path / "a.log")
+    before = json.loads((out / "train.json").read_text())
+    assert not before["complete"] and 2 <= len(before["shards"]) < 8
+    first, second = (out / s["name"] for s in before["shards"][:2])
+    kept_mtime = first.stat().st_mtime_ns
+    second.write_bytes(second.read_bytes()[:1000])  # damage one finished shard too
+
+    _run(_stemsep(*argv))
+    manifest = json.loads((out / "train.json").read_text())
+    assert manifest["complete"] and len(manifest["shards"]) == 8 and len(manifest["songs"]) == 8
+    for shard in manifest["shards"]:
+        assert _sha(out / shard["name"]) == shard["sha256"]
+    assert first.stat().st_mtime_ns == kept_mtime  # an intact shard is kept, not redone
+    assert sorted(p.name for p in out.iterdir()) == sorted([s["name"] for s in manifest["shards"]] + ["train.json"])
+    assert not _leftovers(out)
+
+
+# --------------------------------------------------------------------------------- separate
+def test_separate_killed_rerun_skips_finished_tracks(tmp_path, capsys):
+    from slow_net import SlowNet
+
+    sr = 8000
+    net = SlowNet(samplerate=sr, delay=0.25)
+    ckpt = save_checkpoint(tmp_path / "slow.ckpt", net, {"class_path": "slow_net.SlowNet", "init_args": net.init_args})
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        write_audio(tmp_path / "in" / f"track{i}.wav", rng.uniform(-0.3, 0.3, (2, sr // 2)), sr, bits=32)
+    out = tmp_path / "out"
+    argv = ["separate", str(tmp_path / "in"), "--model", str(ckpt), "-o", str(out), "--batch-size", "1",
+            "--shifts", "0", "--bits", "32"]
+
+    def done_tracks() -> list[Path]:
+        return sorted(p for p in out.glob("track*") if p.is_dir()) if out.is_dir() else []
+
+    _kill_when(_stemsep(*argv), lambda: len(done_tracks()) >= 2, tmp_path / "a.log")
+    finished = done_tracks()
+    assert 2 <= len(finished) < 8
+    for track in finished:  # a visible track folder is always complete
+        assert sorted(p.name for p in track.iterdir()) == sorted(f"{s}.wav" for s in net.sources)
+    mtimes = {p: p.stat().st_mtime_ns for track in finished for p in track.iterdir()}
+
+    stdout = _run(_stemsep(*argv))
+    assert f"separated {8 - len(finished)} file(s)" in stdout and f"skipped {len(finished)} already done" in stdout
+    assert len(done_tracks()) == 8 and not _leftovers(out)
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # finished tracks untouched
+    for track in done_tracks():
+        stem, _ = read_audio(track / "vocals.wav")
+        assert stem.shape == (2, sr // 2) and torch.isfinite(stem).all()
+
+    assert main([*argv, "--overwrite"]) == 0  # --overwrite redoes everything (in-process: faster)
+    assert "separated 8 file(s)" in capsys.readouterr().out and not _leftovers(out)
+    assert all(p.stat().st_mtime_ns != t for p, t in mtimes.items())
