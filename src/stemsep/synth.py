@@ -225,16 +225,15 @@ def generate_corpus(root: str | Path, songs: int = 8, seconds: float = 10.0, see
     jobs = [(root / "train", seed, i, seconds, samplerate) for i in range(songs)]
     jobs += [(root / "test", seed, songs + i, seconds, samplerate) for i in range(test_songs)]
     workers = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
-    bar = tqdm(total=len(jobs), desc="synth", unit="song", disable=not progress)
-    if workers == 1:
-        for job in jobs:
-            _write_song(*job)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for _ in pool.map(_write_song, *zip(*jobs)):
+    with tqdm(total=len(jobs), desc="synth", unit="song", disable=not progress) as bar:
+        if workers == 1:
+            for job in jobs:
+                _write_song(*job)
                 bar.update()
-    bar.close()
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for _ in pool.map(_write_song, *zip(*jobs)):
+                    bar.update()
     return root
 
 
@@ -244,10 +243,15 @@ def _write_song(split_dir: Path, seed: int, index: int, seconds: float, samplera
         return
     tmp = split_dir / f".song{index:04d}.part"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, wav in render_song(seed, index, seconds, samplerate).items():
-        write_audio(tmp / f"{name}.wav", wav.astype(np.float32), samplerate, bits=24)
-    tmp.rename(folder)
+    try:
+        tmp.mkdir(parents=True)
+        for name, wav in render_song(seed, index, seconds, samplerate).items():
+            write_audio(tmp / f"{name}.wav", wav.astype(np.float32), samplerate, bits=24)
+        tmp.rename(folder)
+    except OSError as err:
+        raise StemsepError(f"{folder}: cannot write the song ({err.strerror or err})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed song leaves nothing behind
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
