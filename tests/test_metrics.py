@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stemsep.block_toeplitz import dense_block_toeplitz, solve_block_toeplitz
-from stemsep.bsseval import bss_eval, frame_starts
+from stemsep.bsseval import bss_eval, frame_starts, track_correlations
 from stemsep.metrics import BSSEval, BSSEvalSDR, nanmedian
 
 SR = 44100
@@ -110,6 +110,37 @@ def test_silent_frames_and_short_tracks_follow_museval():
     theirs = _museval(refs[..., :sr // 2], ests[..., :sr // 2], window=sr, hop=sr, filters_len=32)
     assert short["sar"].shape == (3, 1)
     assert np.allclose(short["sar"].numpy(), theirs["sar"], atol=0.01)
+
+
+def test_track_and_window_correlations_are_direct_sums():
+    """Window lag correlations (blocks, cut at the window end) and the whole track's (windows
+    plus the pairs straddling cuts) equal the plain sums, for tiling and overlapping frames."""
+    torch.manual_seed(3)
+    length, lags, window = 12000, 40, 5000  # windows of two 4096-point FFT blocks
+    refs, ests = torch.randn(4, length, dtype=torch.float64), torch.randn(4, length, dtype=torch.float64)
+    signals = torch.cat([refs, ests])
+
+    def direct(lo: int, hi: int) -> torch.Tensor:
+        x, r = signals[:, lo:hi], refs[:, lo:hi]
+        return torch.stack([x[:, m:] @ r[:, :hi - lo - m].T for m in range(lags)], dim=-1)
+
+    for starts in ([0, 5000], [0, 2500, 5000, 7000]):
+        track, frames = track_correlations(refs, ests, starts, window, lags)
+        assert torch.allclose(track, direct(0, length), atol=1e-9)
+        expected = torch.stack([direct(s, s + window) for s in starts])
+        assert torch.allclose(frames, expected, atol=1e-9)
+
+
+def test_overlapping_frames_follow_museval():
+    rng = np.random.default_rng(2)
+    sr = 1000
+    refs = rng.standard_normal((2, 2, 4 * sr))
+    ests = refs + 0.3 * refs[::-1] + 0.2 * rng.standard_normal(refs.shape)
+    expected = _museval(refs, ests, window=sr, hop=sr // 2, filters_len=24)
+    got = bss_eval(torch.from_numpy(ests), torch.from_numpy(refs), samplerate=sr, hop=0.5, filter_length=24)
+    for name in ("sdr", "isr", "sir", "sar"):
+        assert got[name].shape == expected[name].shape == (2, 7)
+        assert np.allclose(got[name].numpy(), expected[name], atol=0.01), name
 
 
 def test_frame_starts_like_museval():

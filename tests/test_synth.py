@@ -23,6 +23,9 @@ def test_stems_sum_to_mixture(corpus_root):
         assert sr == 44100 and mix.shape == (3 * 44100, 2)
         total = sum(sf.read(song / f"{name}.wav", dtype="float64")[0] for name in DEFAULT_SOURCES)
         assert np.abs(mix - total).max() < 1e-6
+        assert sf.info(song / "mixture.wav").subtype == "PCM_24"
+        ints = {name: sf.read(song / f"{name}.wav", dtype="int32")[0] for name in [*DEFAULT_SOURCES, "mixture"]}
+        assert np.array_equal(ints["mixture"], sum(ints[name] for name in DEFAULT_SOURCES))  # exact, bit for bit
         for name in DEFAULT_SOURCES:  # every stem is audible
             assert np.sqrt(np.mean(sf.read(song / f"{name}.wav")[0] ** 2)) > 1e-3
 
