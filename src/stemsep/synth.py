@@ -304,10 +304,15 @@ def _write_song(split_dir: Path, seed: int, index: int, seconds: float, samplera
         return
     tmp = split_dir / f".song{index:04d}.part"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, wav in render_song(seed, index, seconds, samplerate).items():
-        _write_pcm24(tmp / f"{name}.wav", wav, samplerate)
-    tmp.rename(folder)
+    try:
+        tmp.mkdir(parents=True)
+        for name, wav in render_song(seed, index, seconds, samplerate).items():
+            _write_pcm24(tmp / f"{name}.wav", wav, samplerate)
+        tmp.rename(folder)
+    except OSError as err:
+        raise StemsepError(f"{folder}: cannot write the song ({err.strerror or err})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed song leaves nothing behind
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
