@@ -96,7 +96,8 @@ class LocalState(nn.Module):
             kernel = -rates.view(-1, 1, 1) * dist / math.sqrt(self.ndecay)
             gate = torch.sigmoid(self.query_decay(x).view(b, h, -1, t)) / 2
             scores = scores + torch.einsum("fkq,bhfq->bhkq", kernel, gate)
-        eye = torch.eye(t, device=x.device, dtype=torch.bool)
+        steps = torch.arange(t, device=x.device)
+        eye = steps[:, None] == steps[None, :]  # not torch.eye: ONNX Runtime lacks a boolean EyeLike
         weights = torch.softmax(scores.masked_fill(eye, -100.0), dim=2)
         content = self.content(x).view(b, h, -1, t)
         result = torch.einsum("bhkq,bhck->bhcq", weights, content).reshape(b, -1, t)

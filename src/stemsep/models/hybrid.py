@@ -94,22 +94,10 @@ class HybridBase(nn.Module):
                 self.freq_emb_scale = freq_emb
 
     # -- spectrogram plumbing -------------------------------------------------------------
-    def _spec(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hybrid:
-            return spectral.hybrid_spectrogram(x, self.nfft, reflect=not self.hybrid_old)
-        return spectral.plain_spectrogram(x, self.nfft)
-
-    def _ispec(self, z: torch.Tensor, length: int) -> torch.Tensor:
-        if self.hybrid:
-            return spectral.hybrid_inverse(z, length, reflect=not self.hybrid_old)
-        return spectral.plain_inverse(z, length)
-
-    def _mask(self, z: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        """Network output ``(B, S, C', F, T)`` -> complex source spectrograms ``(B, S, C, F, T)``."""
-        if self.cac:
-            return spectral.channels_as_complex(m)
-        z = z[:, None]
-        return z / (1e-8 + z.abs()) * m
+    @property
+    def front_end(self) -> spectral.FrontEnd:
+        """STFT before and masking / ISTFT after :meth:`core` (also used by exported models)."""
+        return spectral.FrontEnd(self.nfft, hybrid=self.hybrid, reflect=not self.hybrid_old, cac=self.cac)
 
     # -- the network ------------------------------------------------------------------------
     def _bottleneck(self, x: torch.Tensor, xt: torch.Tensor | None):
@@ -118,25 +106,16 @@ class HybridBase(nn.Module):
 
     def _separate(self, mix: torch.Tensor) -> torch.Tensor:
         """``(B, C, T)`` -> ``(B, S, C, T)`` at the input's own length."""
-        z = self._spec(mix)
-        spec_out, time_out = self.core(mix, self.spec_channels(z))
-        return self.assemble(z, spec_out, time_out, mix.shape[-1])
-
-    def spec_channels(self, z: torch.Tensor) -> torch.Tensor:
-        """The frequency branch's real input: complex ``z`` as channels (CaC) or its magnitude."""
-        return spectral.complex_as_channels(z) if self.cac else z.abs()
-
-    def assemble(self, z: torch.Tensor, spec_out: torch.Tensor, time_out: torch.Tensor | None,
-                 length: int) -> torch.Tensor:
-        """Branch outputs of :meth:`core` -> waveforms ``(B, S, C, length)`` (mask, ISTFT, sum)."""
-        out = self._ispec(self._mask(z, spec_out), length)
-        return out if time_out is None else out + time_out
+        front = self.front_end
+        z = front.spectrogram(mix)
+        spec_out, time_out = self.core(mix, front.channels(z))
+        return front.waveforms(z, spec_out, time_out, mix.shape[-1])
 
     def core(self, mix: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The network proper, real tensors only (what ``stemsep export`` traces).
 
         ``mix (B, C, T)`` and its spectrogram as channels ``x (B, C', F, frames)``
-        (:meth:`spec_channels` of :meth:`_spec`) -> the frequency branch's output
+        (``front_end.channels(front_end.spectrogram(mix))``) -> the frequency branch's output
         ``(B, S, C', F, frames)`` (CaC spectrogram or magnitude mask) and the time branch's
         waveforms ``(B, S, C, T)`` (``None`` for a spectrogram-only model).
         """

@@ -10,6 +10,7 @@ each side are dropped afterwards. The inverse undoes exactly this.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -105,3 +106,50 @@ def channels_as_complex(m: torch.Tensor) -> torch.Tensor:
     b, s, c2, f, t = m.shape
     m = m.view(b, s, c2 // 2, 2, f, t)
     return torch.complex(m[:, :, :, 0], m[:, :, :, 1])
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """What surrounds a hybrid model's real-valued core: STFT in, masking + ISTFT + sum out.
+
+    ``hybrid``: frames aligned with the time branch (:func:`hybrid_spectrogram`; ``reflect``
+    False for old zero-padded checkpoints) and a time-branch output to add; otherwise a
+    spectrogram-only model (:func:`plain_spectrogram`). ``cac``: the core sees and returns
+    the complex spectrogram as channels; otherwise it sees the magnitude and returns a mask
+    applied with the mixture's phase. Shared by the models and by exported models, whose
+    graphs hold only the core (:mod:`stemsep.exported`).
+    """
+
+    nfft: int
+    hybrid: bool = True
+    reflect: bool = True
+    cac: bool = True
+
+    def spectrogram(self, mix: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T)`` -> complex ``(B, C, nfft // 2, frames)``."""
+        if self.hybrid:
+            return hybrid_spectrogram(mix, self.nfft, reflect=self.reflect)
+        return plain_spectrogram(mix, self.nfft)
+
+    def channels(self, z: torch.Tensor) -> torch.Tensor:
+        """The core's real spectral input: ``z`` as channels (CaC) or its magnitude."""
+        return complex_as_channels(z) if self.cac else z.abs()
+
+    def waveforms(self, z: torch.Tensor, spec_out: torch.Tensor, time_out: torch.Tensor | None,
+                  length: int) -> torch.Tensor:
+        """The core's outputs -> source waveforms ``(B, S, C, length)``.
+
+        ``spec_out (B, S, C', F, frames)`` becomes complex spectrograms (CaC channels, or a
+        magnitude mask times the mixture ``z / |z|``), is inverted, and ``time_out
+        (B, S, C, length)`` (the time branch, if any) is added.
+        """
+        if self.cac:
+            sources = channels_as_complex(spec_out)
+        else:
+            mixture = z[:, None]
+            sources = mixture / (1e-8 + mixture.abs()) * spec_out
+        if self.hybrid:
+            out = hybrid_inverse(sources, length, reflect=self.reflect)
+        else:
+            out = plain_inverse(sources, length)
+        return out if time_out is None else out + time_out
