@@ -1,74 +1,138 @@
 """BSS-eval speed: stemsep.bsseval (torch) vs museval, same inputs, same run.
 
 Both single-threaded by default (``--threads``), so that the ratio measures the algorithms
-rather than how two thread pools share a machine. Prints the times and their ratio, and
-the largest difference between the two results per metric (dB).
+rather than how two thread pools share a machine. Runs alternate (ours, museval, ours, ...)
+so that a change of machine load hits both; the ratio is best museval time over best ours
+time. Prints the largest difference between the two results per metric (dB), where
+museval's time goes (its dense solves, its correlations, its per-window filtering), and
+the load average before and after each length.
 
-    python benchmarks/bench_eval.py --seconds 5 --repeats 3
+    python benchmarks/bench_eval.py --seconds 5 30 60 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 
 
+@contextlib.contextmanager
+def _timed(module, names: list[str], totals: dict[str, float]):
+    """Wrap ``module.<name>`` so that its calls add their time to ``totals[name]``."""
+    originals = {name: getattr(module, name) for name in names}
+
+    def wrap(name, func):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+        return timed
+
+    for name, func in originals.items():
+        setattr(module, name, wrap(name, func))
+    try:
+        yield
+    finally:
+        for name, func in originals.items():
+            setattr(module, name, func)
+
+
+def _signals(seconds: float, sources: int, samplerate: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    length = int(seconds * samplerate)
+    # Correlated "music-like" references: filtered noise of different colours, stereo.
+    refs = rng.standard_normal((sources, length, 2))
+    for j in range(sources):
+        refs[j] = np.cumsum(refs[j], axis=0) * 0.02 if j % 2 else refs[j] * 0.3
+        refs[j] -= refs[j].mean(axis=0)
+    ests = refs + 0.2 * refs[np.roll(np.arange(sources), 1)] + 0.1 * rng.standard_normal(refs.shape)
+    return refs, ests
+
+
+def bench_length(args, seconds: float) -> float:
+    import museval
+    import numpy as np
+    import torch
+
+    from stemsep.bsseval import bss_eval
+
+    refs, ests = _signals(seconds, args.sources, args.samplerate)
+    ref_t = torch.from_numpy(refs).permute(0, 2, 1).contiguous()
+    est_t = torch.from_numpy(ests).permute(0, 2, 1).contiguous()
+    load_before = os.getloadavg()[0]
+    ours_times, museval_times, sdr_times = [], [], []
+    split: dict[str, float] = {}
+    theirs = ours = None
+    for rep in range(max(args.repeats, args.museval_repeats)):
+        if rep < args.repeats:
+            start = time.perf_counter()
+            ours = bss_eval(est_t, ref_t, samplerate=args.samplerate)
+            ours_times.append(time.perf_counter() - start)
+            if args.sdr_only:
+                start = time.perf_counter()
+                bss_eval(est_t, ref_t, samplerate=args.samplerate, metrics=("sdr",))
+                sdr_times.append(time.perf_counter() - start)
+        if rep < args.museval_repeats:
+            totals: dict[str, float] = {}
+            with _timed(np.linalg, ["solve"], totals), \
+                    _timed(museval.metrics, ["_compute_reference_correlations", "fftconvolve"], totals):
+                start = time.perf_counter()
+                theirs = museval.metrics.bss_eval(refs, ests, compute_permutation=False,
+                                                  window=args.samplerate, hop=args.samplerate,
+                                                  framewise_filters=False, bsseval_sources_version=False)
+                museval_times.append(time.perf_counter() - start)
+            if not split or museval_times[-1] == min(museval_times):
+                split = totals
+    for i, name in enumerate(("sdr", "isr", "sir", "sar")):
+        diff = np.nanmax(np.abs(theirs[i] - ours[name].numpy()))
+        med = np.max(np.abs(np.nanmedian(theirs[i], axis=1) - np.nanmedian(ours[name].numpy(), axis=1)))
+        print(f"  {name}: max |ours - museval| = {diff:.2e} dB per frame, {med:.2e} dB on medians")
+    ratio = min(museval_times) / min(ours_times)
+    museval_time = min(museval_times)
+    other = museval_time - sum(split.values())
+    print(f"  ours (all four metrics): {min(ours_times):.3f} s (runs: {', '.join(f'{t:.3f}' for t in ours_times)})")
+    if sdr_times:
+        print(f"  ours SDR only:           {min(sdr_times):.4f} s")
+    print(f"  museval:                 {museval_time:.3f} s (runs: {', '.join(f'{t:.3f}' for t in museval_times)})")
+    print(f"    of which dense solves {split.get('solve', 0):.2f} s, reference correlations "
+          f"{split.get('_compute_reference_correlations', 0):.2f} s, per-window filtering (fftconvolve) "
+          f"{split.get('fftconvolve', 0):.2f} s, rest {other:.2f} s")
+    print(f"  load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(f"  speed-up: {ratio:.1f}x")
+    return ratio
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="track length")
+    parser.add_argument("--seconds", type=float, nargs="+", default=[5.0], help="track length(s)")
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--samplerate", type=int, default=44100)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3, help="best of N for ours (museval runs once)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of ours (best counts)")
+    parser.add_argument("--museval-repeats", type=int, default=1, help="runs of museval (best counts)")
     parser.add_argument("--sdr-only", action="store_true", help="also time the SDR-only path")
     args = parser.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
-    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
     from stemsep.bsseval import bss_eval
 
-    rng = np.random.default_rng(0)
-    length = int(args.seconds * args.samplerate)
-    # Correlated "music-like" references: filtered noise of different colours, stereo.
-    refs = rng.standard_normal((args.sources, length, 2))
-    for j in range(args.sources):
-        refs[j] = np.cumsum(refs[j], axis=0) * 0.02 if j % 2 else refs[j] * 0.3
-        refs[j] -= refs[j].mean(axis=0)
-    ests = refs + 0.2 * refs[np.roll(np.arange(args.sources), 1)] + 0.1 * rng.standard_normal(refs.shape)
-    ref_t = torch.from_numpy(refs).permute(0, 2, 1).contiguous()
-    est_t = torch.from_numpy(ests).permute(0, 2, 1).contiguous()
-
-    bss_eval(est_t[..., :args.samplerate * 2], ref_t[..., :args.samplerate * 2])  # warm-up
-    ours_times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        ours = bss_eval(est_t, ref_t, samplerate=args.samplerate)
-        ours_times.append(time.perf_counter() - start)
-    ours_time = min(ours_times)
-    if args.sdr_only:
-        start = time.perf_counter()
-        bss_eval(est_t, ref_t, samplerate=args.samplerate, metrics=("sdr",))
-        print(f"ours SDR only: {time.perf_counter() - start:.4f} s")
-
-    import museval
-
-    start = time.perf_counter()
-    theirs = museval.metrics.bss_eval(refs, ests, compute_permutation=False, window=args.samplerate,
-                                      hop=args.samplerate, framewise_filters=False,
-                                      bsseval_sources_version=False)
-    museval_time = time.perf_counter() - start
-    for i, name in enumerate(("sdr", "isr", "sir", "sar")):
-        diff = np.nanmax(np.abs(theirs[i] - ours[name].numpy()))
-        print(f"{name}: max |ours - museval| = {diff:.2e} dB")
-    print(f"track {args.seconds:g} s x {args.sources} stereo sources, {args.threads} thread(s)")
-    print(f"ours (all four metrics): {ours_time:.3f} s (runs: {', '.join(f'{t:.3f}' for t in ours_times)})")
-    print(f"museval:                 {museval_time:.3f} s")
-    print(f"speed-up: {museval_time / ours_time:.1f}x")
+    refs = torch.randn(4, 2, args.samplerate * 2, dtype=torch.float64)
+    bss_eval(refs + 0.1 * torch.randn_like(refs), refs, samplerate=args.samplerate)  # warm-up
+    ratios = {}
+    for seconds in args.seconds:
+        print(f"track {seconds:g} s x {args.sources} stereo sources, {args.threads} thread(s)")
+        ratios[seconds] = bench_length(args, seconds)
+    print("speed-up by length: " + ", ".join(f"{s:g} s: {r:.1f}x" for s, r in ratios.items()))
     return 0
 
 
