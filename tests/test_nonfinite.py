@@ -105,6 +105,9 @@ def test_too_many_in_a_row_checkpoint_then_stop(tmp_path):
 
 
 def test_guard_can_be_disabled_and_is_validated():
-    assert SeparationModule(TinyNet(), max_nonfinite_steps=None).configure_callbacks() == []
+    from stemsep.nonfinite import NonFiniteGuard
+
+    callbacks = SeparationModule(TinyNet(), max_nonfinite_steps=None).configure_callbacks()
+    assert not any(isinstance(c, NonFiniteGuard) for c in callbacks)
     with pytest.raises(StemsepError, match="max_nonfinite_steps"):
         SeparationModule(TinyNet(), max_nonfinite_steps=0).configure_callbacks()

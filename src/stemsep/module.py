@@ -208,9 +208,14 @@ class SeparationModule(L.LightningModule):
 
     # -------------------------------------------------------------- optimizers
     def configure_callbacks(self):
+        """Guards of unattended runs: failing loggers warn (LoggerGuard), NaN/Inf steps are skipped."""
+        from .logger_guard import LoggerGuard
         from .nonfinite import NonFiniteGuard
 
-        return [] if self.max_nonfinite_steps is None else [NonFiniteGuard(self.max_nonfinite_steps)]
+        guards = [LoggerGuard()]
+        if self.max_nonfinite_steps is not None:
+            guards.append(NonFiniteGuard(self.max_nonfinite_steps))
+        return guards
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.net.parameters())
