@@ -136,13 +136,18 @@ def load_weights(net: nn.Module, state: dict[str, torch.Tensor], *, origin: str)
 
 def load_separator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Build the network stored in a stemsep checkpoint and load its weights (eval mode)."""
+    return load_network(path, map_location)[0].eval()
+
+
+def load_network(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """The network stored in a stemsep checkpoint, with its weights, and the checkpoint itself."""
     ckpt = load_checkpoint(path, map_location)
     hparams = ckpt.get("hyper_parameters") or {}
-    if "net" not in hparams:
+    if not isinstance(hparams.get("net"), dict):
         raise BadCheckpointError(f"{path}: checkpoint does not say which network it holds (no hyper_parameters.net)")
     net = build_from_config(hparams["net"], origin=str(path))
     load_weights(net, net_state_dict(ckpt), origin=str(path))
-    return net.eval()
+    return net, ckpt
 
 
 def save_checkpoint(path: str | os.PathLike, net: nn.Module, net_config: dict[str, Any],

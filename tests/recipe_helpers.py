@@ -1,0 +1,40 @@
+"""Helpers for tests that run recipes: tiny network, synthetic shards, CPU, no real paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from conftest import REPO, TinyNet
+from stemsep.checkpoint import save_checkpoint
+from stemsep.module import network_config
+
+RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
+
+
+def command_of(recipe: Path) -> str:
+    """``test`` for the evaluation recipe, ``fit`` for the training ones."""
+    return "test" if recipe.name == "eval.yaml" else "fit"
+
+
+def tiny_overrides(shards: Path, out: Path) -> list[str]:
+    """Run any recipe on the sharded synthetic corpus with TinyNet on CPU, writing under ``out``."""
+    data = "--data.init_args."
+    return [
+        "--model.net", "conftest.TinyNet",
+        f"{data}train_manifest", str(shards / "train.json"),
+        f"{data}valid_manifest", str(shards / "test.json"),
+        f"{data}test_manifest", str(shards / "test.json"),
+        f"{data}prepare", "null", f"{data}synthetic", "null",
+        f"{data}segment", "0.5", f"{data}batch_size", "2", f"{data}num_workers", "0",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1",
+        "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
+    ]
+
+
+def save_tiny(path: Path, seed: int = 0) -> Path:
+    """A stemsep checkpoint of a seeded TinyNet (stands for a pretrained or imported model)."""
+    torch.manual_seed(seed)
+    net = TinyNet()
+    return save_checkpoint(path, net, network_config(net))
