@@ -65,4 +65,6 @@ def decode_flac(data: bytes, what: str, start: int = 0, frames: int = -1,
 
 def _last_line(err: Exception) -> str:
     text = str(err).strip()
-    return text.splitlines()[-1] if text else type(err).__name__
+    line = text.splitlines()[-1] if text else type(err).__name__
+    # "Error opening <_io.BytesIO object at 0x...>: Format not recognised." -> the reason only
+    return line.split(">: ", 1)[-1] if line.startswith("Error opening <") else line
