@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output bit depth (32: float WAV)")
     parser.add_argument("--jobs", type=int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--overwrite", action="store_true", help="redo tracks whose stems already exist")
+    parser.add_argument("--backend", choices=["torch", "onnxruntime", "torchscript"], default="torch",
+                        help="torch: --model is a checkpoint (default); onnxruntime / torchscript: --model "
+                             "is a `stemsep export` file (CPU)")
 
 
 def collect_inputs(paths: list[Path]) -> list[Path]:
@@ -90,8 +93,14 @@ def parse_weights(specs: list[str] | None, models: int, sources: int) -> list[li
     return rows
 
 
-def load_models(paths: list[Path], weights: list[str] | None, device: torch.device) -> torch.nn.Module:
-    nets = [load_separator(path, map_location="cpu") for path in paths]
+def load_models(paths: list[Path], weights: list[str] | None, device: torch.device,
+                backend: str = "torch") -> torch.nn.Module:
+    if backend == "torch":
+        nets = [load_separator(path, map_location="cpu") for path in paths]
+    else:
+        from .exported import load_exported
+
+        nets = [load_exported(path, backend) for path in paths]
     first = nets[0]
     for path, net in zip(paths[1:], nets[1:], strict=True):
         for attr in ("sources", "samplerate", "audio_channels"):
@@ -211,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         clash = [str(f) for f, n in zip(files, names, strict=True) if n == name]
         raise StemsepError(f"inputs {clash[0]} and {clash[1]} would both be written to track {name!r}")
     ensure_writable_dir(args.out)
-    net = load_models(args.model, args.weights, device)
+    net = load_models(args.model, args.weights, device, getattr(args, "backend", "torch"))
     if args.segment is not None and args.segment <= 0:
         raise StemsepError(f"--segment must be positive, got {args.segment}")
     jobs, skipped = [], 0
