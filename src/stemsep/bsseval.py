@@ -69,15 +69,26 @@ def _safe_db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den == 0, torch.full_like(num, math.inf), 10 * torch.log10(num / den))
 
 
-def framewise_sdr(estimates: torch.Tensor, references: torch.Tensor, starts: list[int],
-                  window: int) -> torch.Tensor:
-    """SDR per ``(source, frame)``: in BSS-eval v4's image mode it reduces to framewise SNR."""
-    ref_energy, err_energy = [], []
+def frame_energies(estimates: torch.Tensor, references: torch.Tensor, starts: list[int],
+                   window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(||s||^2, ||e - s||^2, ||e||^2)`` per frame and channel, each ``(frames, S C)`` float64,
+    for ``(sources, channels, time)`` inputs (dot products: no squared copies)."""
+    refs = references.flatten(0, 1)
+    ests = estimates.flatten(0, 1)
+    ref_energy, err_energy, est_energy = [], [], []
     for s in starts:  # a frame at a time in float64: no track-long float64 copies
-        ref = references[..., s:s + window].double()
-        ref_energy.append((ref ** 2).sum(dim=(-2, -1)))
-        err_energy.append(((estimates[..., s:s + window].double() - ref) ** 2).sum(dim=(-2, -1)))
-    return _safe_db(torch.stack(ref_energy, dim=-1), torch.stack(err_energy, dim=-1))
+        ref = refs[:, s:s + window].double()
+        est = ests[:, s:s + window].double()
+        err = est - ref
+        ref_energy.append(torch.linalg.vecdot(ref, ref))
+        err_energy.append(torch.linalg.vecdot(err, err))
+        est_energy.append(torch.linalg.vecdot(est, est))
+    return torch.stack(ref_energy), torch.stack(err_energy), torch.stack(est_energy)
+
+
+def _per_source(energy: torch.Tensor, channels: int) -> torch.Tensor:
+    """``(frames, S C)`` -> ``(S, frames)``, summed over each source's channels."""
+    return energy.unflatten(-1, (-1, channels)).sum(-1).T
 
 
 def window_correlations(references: torch.Tensor, estimates: torch.Tensor, starts: list[int],
@@ -245,12 +256,9 @@ def framewise_projection_metrics(frame_correlations: torch.Tensor, est_energy: t
     ey = torch.einsum("fokm,kom->fo", est_corr, all_filters)
     ss = refs_corr.diagonal(dim1=1, dim2=2)[:, 0]  # R[o, o, 0]
 
-    def per_source(energy: torch.Tensor) -> torch.Tensor:  # (frames, K) -> (S, frames)
-        return energy.unflatten(-1, (-1, channels)).sum(-1).T
-
     def db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
         # Differences of energies can round below zero where the true value is ~0.
-        return _safe_db(per_source(num), per_source(den).clamp(min=0))
+        return _safe_db(_per_source(num, channels), _per_source(den, channels).clamp(min=0))
 
     return {"isr": db(ss, zz - 2 * sz + ss),
             "sir": db(zz, yy - 2 * yz + zz),
@@ -275,18 +283,17 @@ def bss_eval(estimates: torch.Tensor, references: torch.Tensor, samplerate: int 
     length = references.shape[-1]
     starts, win = frame_starts(length, int(window * samplerate), int(hop * samplerate))
     silent = silent_frames(references, starts, win) | silent_frames(estimates, starts, win)
-    out: dict[str, torch.Tensor] = {}
-    if "sdr" in metrics:
-        out["sdr"] = framewise_sdr(estimates, references, starts, win)
+    channels = references.shape[1]
+    ref_energy, err_energy, est_energy = frame_energies(estimates, references, starts, win)
+    # SDR: in BSS-eval v4's image mode it reduces to framewise SNR (no filters).
+    out = {"sdr": _safe_db(_per_source(ref_energy, channels), _per_source(err_energy, channels))}
     if set(metrics) & {"isr", "sir", "sar"}:
-        channels = references.shape[1]
         refs = references.reshape(-1, length)
         ests = estimates.reshape(-1, length)
         track, per_frame = track_correlations(refs, ests, starts, win, filter_length)
         all_filters, own_filters = projection_filters(track, channels)
-        est_energy = torch.stack([ests[:, s:s + win].double().square().sum(-1) for s in starts])
         values = framewise_projection_metrics(per_frame, est_energy, all_filters, own_filters, channels)
         out.update({name: values[name] for name in ("isr", "sir", "sar") if name in metrics})
     for name in out:
         out[name] = out[name].masked_fill(silent[None, :], math.nan)
-    return {name: out[name] for name in METRICS if name in out}
+    return {name: out[name] for name in METRICS if name in metrics}
