@@ -1,0 +1,97 @@
+"""stemsep export: exported cores separate like the torch models on full `separate` runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, TinyNet
+from stemsep.audio import read_audio, write_audio
+from stemsep.checkpoint import save_checkpoint
+from stemsep.cli import main
+from stemsep.models.bag import BagOfModels
+
+SR = 44100
+
+
+def _small(name: str, **overrides):
+    """A ``configs/model/<name>.yaml`` network (random weights) and its config."""
+    from stemsep.checkpoint import build_from_config
+
+    config = yaml.safe_load((REPO / "configs" / "model" / f"{name}.yaml").read_text())
+    config["init_args"].update(overrides)
+    torch.manual_seed(0)
+    return build_from_config(config).eval(), config
+
+
+def _song(path: Path, seconds: float) -> Path:
+    rng = np.random.default_rng(1)
+    t = np.arange(int(seconds * SR)) / SR
+    song = 0.3 * np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 331 * t)])
+    write_audio(path, song + 0.05 * rng.standard_normal(song.shape), SR, bits=32)
+    return path
+
+
+def _stems(folder: Path, sources) -> torch.Tensor:
+    return torch.stack([read_audio(folder / f"{s}.wav")[0] for s in sources])
+
+
+@pytest.mark.parametrize("name, seconds, options", [
+    # HT Demucs pads chunks to its training segment itself: default chunking, partial chunks included.
+    ("htdemucs_small", 3.0, []),
+    # Hybrid Demucs takes short chunks as they are; the exported graph has a fixed length, so the
+    # comparison uses whole chunks only (no overlap, file = 4 segments). 0.25 s keeps the export quick.
+    ("hdemucs_small", 1.0, ["--overlap", "0", "--segment", "0.25"]),
+])
+def test_onnx_separate_matches_torch(tmp_path, capsys, name, seconds, options):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    overrides = {"segment": 0.25} if name == "hdemucs_small" else {}
+    net, config = _small(name, **overrides)
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", net, config)
+    song = _song(tmp_path / "in" / "song.wav", seconds)
+    assert main(["export", str(ckpt), "--format", "onnx", "-o", str(tmp_path / "model.onnx")]) == 0
+    assert "exported" in capsys.readouterr().out
+    common = [str(song), "--shifts", "0", "--bits", "32", "--batch-size", "3", *options]
+    assert main(["separate", *common, "--model", str(ckpt), "-o", str(tmp_path / "torch")]) == 0
+    assert main(["separate", *common, "--model", str(tmp_path / "model.onnx"), "--backend", "onnxruntime",
+                 "-o", str(tmp_path / "onnx")]) == 0
+    ours, theirs = _stems(tmp_path / "torch" / "song", net.sources), _stems(tmp_path / "onnx" / "song", net.sources)
+    assert ours.shape == theirs.shape == (4, 2, int(seconds * SR))
+    assert ours.abs().max() > 1e-3  # a real signal, not silence on both sides
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+def test_torchscript_export_runs_the_same_core(tmp_path):
+    from stemsep.export import export_model
+    from stemsep.exported import load_exported
+
+    net, _ = _small("htdemucs_small", depth=2, channels=8, t_layers=1, segment=0.5)
+    meta = export_model(net, tmp_path / "model.pt", "torchscript")
+    exported = load_exported(tmp_path / "model.pt", "torchscript")
+    assert exported.sources == net.sources and meta["segment_samples"] == exported.length == SR // 2
+    mix = torch.randn(3, 2, SR // 2 - 100)  # shorter than the segment: padded like the model pads
+    with torch.no_grad():
+        assert (exported(mix) - net(mix)).abs().max() < 1e-5
+    with pytest.raises(Exception, match="longer than the exported segment"):
+        exported(torch.randn(1, 2, SR))
+
+
+@pytest.mark.parametrize("kind", ["user network", "bag"])
+def test_export_without_export_path_is_one_line_error(tmp_path, capsys, kind):
+    net = TinyNet()
+    config = {"class_path": "conftest.TinyNet", "init_args": net.init_args}
+    if kind == "bag":
+        net = BagOfModels([TinyNet(), TinyNet()])
+        config = {"class_path": "stemsep.models.bag.BagOfModels",
+                  "init_args": {"models": [dict(config), dict(config)]}}
+    ckpt = save_checkpoint(tmp_path / "model.ckpt", net, config)
+    assert main(["export", str(ckpt), "--format", "onnx", "-o", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has no export path" in err and str(ckpt) in err
+    assert ("bag of models" if kind == "bag" else "TinyNet") in err
+    assert not (tmp_path / "x.onnx").exists() and not list(tmp_path.glob(".*"))
