@@ -1,0 +1,59 @@
+"""Every recipe runs: ``--trainer.fast_dev_run=2`` with a tiny network on synthetic shards (CPU).
+
+(``--print_config`` of every recipe is tests/test_configs.py::test_recipe_resolves_with_lightning_cli.)
+"""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+from data_helpers import shard_corpus
+from recipe_helpers import RECIPES, command_of, save_tiny, tiny_overrides
+from stemsep.cli import main
+
+PAPER_RECIPES = ["htdemucs.yaml", "htdemucs_sparse.yaml", "hdemucs.yaml", "htdemucs_ft.yaml"]
+# The paper recipes and eval.yaml run by default; quickstart and the ablations (the same small
+# synthetic setup, each actually run in full by its users) are marked slow to keep the suite short.
+FAST_DEV_RUNS = [pytest.param(p, marks=() if p.name in (*PAPER_RECIPES, "eval.yaml") else pytest.mark.slow)
+                 for p in RECIPES]
+
+
+@pytest.fixture(scope="module")
+def shards(corpus_root, tmp_path_factory) -> Path:
+    return shard_corpus(corpus_root, tmp_path_factory.mktemp("recipe_shards"))
+
+
+def test_the_recipes_are_there():
+    names = {p.relative_to(REPO / "recipes").as_posix() for p in RECIPES}
+    assert {*PAPER_RECIPES, "eval.yaml", "quickstart.yaml", "ablations/base.yaml",
+            "ablations/short_segment.yaml", "ablations/no_remix.yaml"} <= names
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
+def test_recipe_header_says_what_how_and_expected(recipe: Path):
+    header = "".join(line for line in recipe.read_text().splitlines(keepends=True) if line.startswith("#"))
+    assert "Launch:" in header and "stemsep " in header
+    if recipe.name in PAPER_RECIPES:  # multi-GPU / multi-node launches and the paper's figure
+        assert "--trainer.devices" in header and "--trainer.num_nodes" in header
+        assert "srun" in header and "torchrun" in header and "dB" in header
+
+
+@pytest.mark.parametrize("recipe", FAST_DEV_RUNS, ids=lambda p: str(p.relative_to(REPO / "recipes")))
+def test_recipe_fast_dev_run(recipe: Path, shards, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    args = [command_of(recipe), "--config", str(recipe), *tiny_overrides(shards, tmp_path / "run"),
+            "--trainer.fast_dev_run", "2"]
+    config = yaml.safe_load(recipe.read_text())
+    if config["model"].get("init_from"):
+        args += ["--model.init_from", str(save_tiny(tmp_path / "pretrained.ckpt"))]
+    if command_of(recipe) == "test":
+        args += ["--model.test_results_dir", str(tmp_path / "results")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    if command_of(recipe) == "test":
+        assert (tmp_path / "results" / "summary.json").is_file()
+    else:
+        assert "valid nSDR (dB)" in out  # validation ran on the synthetic songs
