@@ -72,9 +72,9 @@ class Env:
         write_audio(path, rng.uniform(-0.3, 0.3, (2, SR // 2)) if data is None else data, SR, bits=32)
         return path
 
-    def separate(self, mix: Path, ckpt: Path | None = None) -> Case:
+    def separate(self, mix: Path, *needles: str, ckpt: Path | None = None) -> Case:
         out = self.tmp / "separated"
-        return Case(["separate", str(mix), "--model", str(ckpt or self.ckpt), "-o", str(out)], (), [out])
+        return Case(["separate", str(mix), "--model", str(ckpt or self.ckpt), "-o", str(out)], needles, [out])
 
     def score_dirs(self) -> tuple[Path, Path]:
         rng = np.random.default_rng(1)
@@ -269,9 +269,7 @@ def separate_nan_samples(env):
     data = np.zeros((2, SR // 2))
     data[1, 100] = np.nan
     mix = env.mix("nan.wav", data)
-    result = env.separate(mix)
-    result.needles = (str(mix), "NaN or Inf")
-    return result
+    return env.separate(mix, str(mix), "NaN or Inf")
 
 
 @case
@@ -279,9 +277,7 @@ def separate_inf_samples(env):
     data = np.zeros((2, SR // 2))
     data[0, 7] = np.inf
     mix = env.mix("inf.wav", data)
-    result = env.separate(mix)
-    result.needles = (str(mix), "NaN or Inf")
-    return result
+    return env.separate(mix, str(mix), "NaN or Inf")
 
 
 @case
@@ -289,17 +285,13 @@ def separate_empty_file(env):
     mix = env.tmp / "in" / "empty.wav"
     mix.parent.mkdir(parents=True)
     mix.write_bytes(b"")
-    result = env.separate(mix)
-    result.needles = (str(mix), "not a readable audio file")
-    return result
+    return env.separate(mix, str(mix), "not a readable audio file")
 
 
 @case
 def separate_zero_length_file(env):
     mix = env.mix("silence.wav", np.zeros((2, 0)))
-    result = env.separate(mix)
-    result.needles = (str(mix), "empty")
-    return result
+    return env.separate(mix, str(mix), "empty")
 
 
 @case
@@ -313,9 +305,7 @@ def separate_unwritable_output_directory(env):
 def separate_disk_full(env):
     mix = env.mix()
     env.disk_full()
-    result = env.separate(mix)
-    result.needles = ("separated", "drums.wav", "No space left on device")
-    return result
+    return env.separate(mix, "separated", "drums.wav", "No space left on device")
 
 
 @case
@@ -324,9 +314,7 @@ def separate_checkpoint_with_missing_keys(env):
     del ckpt["state_dict"]["net.body.2.bias"]
     path = env.tmp / "missing.ckpt"
     torch.save(ckpt, path)
-    result = env.separate(env.mix(), path)
-    result.needles = (str(path), "1 missing key(s)", "body.2.bias")
-    return result
+    return env.separate(env.mix(), str(path), "1 missing key(s)", "body.2.bias", ckpt=path)
 
 
 @case
@@ -337,18 +325,14 @@ def separate_checkpoint_of_another_architecture(env):
                                                      "samplerate": SR, "segment": 1, "nfft": 256}}
     path = env.tmp / "other_arch.ckpt"
     torch.save(ckpt, path)
-    result = env.separate(env.mix(), path)
-    result.needles = (str(path), "weights do not fit HTDemucs")
-    return result
+    return env.separate(env.mix(), str(path), "weights do not fit HTDemucs", ckpt=path)
 
 
 @case
 def separate_truncated_checkpoint(env):
     path = env.tmp / "truncated.ckpt"
     path.write_bytes(env.ckpt.read_bytes()[:500])
-    result = env.separate(env.mix(), path)
-    result.needles = (str(path), "not a readable checkpoint")
-    return result
+    return env.separate(env.mix(), str(path), "not a readable checkpoint", ckpt=path)
 
 
 # ---------------------------------------------------------------------------------- score
