@@ -53,7 +53,8 @@ class NonFiniteGuard(Callback):
         self.consecutive = int(state_dict.get("consecutive", 0))
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
-        self._loss_finite = bool(torch.isfinite(loss.detach()).all())
+        # with gradient accumulation, any non-finite micro-batch loss spoils the step
+        self._loss_finite = self._loss_finite and bool(torch.isfinite(loss.detach()).all())
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
