@@ -128,7 +128,7 @@ def load_weights(net: nn.Module, state: dict[str, torch.Tensor], *, origin: str)
         raise BadCheckpointError(f"{origin}: weights do not fit {type(net).__name__}: " + ", ".join(parts)
                                  + " (checkpoint of another architecture or config?)")
     for key, value in state.items():
-        if own[key].shape != value.shape:
+        if isinstance(value, torch.Tensor) and own[key].shape != value.shape:
             raise BadCheckpointError(f"{origin}: weight {key!r} has shape {tuple(value.shape)}, "
                                      f"model expects {tuple(own[key].shape)}")
     net.load_state_dict(state, strict=True)
@@ -146,6 +146,10 @@ def load_network(path: str | os.PathLike, map_location: str | torch.device = "cp
     if not isinstance(hparams.get("net"), dict):
         raise BadCheckpointError(f"{path}: checkpoint does not say which network it holds (no hyper_parameters.net)")
     net = build_from_config(hparams["net"], origin=str(path))
+    if hparams.get("quantization"):  # written by `stemsep quantize`
+        from .quantize import load_quantized
+
+        return load_quantized(net, net_state_dict(ckpt), hparams["quantization"], origin=str(path)), ckpt
     load_weights(net, net_state_dict(ckpt), origin=str(path))
     return net, ckpt
 
@@ -154,7 +158,9 @@ def save_checkpoint(path: str | os.PathLike, net: nn.Module, net_config: dict[st
                     extra_hparams: dict[str, Any] | None = None) -> Path:
     """Write a stemsep checkpoint for ``net`` atomically (used by import-demucs, bag, export)."""
     payload = {
-        "state_dict": {f"net.{k}": v.detach().cpu() for k, v in net.state_dict().items()},
+        # Tensors, and the (int8 weight, bias) tuples / dtypes of quantized layers as they are.
+        "state_dict": {f"net.{k}": v.detach().cpu() if isinstance(v, torch.Tensor) else v
+                       for k, v in net.state_dict().items()},
         "hyper_parameters": {"net": net_config, **(extra_hparams or {})},
         "stemsep": describe_net(net),
     }
