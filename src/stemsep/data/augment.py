@@ -3,8 +3,10 @@
 Every augmentation is a small callable ``aug(stems, generator) -> stems`` on a **batch**
 ``(B, S, C, T)`` (batch level because :class:`Remix` recombines stems across songs), drawing
 all its randomness from the given ``torch.Generator`` so a seeded stream is reproducible. The
-mixture is *not* an input: callers rebuild it as ``stems.sum(1)`` afterwards, so it always
-equals the sum of the (augmented) stems. Internally each one implements ``transform`` on a
+mixture is *not* an input: callers rebuild it as ``stems.sum(1)`` afterwards, so it equals the
+sum of the (augmented) stems -- except for the robustness augmentations that edit the mixture
+itself (:class:`MixAugmentation`: :class:`Mp3Codec`, :class:`Limiter`), which run last on the
+rebuilt ``(mix, stems)``; :class:`ParametricEQ` filters every stem alike and keeps the sum. Internally each one implements ``transform`` on a
 lazy :class:`~stemsep.data.stembatch.StemBatch`, recording per-stem offsets, channel swaps,
 gains and remix indices, so :func:`apply_augmentations` writes the batch once.
 
@@ -31,6 +33,7 @@ import torch
 import torchaudio.functional as AF
 
 from ..errors import StemsepError
+from . import degrade
 from .stembatch import StemBatch
 from .wsola import wsola
 
@@ -271,6 +274,134 @@ def _nearest_peak(magnitude: torch.Tensor) -> torch.Tensor:
     return nearest.reshape(n, frames, bins).transpose(1, 2)
 
 
+class ParametricEQ(Augmentation):
+    """With probability ``proba`` per example, ``bands`` random peaking EQ bands on all its stems.
+
+    Each band: centre log-uniform in [min_freq, max_freq] Hz, gain uniform in
+    [-max_gain_db, max_gain_db] (or [min_gain_db, max_gain_db]), Q log-uniform in [min_q, max_q].
+    The same linear filter is applied to every stem and channel of an example, so the mixture
+    (the sum of the stems) is the equalised mixture: recordings and masters with other tonal
+    balances. ``samplerate`` must be the data's.
+    """
+
+    def __init__(self, proba: float = 0.5, bands: int = 2, min_freq: float = 60.0, max_freq: float = 12000.0,
+                 max_gain_db: float = 6.0, min_gain_db: float | None = None, min_q: float = 0.5, max_q: float = 2.0,
+                 samplerate: int = 44100):
+        self.proba, self.bands = float(proba), int(bands)
+        self.min_freq, self.max_freq = float(min_freq), float(max_freq)
+        self.max_gain_db = float(max_gain_db)
+        self.min_gain_db = -self.max_gain_db if min_gain_db is None else float(min_gain_db)
+        self.min_q, self.max_q, self.samplerate = float(min_q), float(max_q), int(samplerate)
+        if not 0 < self.min_freq <= self.max_freq < self.samplerate / 2:
+            raise StemsepError(f"ParametricEQ: need 0 < min_freq <= max_freq < samplerate / 2, got "
+                               f"{self.min_freq}, {self.max_freq} at {self.samplerate} Hz")
+
+    def _log_uniform(self, low: float, high: float, generator: torch.Generator) -> float:
+        return math.exp(math.log(low) + (math.log(high) - math.log(low)) * _uniform((1,), generator).item())
+
+    def transform(self, batch: StemBatch, generator: torch.Generator) -> StemBatch:
+        for b in range(batch.batch):
+            if _uniform((1,), generator).item() >= self.proba:
+                continue
+            stems = batch.example(b)
+            for _ in range(self.bands):
+                freq = self._log_uniform(self.min_freq, self.max_freq, generator)
+                gain = self.min_gain_db + (self.max_gain_db - self.min_gain_db) * _uniform((1,), generator).item()
+                q = self._log_uniform(self.min_q, self.max_q, generator)
+                stems = degrade.peaking_eq(stems, freq, gain, q, self.samplerate)
+            batch.set_example(b, stems)
+        return batch
+
+
+class MixAugmentation(Augmentation):
+    """An edit of the *mixture* after the stems are final: ``apply(mix, stems, generator)``.
+
+    The mixture then no longer equals the sum of the stems (that is the point: the network
+    must map a degraded mixture to clean stems). Such augmentations come after all stem
+    augmentations in a list; :func:`apply_augmentations` runs them on ``(mix, stems)``.
+    """
+
+    def apply(self, mix: torch.Tensor, stems: torch.Tensor,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mix (B, C, T)``, ``stems (B, S, C, T)`` -> edited ``(mix, stems)``."""
+        raise NotImplementedError
+
+    def __call__(self, stems: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        raise StemsepError(f"{type(self).__name__} edits the mixture: use apply_augmentations")
+
+
+class Mp3Codec(MixAugmentation):
+    """With probability ``proba`` per example, an MP3 encode/decode round trip of the mixture.
+
+    The bit rate is constant, drawn through libsndfile's compression level, uniform in
+    [min_compression, max_compression] (0: 320 kbps, 0.5: about 160, 0.85: about 80 kbps).
+    Length, sample rate and alignment are kept; stems stay clean. In-process (soundfile /
+    libsndfile >= 1.1), about 0.1 s of CPU per second of stereo audio.
+    """
+
+    def __init__(self, proba: float = 0.5, min_compression: float = 0.3, max_compression: float = 0.9,
+                 samplerate: int = 44100):
+        self.proba, self.samplerate = float(proba), int(samplerate)
+        self.min_compression, self.max_compression = float(min_compression), float(max_compression)
+        if not 0 <= self.min_compression <= self.max_compression < 1:
+            raise StemsepError("Mp3Codec: need 0 <= min_compression <= max_compression < 1")
+
+    def apply(self, mix, stems, generator):
+        mix = mix.clone()
+        span = self.max_compression - self.min_compression
+        for b in range(mix.shape[0]):
+            if _uniform((1,), generator).item() < self.proba:
+                level = self.min_compression + span * _uniform((1,), generator).item()
+                mix[b] = degrade.mp3_round_trip(mix[b], self.samplerate, level)
+        return mix, stems
+
+
+class Limiter(MixAugmentation):
+    """LimitAug-style brickwall limiting of the mixture (Chae et al., 2023), with probability ``proba``.
+
+    Per example the mixture is driven ``drive`` dB (uniform in [min_drive_db, max_drive_db])
+    above ``threshold`` (linear peak, e.g. 0.99) by a gain ``k = threshold * 10**(drive/20) /
+    peak(mix)`` applied to the mixture **and** the stems, then the mixture alone goes through a
+    look-ahead limiter with gain curve ``g(t)`` in (0, 1] (:func:`degrade.limiter_gain`,
+    ``lookahead_ms`` attack, ``hold_ms`` before release). Results:
+
+    - the mixture is ``g(t) * k * mix``, its peak is at most ``threshold``;
+    - ``targets="linear"`` (default, as LimitAug): stems are ``k * stems``, so they sum to the
+      *unlimited* scaled mixture ``k * mix``, i.e. ``limited mix = g(t) * sum(stems)``: the
+      network learns to undo the limiting;
+    - ``targets="limited"``: stems are ``g(t) * k * stems`` and sum exactly to the limited mix.
+    """
+
+    def __init__(self, proba: float = 0.5, threshold: float = 0.99, min_drive_db: float = 0.0,
+                 max_drive_db: float = 9.0, lookahead_ms: float = 5.0, hold_ms: float = 50.0,
+                 targets: str = "linear", samplerate: int = 44100):
+        if targets not in ("linear", "limited"):
+            raise StemsepError(f"Limiter: targets must be 'linear' or 'limited', got {targets!r}")
+        if not 0 < float(threshold) <= 1 or float(min_drive_db) > float(max_drive_db):
+            raise StemsepError("Limiter: need 0 < threshold <= 1 and min_drive_db <= max_drive_db")
+        self.proba, self.threshold = float(proba), float(threshold)
+        self.min_drive_db, self.max_drive_db = float(min_drive_db), float(max_drive_db)
+        self.lookahead_ms, self.hold_ms, self.targets = float(lookahead_ms), float(hold_ms), targets
+        self.samplerate = int(samplerate)
+
+    def apply(self, mix, stems, generator):
+        mix, stems = mix.clone(), stems.clone()
+        lookahead = max(1, round(self.lookahead_ms * self.samplerate / 1000))
+        hold = max(0, round(self.hold_ms * self.samplerate / 1000))
+        for b in range(mix.shape[0]):
+            if _uniform((1,), generator).item() >= self.proba:
+                continue
+            drive = self.min_drive_db + (self.max_drive_db - self.min_drive_db) * _uniform((1,), generator).item()
+            peak = float(mix[b].abs().max())
+            if peak <= 0:
+                continue
+            k = self.threshold * 10 ** (drive / 20) / peak
+            gain = degrade.limiter_gain(mix[b] * k, self.threshold, lookahead, hold)
+            mix[b] = (mix[b] * k * gain).clamp(-self.threshold, self.threshold)
+            stems[b] *= (k * gain) if self.targets == "limited" else k
+        return mix, stems
+
+
 def needed_length(augmentations: Sequence[Augmentation], length: int) -> int:
     """Samples to read so that ``augmentations`` leave at least ``length``."""
     for aug in reversed(list(augmentations)):
@@ -282,15 +413,24 @@ def apply_augmentations(augmentations: Sequence[Augmentation], stems: torch.Tens
                         generator: torch.Generator, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``augmentations`` on ``stems (B, S, C, T)`` (or a lazy batch), crop or pad to ``length``.
 
-    Returns ``(mix, stems)``. Augmentations with a ``transform`` only record their edits, so
-    the batch is written once; any other callable ``aug(tensor, generator)`` works too (the
-    batch is materialised for it).
+    Returns ``(mix, stems)``: ``mix`` is the sum of the stems, then edited by the
+    :class:`MixAugmentation` s at the end of the list (codec, limiter) in order. Augmentations
+    with a ``transform`` only record their edits, so the batch is written once; any other
+    callable ``aug(tensor, generator)`` works too (the batch is materialised for it).
     """
     batch = StemBatch.from_tensor(stems) if isinstance(stems, torch.Tensor) else stems
-    for aug in augmentations:
+    on_mix = [aug for aug in augmentations if isinstance(aug, MixAugmentation)]
+    on_stems = [aug for aug in augmentations if not isinstance(aug, MixAugmentation)]
+    if on_mix and list(augmentations)[-len(on_mix):] != on_mix:
+        raise StemsepError(f"augmentations: {type(on_mix[0]).__name__} edits the mixture and must come after "
+                           "every stem augmentation")
+    for aug in on_stems:
         if getattr(type(aug), "transform", Augmentation.transform) is not Augmentation.transform:
             batch = aug.transform(batch, generator)
         else:
             batch = StemBatch.from_tensor(aug(batch.materialize(), generator))
     out = batch.materialize(length)
-    return out.sum(1), out
+    mix = out.sum(1)
+    for aug in on_mix:  # the mixture is carried separately from here on
+        mix, out = aug.apply(mix, out, generator)
+    return mix, out
