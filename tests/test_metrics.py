@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stemsep.block_toeplitz import dense_block_toeplitz, solve_block_toeplitz
-from stemsep.bsseval import bss_eval, frame_starts, track_correlations
+from stemsep.bsseval import bss_eval, frame_starts, track_correlations, window_correlations
 from stemsep.metrics import BSSEval, BSSEvalSDR, nanmedian
 
 SR = 44100
@@ -124,11 +124,28 @@ def test_track_and_window_correlations_are_direct_sums():
         x, r = signals[:, lo:hi], refs[:, lo:hi]
         return torch.stack([x[:, m:] @ r[:, :hi - lo - m].T for m in range(lags)], dim=-1)
 
-    for starts in ([0, 5000], [0, 2500, 5000, 7000]):
-        track, frames = track_correlations(refs, ests, starts, window, lags)
-        assert torch.allclose(track, direct(0, length), atol=1e-9)
-        expected = torch.stack([direct(s, s + window) for s in starts])
-        assert torch.allclose(frames, expected, atol=1e-9)
+    track, frames = track_correlations(refs, ests, [0, 5000], window, lags)
+    assert torch.allclose(track, direct(0, length), atol=1e-9)
+    assert torch.allclose(frames, torch.stack([direct(0, 5000), direct(5000, 10000)]), atol=1e-9)
+    overlapping = [0, 2500, 5000, 7000]
+    assert track_correlations(refs, ests, overlapping, window, lags)[1] is None  # computed by chunks
+    expected = torch.stack([direct(s, s + window) for s in overlapping])
+    assert torch.allclose(window_correlations(refs, ests, overlapping, window, lags), expected, atol=1e-9)
+
+
+def test_frames_computed_by_chunks_when_too_many_to_keep(monkeypatch):
+    from stemsep import bsseval
+
+    torch.manual_seed(4)
+    refs = torch.randn(2, 2, 5500, dtype=torch.float64)
+    ests = refs + 0.3 * torch.randn_like(refs)
+    kept = bss_eval(ests, refs, samplerate=1000, filter_length=16)
+    monkeypatch.setattr(bsseval, "_KEPT_FRAMES_BYTES", 0)
+    monkeypatch.setattr(bsseval, "_WINDOWS_PER_CHUNK", 2)
+    chunked = bss_eval(ests, refs, samplerate=1000, filter_length=16)
+    for name in ("isr", "sir", "sar"):
+        assert chunked[name].shape == (2, 5)
+        assert torch.allclose(chunked[name], kept[name], atol=1e-9), name
 
 
 def test_overlapping_frames_follow_museval():

@@ -48,6 +48,8 @@ METRICS = ("sdr", "isr", "sir", "sar")
 FILTER_LENGTH = 512
 _CORRELATION_FFT = 4096  # size of the block FFTs of the correlations (raised to >= 2 * filter length)
 _WINDOWS_PER_GROUP = 2   # windows transformed at once (bounds memory on long tracks)
+_WINDOWS_PER_CHUNK = 32  # windows whose correlations are reduced at once
+_KEPT_FRAMES_BYTES = 256 * 2 ** 20  # frame correlations kept between passes (beyond: computed twice)
 
 
 def frame_starts(length: int, window: int, hop: int) -> tuple[list[int], int]:
@@ -167,21 +169,28 @@ def _padded_slice(signals: list[torch.Tensor], start: int, stop: int) -> torch.T
 
 
 def track_correlations(references: torch.Tensor, estimates: torch.Tensor, starts: list[int],
-                       window: int, max_lag: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lag correlations over the whole track ``(2 K, K, max_lag)`` and in each frame
-    ``(frames, 2 K, K, max_lag)`` (see :func:`window_correlations`).
+                       window: int, max_lag: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Lag correlations over the whole track ``(2 K, K, max_lag)`` and, when they come for
+    free, in each frame ``(frames, 2 K, K, max_lag)`` (see :func:`window_correlations`).
 
     The track is cut into consecutive windows; their correlations plus the pairs straddling
     each cut give the whole track's. When the frames are those windows (hop = window, the
-    usual case) they are reused, so the track is transformed once.
+    usual case) and their correlations fit in ``_KEPT_FRAMES_BYTES``, they are kept, so the
+    track is transformed once; otherwise the frames are ``None`` (to compute by chunks).
     """
-    length = references.shape[-1]
+    k, length = references.shape
     segments = list(range(0, length, window))
-    per_segment = window_correlations(references, estimates, segments, window, max_lag)
-    track = per_segment.sum(0) + boundary_correlations(references, estimates, segments[1:], max_lag)
-    if starts == segments[:len(starts)]:
-        return track, per_segment[:len(starts)]
-    return track, window_correlations(references, estimates, starts, window, max_lag)
+    track = boundary_correlations(references, estimates, segments[1:], max_lag)
+    frame_bytes = 2 * k * k * max_lag * 8
+    keep = starts == segments[:len(starts)] and len(starts) * frame_bytes <= _KEPT_FRAMES_BYTES
+    frames = track.new_empty(len(starts), *track.shape) if keep else None
+    for first in range(0, len(segments), _WINDOWS_PER_CHUNK):
+        chunk = window_correlations(references, estimates, segments[first:first + _WINDOWS_PER_CHUNK],
+                                    window, max_lag)
+        track += chunk.sum(0)
+        if frames is not None and first < len(starts):
+            frames[first:first + len(chunk)] = chunk[:len(starts) - first]
+    return track, frames
 
 
 def projection_filters(correlations: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -265,6 +274,17 @@ def framewise_projection_metrics(frame_correlations: torch.Tensor, est_energy: t
             "sar": db(yy, est_energy - 2 * ey + yy)}
 
 
+def _frame_correlation_chunks(references: torch.Tensor, estimates: torch.Tensor, starts: list[int],
+                              window: int, max_lag: int, kept: torch.Tensor | None):
+    """``(first frame, correlations)`` pairs: the kept ones, or computed a chunk at a time."""
+    if kept is not None:
+        yield 0, kept
+        return
+    for first in range(0, len(starts), _WINDOWS_PER_CHUNK):
+        yield first, window_correlations(references, estimates, starts[first:first + _WINDOWS_PER_CHUNK],
+                                         window, max_lag)
+
+
 def bss_eval(estimates: torch.Tensor, references: torch.Tensor, samplerate: int = 44100,
              window: float = 1.0, hop: float = 1.0, metrics: tuple[str, ...] = METRICS,
              filter_length: int = FILTER_LENGTH) -> dict[str, torch.Tensor]:
@@ -292,7 +312,10 @@ def bss_eval(estimates: torch.Tensor, references: torch.Tensor, samplerate: int 
         ests = estimates.reshape(-1, length)
         track, per_frame = track_correlations(refs, ests, starts, win, filter_length)
         all_filters, own_filters = projection_filters(track, channels)
-        values = framewise_projection_metrics(per_frame, est_energy, all_filters, own_filters, channels)
+        parts = [framewise_projection_metrics(corr, est_energy[i:i + len(corr)], all_filters, own_filters,
+                                              channels)
+                 for i, corr in _frame_correlation_chunks(refs, ests, starts, win, filter_length, per_frame)]
+        values = {name: torch.cat([part[name] for part in parts], dim=-1) for name in ("isr", "sir", "sar")}
         out.update({name: values[name] for name in ("isr", "sir", "sar") if name in metrics})
     for name in out:
         out[name] = out[name].masked_fill(silent[None, :], math.nan)
