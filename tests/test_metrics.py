@@ -127,6 +127,8 @@ def test_track_and_window_correlations_are_direct_sums():
     track, frames = track_correlations(refs, ests, [0, 5000], window, lags)
     assert torch.allclose(track, direct(0, length), atol=1e-9)
     assert torch.allclose(frames, torch.stack([direct(0, 5000), direct(5000, 10000)]), atol=1e-9)
+    short, _ = track_correlations(refs, ests, [0, 30, 60], 30, lags)  # windows shorter than the lags
+    assert torch.allclose(short, direct(0, length), atol=1e-9)
     overlapping = [0, 2500, 5000, 7000]
     assert track_correlations(refs, ests, overlapping, window, lags)[1] is None  # computed by chunks
     expected = torch.stack([direct(s, s + window) for s in overlapping])

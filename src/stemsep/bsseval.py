@@ -179,14 +179,16 @@ def track_correlations(references: torch.Tensor, estimates: torch.Tensor, starts
     track is transformed once; otherwise the frames are ``None`` (to compute by chunks).
     """
     k, length = references.shape
-    segments = list(range(0, length, window))
+    segment = max(window, max_lag)  # a pair of samples then straddles at most one cut
+    segments = list(range(0, length, segment))
     track = boundary_correlations(references, estimates, segments[1:], max_lag)
     frame_bytes = 2 * k * k * max_lag * 8
-    keep = starts == segments[:len(starts)] and len(starts) * frame_bytes <= _KEPT_FRAMES_BYTES
+    keep = (segment == window and starts == segments[:len(starts)]
+            and len(starts) * frame_bytes <= _KEPT_FRAMES_BYTES)
     frames = track.new_empty(len(starts), *track.shape) if keep else None
     for first in range(0, len(segments), _WINDOWS_PER_CHUNK):
         chunk = window_correlations(references, estimates, segments[first:first + _WINDOWS_PER_CHUNK],
-                                    window, max_lag)
+                                    segment, max_lag)
         track += chunk.sum(0)
         if frames is not None and first < len(starts):
             frames[first:first + len(chunk)] = chunk[:len(starts) - first]
