@@ -37,8 +37,12 @@ def test_bag_weights_matrix_and_errors(tmp_path, capsys):
     assert main(["bag", "--models", str(a), "-o", str(out)]) == 2
     assert main(["bag", "--models", str(a), str(b), "--per-source", "-o", str(tmp_path / "x.ckpt")]) == 2
     assert main(["bag", "--models", str(a), str(b), "--weights", "1,0", "0,1", "-o", str(tmp_path / "y.ckpt")]) == 2
+    other = tmp_path / "two.ckpt"
+    save_checkpoint(other, TinyNet(["drums", "vocals"]), network_config(TinyNet(["drums", "vocals"])))
+    assert main(["bag", "--models", str(a), str(other), "-o", str(tmp_path / "z.ckpt")]) == 2
     err = capsys.readouterr().err
     assert "already exists" in err and "2 model(s) for 4 sources" in err and "has 2 value(s)" in err
+    assert f"{other}: sources ['drums', 'vocals'] differs" in err
     assert not (tmp_path / "x.ckpt").exists() and not (tmp_path / "y.ckpt").exists()
 
 
@@ -62,8 +66,8 @@ def test_fine_tune_per_source_then_bag_then_test(shards, corpus_root, tmp_path, 
         assert main(["fit", "--config", recipe, *tiny_overrides(shards, run), *two_sources,
                      "--model.init_from", str(pretrained), "--model.source_weights", weights,
                      "--trainer.max_steps", "2", "--data.init_args.epoch_batches", "2",
-                     "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]) == 0
-        last = run / "checkpoints" / "last.ckpt"
+                     "--trainer.limit_val_batches", "1", "--trainer.logger=null"]) == 0
+        last = next(run.rglob("last.ckpt"))  # logger=null: Lightning's default logger picks the folder
         ckpt = load_checkpoint(last)
         assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["source_weights"][index] == 1
         finetuned.append(last)

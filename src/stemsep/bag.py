@@ -23,7 +23,7 @@ import torch
 from .checkpoint import load_network, save_checkpoint
 from .errors import StemsepError
 from .models.bag import BagOfModels
-from .separate import parse_weights
+from .separate import check_same_kind, parse_weights
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,13 +65,8 @@ def build_bag(paths: list[Path], *, per_source: bool = False,
               weights: list[str] | None = None) -> tuple[BagOfModels, dict]:
     """The bag and its network config (members' configs nested, weights explicit)."""
     members = [load_member(path) for path in paths]
-    first = members[0][1]
-    for path, (_, net, _) in zip(paths[1:], members[1:], strict=True):
-        for attr in ("sources", "samplerate", "audio_channels"):
-            if getattr(net, attr) != getattr(first, attr):
-                raise StemsepError(f"{path}: {attr} {getattr(net, attr)!r} differs from {paths[0]}'s "
-                                   f"{getattr(first, attr)!r}; a bag needs models of the same kind")
-    sources = list(first.sources)
+    check_same_kind(paths, [net for _, net, _ in members])
+    sources = list(members[0][1].sources)
     if per_source:
         rows = per_source_weights(paths, sources, [hparams for _, _, hparams in members])
     else:

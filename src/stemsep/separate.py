@@ -93,6 +93,16 @@ def parse_weights(specs: list[str] | None, models: int, sources: int) -> list[li
     return rows
 
 
+def check_same_kind(paths: list[Path], nets: list[torch.nn.Module]) -> None:
+    """One-line error unless every network has the first one's sources, sample rate and channels."""
+    first = nets[0]
+    for path, net in zip(paths[1:], nets[1:], strict=True):
+        for attr in ("sources", "samplerate", "audio_channels"):
+            if getattr(net, attr) != getattr(first, attr):
+                raise StemsepError(f"{path}: {attr} {getattr(net, attr)!r} differs from {paths[0]}'s "
+                                   f"{getattr(first, attr)!r}; a bag needs models of the same kind")
+
+
 def load_models(paths: list[Path], weights: list[str] | None, device: torch.device,
                 backend: str = "torch") -> torch.nn.Module:
     if backend == "torch":
@@ -101,13 +111,8 @@ def load_models(paths: list[Path], weights: list[str] | None, device: torch.devi
         from .exported import load_exported
 
         nets = [load_exported(path, backend) for path in paths]
-    first = nets[0]
-    for path, net in zip(paths[1:], nets[1:], strict=True):
-        for attr in ("sources", "samplerate", "audio_channels"):
-            if getattr(net, attr) != getattr(first, attr):
-                raise StemsepError(f"{path}: {attr} {getattr(net, attr)!r} differs from {paths[0]}'s "
-                                   f"{getattr(first, attr)!r}; a bag needs models of the same kind")
-    rows = parse_weights(weights, len(nets), len(first.sources))
+    check_same_kind(paths, nets)
+    rows = parse_weights(weights, len(nets), len(nets[0].sources))
     net = nets[0] if len(nets) == 1 and rows is None else BagOfModels(nets, weights=rows)
     return net.to(device).eval()
 

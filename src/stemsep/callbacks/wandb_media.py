@@ -12,7 +12,7 @@ At the end of each validation (not the sanity check) it logs to the trainer's
 The estimate is made right after the first validation batch, with the weights being validated
 (EMA weights when :class:`~lightning.pytorch.callbacks.EMAWeightAveraging` is on). It works
 offline (``WANDB_MODE=offline``), does nothing on non-zero ranks or when no W&B logger is
-configured (``--trainer.logger=null``, CSV, TensorBoard), and never stops training: any
+configured (``--trainer.logger=false`` or ``null``, CSV, TensorBoard), and never stops training: any
 error becomes a warning and this validation's media are skipped.
 """
 
