@@ -45,7 +45,7 @@ def test_int8_checkpoint_loads_and_separates(tmp_path, capsys):
     assert all(s.shape == (2, int(1.7 * SR)) and torch.isfinite(s).all() and s.abs().max() > 0 for s in stems)
 
 
-def test_quantizing_twice_is_refused(tmp_path, capsys):
+def test_int8_checkpoints_refused_where_they_cannot_go(tmp_path, capsys):
     from stemsep.models import HTDemucs
 
     net = HTDemucs(**CONFIG).eval()
@@ -53,3 +53,10 @@ def test_quantizing_twice_is_refused(tmp_path, capsys):
     assert main(["quantize", str(ckpt), "-o", str(tmp_path / "a.ckpt")]) == 0
     assert main(["quantize", str(tmp_path / "a.ckpt"), "-o", str(tmp_path / "b.ckpt")]) == 2
     assert "already quantized" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "a.ckpt"), "-o", str(tmp_path / "a.onnx")]) == 2
+    assert "cannot be exported; export the float32 checkpoint" in capsys.readouterr().err
+    (tmp_path / "in").mkdir()
+    write_audio(tmp_path / "in" / "x.wav", np.zeros((2, SR)), SR)
+    assert main(["separate", str(tmp_path / "in"), "--model", str(tmp_path / "a.ckpt"), "--device", "cuda",
+                 "-o", str(tmp_path / "out")]) == 2
+    assert "run on the CPU only" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from .errors import StemsepError
 from .exported import METADATA_KEY, TORCHSCRIPT_EXTRA
 from .fsutil import atomic_path
 from .models.hybrid import HybridBase
+from .quantize import is_quantized
 
 FORMATS = ("onnx", "torchscript")
 
@@ -80,6 +81,9 @@ def export_model(net: nn.Module, out: str | Path, fmt: str = "onnx", segment: fl
         kind = "a bag of models" if hasattr(net, "models") else type(net).__name__
         raise ExportError(f"{origin}: holds {kind}, which has no export path "
                           "(stemsep export handles single HDemucs / HTDemucs checkpoints)")
+    if is_quantized(net):
+        raise ExportError(f"{origin}: int8 (stemsep quantize) checkpoints cannot be exported; export the "
+                          "float32 checkpoint")
     net = net.eval()
     if getattr(net, "attention", "dense") != "dense":
         net.set_attention_backend("dense")  # the exact kernel; sparse ones do not trace

@@ -40,6 +40,11 @@ def quantize_net(net: nn.Module) -> nn.Module:
     return torch.ao.quantization.quantize_dynamic(net.eval(), {nn.Linear}, dtype=torch.qint8, inplace=False)
 
 
+def is_quantized(net: nn.Module) -> bool:
+    """Whether ``net`` holds dynamic int8 layers (they run on the CPU only)."""
+    return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in net.modules())
+
+
 def load_quantized(net: nn.Module, state: dict[str, Any], scheme: dict[str, Any], origin: str) -> nn.Module:
     """Quantize the float ``net`` as ``scheme`` says, then load the stored int8 ``state`` into it."""
     if scheme != SCHEME:

@@ -111,6 +111,10 @@ def load_models(paths: list[Path], weights: list[str] | None, device: torch.devi
         from .exported import load_exported
 
         nets = [load_exported(path, backend) for path in paths]
+    from .quantize import is_quantized
+
+    if device.type != "cpu" and any(is_quantized(n) for n in nets):
+        raise StemsepError(f"int8 models (stemsep quantize) run on the CPU only; add --device cpu (not {device})")
     check_same_kind(paths, nets)
     rows = parse_weights(weights, len(nets), len(nets[0].sources))
     net = nets[0] if len(nets) == 1 and rows is None else BagOfModels(nets, weights=rows)
