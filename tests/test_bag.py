@@ -66,8 +66,9 @@ def test_fine_tune_per_source_then_bag_then_test(shards, corpus_root, tmp_path, 
         assert main(["fit", "--config", recipe, *tiny_overrides(shards, run), *two_sources,
                      "--model.init_from", str(pretrained), "--model.source_weights", weights,
                      "--trainer.max_steps", "2", "--data.init_args.epoch_batches", "2",
-                     "--trainer.limit_val_batches", "1", "--trainer.logger=null"]) == 0
-        last = next(run.rglob("last.ckpt"))  # logger=null: Lightning's default logger picks the folder
+                     "--trainer.limit_val_batches", "1", "--trainer.logger=null",
+                     "--trainer.callbacks.dirpath", str(run)]) == 0
+        last = run / "last.ckpt"
         ckpt = load_checkpoint(last)
         assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["source_weights"][index] == 1
         finetuned.append(last)

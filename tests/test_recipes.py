@@ -47,6 +47,12 @@ def test_recipe_fast_dev_run(recipe: Path, shards, tmp_path, monkeypatch, capsys
     args = [command_of(recipe), "--config", str(recipe), *tiny_overrides(shards, tmp_path / "run"),
             "--trainer.fast_dev_run", "2"]
     config = yaml.safe_load(recipe.read_text())
+    logger = config["trainer"].get("logger")
+    if isinstance(logger, dict):  # W&B and friends: their folders under tmp_path, not the repo's runs/
+        args += ["--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
+    last_callback = (config["trainer"].get("callbacks") or [None])[-1]
+    if isinstance(last_callback, dict) and "dirpath" in last_callback.get("init_args", {}):
+        args += ["--trainer.callbacks.dirpath", str(tmp_path / "checkpoints")]  # sets the last callback's
     if config["model"].get("init_from"):
         args += ["--model.init_from", str(save_tiny(tmp_path / "pretrained.ckpt"))]
     if command_of(recipe) == "test":
