@@ -47,7 +47,7 @@ from .block_toeplitz import solve_block_toeplitz
 METRICS = ("sdr", "isr", "sir", "sar")
 FILTER_LENGTH = 512
 _CORRELATION_FFT = 4096  # size of the block FFTs of the correlations (raised to >= 2 * filter length)
-_WINDOWS_PER_GROUP = 2   # windows transformed at once (bounds memory on long tracks)
+_WINDOWS_PER_GROUP = 1   # windows transformed at once (one keeps the working set in cache)
 _WINDOWS_PER_CHUNK = 32  # windows whose correlations are reduced at once
 _KEPT_FRAMES_BYTES = 256 * 2 ** 20  # frame correlations kept between passes (beyond: computed twice)
 
