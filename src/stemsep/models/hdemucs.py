@@ -46,22 +46,10 @@ class HDemucs(HybridBase):
         self.hybrid_old = hybrid_old
         if hybrid_old and not hybrid:
             raise ValueError("hybrid_old=True needs hybrid=True")
-        self._check_common(cac, wiener_iters, end_iters, multi_freqs)
-        self.cac = cac
-        self.wiener_residual = wiener_residual
-        self.audio_channels = audio_channels
-        self.sources = list(sources)
-        self.kernel_size = kernel_size
-        self.context = context
-        self.stride = stride
-        self.depth = depth
-        self.channels = channels
-        self.samplerate = samplerate
-        self.segment = segment
-        self.nfft = nfft
-        self.hop_length = nfft // 4
-        self.wiener_iters = wiener_iters
-        self.end_iters = end_iters
+        self._init_common(cac=cac, wiener_iters=wiener_iters, end_iters=end_iters, multi_freqs=multi_freqs,
+                          wiener_residual=wiener_residual, audio_channels=audio_channels, sources=sources,
+                          kernel_size=kernel_size, context=context, stride=stride, depth=depth,
+                          channels=channels, samplerate=samplerate, segment=segment, nfft=nfft)
 
         def dconv_kw(index: int) -> dict:
             return dict(lstm=index >= dconv_lstm, attn=index >= dconv_attn, depth=dconv_depth,

@@ -66,25 +66,13 @@ class HTDemucs(HybridBase):
         super().__init__()
         self.hybrid = True
         self.hybrid_old = False
-        self._check_common(cac, wiener_iters, end_iters, multi_freqs)
         resolve_backend(attention)
-        self.cac = cac
-        self.wiener_residual = wiener_residual
-        self.audio_channels = audio_channels
-        self.sources = list(sources)
-        self.kernel_size = kernel_size
-        self.context = context
-        self.stride = stride
-        self.depth = depth
+        self._init_common(cac=cac, wiener_iters=wiener_iters, end_iters=end_iters, multi_freqs=multi_freqs,
+                          wiener_residual=wiener_residual, audio_channels=audio_channels, sources=sources,
+                          kernel_size=kernel_size, context=context, stride=stride, depth=depth,
+                          channels=channels, samplerate=samplerate, segment=segment, nfft=nfft)
         self.bottom_channels = bottom_channels
-        self.channels = channels
-        self.samplerate = samplerate
-        self.segment = segment
         self.use_train_segment = use_train_segment
-        self.nfft = nfft
-        self.hop_length = nfft // 4
-        self.wiener_iters = wiener_iters
-        self.end_iters = end_iters
         self.attention = attention
 
         def dconv_kw(index: int) -> dict:

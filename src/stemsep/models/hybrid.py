@@ -27,6 +27,18 @@ class HybridBase(nn.Module):
     hybrid: bool = True
     hybrid_old: bool = False
 
+    def _init_common(self, *, cac: bool, wiener_iters: int, end_iters: int, multi_freqs, wiener_residual: bool,
+                     audio_channels: int, sources, kernel_size: int, context: int, stride: int, depth: int,
+                     channels: int, samplerate: int, segment, nfft: int) -> None:
+        """Check and store the settings both hybrid architectures share (``self.hybrid`` set first)."""
+        self._check_common(cac, wiener_iters, end_iters, multi_freqs)
+        self.cac, self.wiener_residual, self.audio_channels = cac, wiener_residual, audio_channels
+        self.sources = list(sources)
+        self.kernel_size, self.context, self.stride, self.depth = kernel_size, context, stride, depth
+        self.channels, self.samplerate, self.segment = channels, samplerate, segment
+        self.nfft, self.hop_length = nfft, nfft // 4
+        self.wiener_iters, self.end_iters = wiener_iters, end_iters
+
     def _check_common(self, cac: bool, wiener_iters: int, end_iters: int, multi_freqs) -> None:
         if multi_freqs:
             raise StemsepError(f"multi_freqs: frequency band splitting is not supported, got {multi_freqs!r}")
