@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import BadDataError, StemsepError
+from .allocator import keep_large_buffers
 from .augment import Augmentation, apply_augmentations, needed_length
 from .manifest import Manifest, check_sample, decode_rows, decode_sources
 from .stembatch import StemBatch
@@ -41,6 +42,10 @@ class TrainStream(IterableDataset):
     taken out is decoded only where ``segments_per_song`` random segments fall (FLAC seeks),
     and the segments pass a shuffle buffer of ``shuffle`` segments before being batched.
 
+    ``tune_malloc`` keeps large freed buffers in this process's heap for reuse
+    (:func:`~stemsep.data.allocator.keep_large_buffers`), which saves the page faults of
+    fresh ``mmap`` memory for every decoded span and batch.
+
     ``policy="warn"`` skips a corrupt shard or sample with a warning that counts the skips
     so far; ``"raise"`` stops on it. ``epoch_batches`` (per rank) ends an epoch; ``None`` is
     endless (then bound epochs with the trainer's ``limit_train_batches``).
@@ -50,7 +55,7 @@ class TrainStream(IterableDataset):
                  segment: int, batch_size: int, augmentations: Sequence[Augmentation] = (),
                  segments_per_song: int = 4, song_buffer: int = 4, shuffle: int = 64, seed: int = 0,
                  keep: set[str] | None = None, policy: str = "raise", verify_sha: bool = True,
-                 epoch_batches: int | None = None, rank: int = 0, world_size: int = 1):
+                 epoch_batches: int | None = None, rank: int = 0, world_size: int = 1, tune_malloc: bool = True):
         if policy not in ("raise", "warn"):
             raise StemsepError(f"policy must be 'raise' or 'warn', got {policy!r}")
         if not shards:
@@ -64,11 +69,14 @@ class TrainStream(IterableDataset):
         self.epoch_batches, self.rank, self.world_size = epoch_batches, rank, world_size
         self.epoch = 0
         self.skipped = 0
+        self.tune_malloc = tune_malloc
         self._stems = sorted({s for stems in mapping.values() for s in stems})
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         stream, streams, worker = _stream_id(self.rank, self.world_size)
         workers = streams // self.world_size
+        if self.tune_malloc:
+            keep_large_buffers()
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         self.epoch += 1
