@@ -120,7 +120,7 @@ def iter_shard(url: str, name: str, sha256: str | None = None,
     reader = _HashingReader(stream)
     key, sample = None, {}
     try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 20) as tar:  # few large reads
+        with tarfile.open(fileobj=reader, mode="r|") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
