@@ -3,6 +3,7 @@
 (``--print_config`` of every recipe is tests/test_configs.py::test_recipe_resolves_with_lightning_cli.)
 """
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,11 @@ def test_recipe_fast_dev_run(recipe: Path, shards, tmp_path, monkeypatch, capsys
         args += ["--model.init_from", str(save_tiny(tmp_path / "pretrained.ckpt"))]
     if command_of(recipe) == "test":
         args += ["--model.test_results_dir", str(tmp_path / "results")]
-    assert main(args) == 0
+    try:
+        assert main(args) == 0
+    finally:  # a W&B run started by the recipe's logger must not leak into later tests
+        if "wandb" in sys.modules:
+            sys.modules["wandb"].finish()
     out = capsys.readouterr().out
     if command_of(recipe) == "test":
         assert (tmp_path / "results" / "summary.json").is_file()
