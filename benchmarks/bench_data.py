@@ -20,14 +20,17 @@ stubs the former and routes audio reads/writes (also those around soundstretch) 
 soundfile (same decoding work).
 
 Our training stream tunes the process's allocator (``tune_malloc``: big freed buffers stay in
-the heap, no page faults per batch). That setting is process-wide, so the benchmark turns it
-on before either pipeline runs: the reference gets the same allocator, and the ratio compares
-only the work each pipeline does.
+the heap, no page faults per batch). That setting is process-wide, so by default the benchmark
+turns it on before either pipeline runs: the reference gets the same allocator, and the ratio
+compares only the work each pipeline does. ``--reference-malloc default`` instead runs the
+reference in a fresh (spawned) process with glibc's defaults, as demucs' loader runs when
+training: each loader as it ships.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -145,6 +148,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats; medians are reported")
+    parser.add_argument("--reference-malloc", choices=["same", "default"], default="same",
+                        help="same: the reference runs with our allocator tuning too; default: in a spawned "
+                             "process with glibc's default malloc settings (as demucs ships)")
     parser.add_argument("--train-step", nargs="*", default=[], metavar="MODEL_YAML",
                         help="also time a CPU training step of these model configs at the same segment "
                              "(with all torch threads of this machine) and compare with one worker's supply")
@@ -153,7 +159,13 @@ def main() -> None:
                              "needs ~10 GB of RAM per example at 7.8 s)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    tuned = keep_large_buffers()  # process-wide: both pipelines run with it (see the docstring)
+    tuned = keep_large_buffers()  # process-wide (see the docstring)
+    pool = None
+    if args.reference_malloc == "default":  # a fresh interpreter: fork would inherit the tuning
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
+                                   initargs=(1,))
     work = Path(tempfile.mkdtemp(prefix="bench_data_"))
     try:
         root = generate_corpus(work / "corpus", songs=args.songs, seconds=args.seconds, test_songs=0)
@@ -165,14 +177,16 @@ def main() -> None:
         has_soundstretch = shutil.which("soundstretch") is not None
         print(f"{args.songs} songs x {args.seconds:.0f} s, segment {args.segment} s, batch {args.batch}, "
               f"{args.batches} batches, {args.repeats} interleaved repeats, 1 thread, "
-              f"malloc tuning {'on for both' if tuned else 'unavailable'}; "
+              f"malloc tuning {'unavailable' if not tuned else 'ours only' if pool else 'on for both'}; "
               f"soundstretch {'found' if has_soundstretch else 'NOT installed: demucs cannot repitch'}")
         configs = [True, False] if has_soundstretch else [False]
         results: dict[tuple[bool, str], list[float]] = {(r, side): [] for r in configs for side in ("ours", "ref")}
         for _ in range(args.repeats):
             for repitch in configs:
                 results[repitch, "ours"].append(ours(work / "shards", args.segment, args.batch, args.batches, repitch))
-                results[repitch, "ref"].append(reference(root, args.segment, args.batch, args.batches, repitch))
+                ref_args = (root, args.segment, args.batch, args.batches, repitch)
+                results[repitch, "ref"].append(pool.submit(reference, *ref_args).result() if pool
+                                               else reference(*ref_args))
         for repitch in configs:
             a, b = results[repitch, "ours"], results[repitch, "ref"]
             label = "with repitch" if repitch else "without repitch"
@@ -194,6 +208,8 @@ def main() -> None:
                   f"{seconds:.2f} s = {consumed:.2f} segments/s consumed; one worker with repitch supplies "
                   f"{supply:.1f} segments/s = {supply / consumed:.0f}x")
     finally:
+        if pool is not None:
+            pool.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 
 
