@@ -15,11 +15,6 @@ from recipe_helpers import RECIPES, command_of, save_tiny, tiny_overrides
 from stemsep.cli import main
 
 PAPER_RECIPES = ["htdemucs.yaml", "htdemucs_sparse.yaml", "hdemucs.yaml", "htdemucs_ft.yaml"]
-# With the network replaced by TinyNet, recipes differ only in data and trainer settings: the
-# default suite runs one of each kind (pretraining, fine-tuning, evaluation); the others, same
-# structure, are marked slow to keep the suite short (`pytest -m slow` runs them).
-DEFAULT_RUNS = ("htdemucs.yaml", "htdemucs_ft.yaml", "eval.yaml")
-FAST_DEV_RUNS = [pytest.param(p, marks=() if p.name in DEFAULT_RUNS else pytest.mark.slow) for p in RECIPES]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +37,7 @@ def test_recipe_header_says_what_how_and_expected(recipe: Path):
         assert "srun" in header and "torchrun" in header and "dB" in header
 
 
-@pytest.mark.parametrize("recipe", FAST_DEV_RUNS, ids=lambda p: str(p.relative_to(REPO / "recipes")))
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
 def test_recipe_fast_dev_run(recipe: Path, shards, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
