@@ -145,7 +145,7 @@ def test_apply_model_many_batches_files_of_different_lengths(demucs_nets):
     mixes = [torch.randn(2, n) for n in (SR // 2, SR + 77, 2 * SR + 5)]
     for name, net in demucs_nets.items():
         calls = []
-        hook = net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+        hook = net.register_forward_hook(lambda m, i, o, calls=calls: calls.append(i[0].shape[0]))
         together = apply_model_many(net, mixes, batch_size=8)
         hook.remove()
         if name == "htdemucs":  # every chunk has one input size: all six in one call
