@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stemsep.models.attention import BackendAttention
+from stemsep.models.layers import ScaledEmbedding
 from stemsep.models.layerscale import LayerScale
 from stemsep.models.positional import cape_embedding, sin_embedding, sin_embedding_2d
 
@@ -32,22 +33,14 @@ class SequenceGroupNorm(nn.GroupNorm):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
-class TransformerEmbedding(nn.Module):
-    """Learnt positional table with a ``boost`` learning-rate multiplier (``t_emb='scaled'``)."""
+class TransformerEmbedding(ScaledEmbedding):
+    """Learnt positional table with a ``boost`` learning-rate multiplier (``t_emb='scaled'``):
+    initial weights scaled by ``scale``, stored divided by ``boost`` and multiplied back on use."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, scale: float = 1.0, boost: float = 3.0):
-        super().__init__()
-        self.embedding = nn.Embedding(num_embeddings, embedding_dim)
+        super().__init__(num_embeddings, embedding_dim, scale=boost)
         with torch.no_grad():
-            self.embedding.weight.mul_(scale / boost)
-        self.boost = boost
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.embedding.weight * self.boost
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.embedding(idx) * self.boost
+            self.embedding.weight.mul_(scale)
 
 
 def _norm(group_norm: int, dim: int, eps: float) -> nn.Module:
