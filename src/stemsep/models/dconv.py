@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stemsep.models.layerscale import LayerScale
+from stemsep.models.pointwise import PointwiseConv1d
 
 
 class BLSTM(nn.Module):
@@ -139,7 +140,7 @@ class DConv(nn.Module):
             if attn:
                 mods.append(LocalState(hidden, heads=heads, ndecay=ndecay))
             mods += [
-                nn.Conv1d(hidden, 2 * channels, 1),
+                PointwiseConv1d(hidden, 2 * channels),
                 norm_fn(2 * channels),
                 nn.GLU(1),
                 LayerScale(channels, init),
