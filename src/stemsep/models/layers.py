@@ -116,7 +116,7 @@ class EncoderLayer(nn.Module):
         if self.dconv is not None:
             y = _dconv_any(self.dconv, y)
         if self.rewrite is not None:
-            y = F.glu(self.norm2(self.rewrite(y)), dim=1)
+            y = _glu(self.norm2(self.rewrite(y)))
         return y
 
 
@@ -127,6 +127,15 @@ def _dconv_any(dconv: nn.Module, y: torch.Tensor) -> torch.Tensor:
     b, c, f, t = y.shape
     flat = y.permute(0, 2, 1, 3).reshape(b * f, c, t)
     return _channels_last(dconv(flat).view(b, f, c, t).permute(0, 2, 1, 3))
+
+
+def _glu(x: torch.Tensor) -> torch.Tensor:
+    """GLU over channels. ``F.glu``'s backward is ~4x slower on channels-last tensors than
+    ``a * sigmoid(b)``'s (same values), so that form is used when gradients are tracked."""
+    if x.dim() == 4 and x.requires_grad:
+        a, b = x.chunk(2, dim=1)
+        return a * torch.sigmoid(b)
+    return F.glu(x, dim=1)
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -192,7 +201,7 @@ class DecoderLayer(nn.Module):
                 x = x + skip
             y = _channels_last(x)
             if self.rewrite is not None:
-                y = F.glu(self.norm1(self.rewrite(y)), dim=1)
+                y = _glu(self.norm1(self.rewrite(y)))
             if self.dconv is not None:
                 y = _dconv_any(self.dconv, y)
         if self.freq and y.dim() == 3:
