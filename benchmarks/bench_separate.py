@@ -41,7 +41,8 @@ def main() -> int:
     parser.add_argument("--model", choices=sorted(CONFIGS), default="htdemucs")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the (random) mix")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=8, help="our chunks per network call")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="our chunks per network call (default: 1 on CPU, where batching chunks is slower, 8 on GPU)")
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=1, help="best of N timings for each")
@@ -49,6 +50,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.batch_size is None:
+        args.batch_size = 1 if device.type == "cpu" else 8
     from demucs.apply import apply_model as demucs_apply
     from demucs.hdemucs import HDemucs as DemucsHDemucs
     from demucs.htdemucs import HTDemucs as DemucsHTDemucs
