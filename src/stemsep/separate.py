@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shifts", type=int, default=1, help="random-shift averaging passes (default 1)")
     parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction (default 0.25)")
     parser.add_argument("--segment", type=float, help="chunk length in seconds (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=4, help="chunks per network call (default 4)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="chunks per network call (default: 1 on CPU, where batching does not pay, 8 on GPU)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
     parser.add_argument("--format", choices=["wav", "flac"], default="wav", help="output format")
     parser.add_argument("--bits", type=int, choices=[16, 24, 32], default=24,
@@ -216,11 +217,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.jobs)
     if not 0 <= args.overlap < 1:
         raise StemsepError(f"--overlap must be in [0, 1), got {args.overlap}")
-    if args.batch_size < 1 or args.shifts < 0:
-        raise StemsepError("--batch-size must be >= 1 and --shifts >= 0")
     if args.format == "flac" and args.bits == 32:
         raise StemsepError("--bits 32 is float WAV only; use --format wav or --bits 24 for FLAC")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.batch_size is None:
+        args.batch_size = 1 if device.type == "cpu" else 8
+    if args.batch_size < 1 or args.shifts < 0:
+        raise StemsepError("--batch-size must be >= 1 and --shifts >= 0")
     files = collect_inputs(args.inputs)
     names = [track_name(f) for f in files]
     duplicates = {n for n in names if names.count(n) > 1}
