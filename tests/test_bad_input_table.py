@@ -264,20 +264,21 @@ def fit_init_from_checkpoint_of_another_architecture(env):
 
 
 # ------------------------------------------------------------------------------- separate
+def _separate_non_finite(env: Env, name: str, channel: int, index: int, value: float) -> Case:
+    data = np.zeros((2, SR // 2))
+    data[channel, index] = value
+    mix = env.mix(name, data)
+    return env.separate(mix, str(mix), "NaN or Inf")
+
+
 @case
 def separate_nan_samples(env):
-    data = np.zeros((2, SR // 2))
-    data[1, 100] = np.nan
-    mix = env.mix("nan.wav", data)
-    return env.separate(mix, str(mix), "NaN or Inf")
+    return _separate_non_finite(env, "nan.wav", 1, 100, np.nan)
 
 
 @case
 def separate_inf_samples(env):
-    data = np.zeros((2, SR // 2))
-    data[0, 7] = np.inf
-    mix = env.mix("inf.wav", data)
-    return env.separate(mix, str(mix), "NaN or Inf")
+    return _separate_non_finite(env, "inf.wav", 0, 7, np.inf)
 
 
 @case
