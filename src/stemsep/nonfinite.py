@@ -43,7 +43,7 @@ class NonFiniteGuard(Callback):
         self.max_consecutive = int(max_consecutive)
         self.skipped = 0
         self.consecutive = 0
-        self._loss_finite = True
+        self._loss_finite: torch.Tensor | None = None  # stays on the device: no sync per micro-batch
 
     def state_dict(self) -> dict:
         return {"skipped": self.skipped, "consecutive": self.consecutive}
@@ -54,16 +54,17 @@ class NonFiniteGuard(Callback):
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
         # with gradient accumulation, any non-finite micro-batch loss spoils the step
-        self._loss_finite = self._loss_finite and bool(torch.isfinite(loss.detach()).all())
+        finite = torch.isfinite(loss.detach()).all()
+        self._loss_finite = finite if self._loss_finite is None else self._loss_finite & finite
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        problem = None if self._loss_finite else "loss"
+        problem = None if self._loss_finite is None or bool(self._loss_finite) else "loss"
         if problem is None and "16-mixed" not in str(trainer.precision):
             bad = _first_non_finite(pl_module, params)
             problem = None if bad is None else f"gradient of {bad}"
-        self._loss_finite = True
+        self._loss_finite = None
         if problem is None:
             self.consecutive = 0
         else:
