@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         clash = [str(f) for f, n in zip(files, names, strict=True) if n == name]
         raise StemsepError(f"inputs {clash[0]} and {clash[1]} would both be written to track {name!r}")
     ensure_writable_dir(args.out)
-    net = load_models(args.model, args.weights, device, getattr(args, "backend", "torch"))
+    net = load_models(args.model, args.weights, device, args.backend)
     if args.segment is not None and args.segment <= 0:
         raise StemsepError(f"--segment must be positive, got {args.segment}")
     jobs, skipped = [], 0
