@@ -126,7 +126,7 @@ def _dconv_any(dconv: nn.Module, y: torch.Tensor) -> torch.Tensor:
         return dconv(y)
     b, c, f, t = y.shape
     flat = y.permute(0, 2, 1, 3).reshape(b * f, c, t)
-    return _channels_last(dconv(flat).view(b, f, c, t).permute(0, 2, 1, 3))
+    return cpu_channels_last(dconv(flat).view(b, f, c, t).permute(0, 2, 1, 3))
 
 
 def _glu(x: torch.Tensor) -> torch.Tensor:
@@ -138,13 +138,13 @@ def _glu(x: torch.Tensor) -> torch.Tensor:
     return F.glu(x, dim=1)
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """4D tensors in channels-last layout (a no-op when already so, and for 3D tensors).
+def cpu_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """4D CPU tensors in channels-last layout (a no-op when already so, for 3D and GPU tensors).
 
     oneDNN's 2D convolutions and transposed convolutions over (frequency, time) run about
     1.3-3x faster on CPU with this layout than with the default one; values are unchanged.
     """
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 and x.is_cpu else x
 
 
 class DecoderLayer(nn.Module):
@@ -199,14 +199,14 @@ class DecoderLayer(nn.Module):
                 if self.freq and x.dim() == 3:
                     x = x.view(x.shape[0], self.chin, -1, x.shape[-1])
                 x = x + skip
-            y = _channels_last(x)
+            y = cpu_channels_last(x)
             if self.rewrite is not None:
                 y = _glu(self.norm1(self.rewrite(y)))
             if self.dconv is not None:
                 y = _dconv_any(self.dconv, y)
         if self.freq and y.dim() == 3:
             y = y.view(y.shape[0], self.chin, -1, y.shape[-1])
-        z = self.norm2(self.conv_tr(_channels_last(y)))
+        z = self.norm2(self.conv_tr(cpu_channels_last(y)))
         if self.freq:
             if self.pad:
                 z = z[..., self.pad:-self.pad, :]

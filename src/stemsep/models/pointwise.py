@@ -14,13 +14,13 @@ from torch import nn
 
 
 class PointwiseConv1d(nn.Conv1d):
-    """``nn.Conv1d(in_channels, out_channels, 1)``, as a batched matrix product for batches > 1."""
+    """``nn.Conv1d(in_channels, out_channels, 1)``, as a batched matrix product for CPU batches > 1."""
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
         super().__init__(in_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[0] == 1:  # a single long sequence: oneDNN is as fast
+        if x.dim() != 3 or x.shape[0] == 1 or not x.is_cpu:  # one long sequence: oneDNN is as fast
             return super().forward(x)
         n, _, length = x.shape
         weight = self.weight[:, :, 0].expand(n, -1, -1)
