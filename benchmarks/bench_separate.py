@@ -17,6 +17,8 @@ from fractions import Fraction
 
 import torch
 
+from stemsep.separate import default_batch_size
+
 SOURCES = ["drums", "bass", "other", "vocals"]
 # The released htdemucs / hdemucs_mmi architectures (sizes as in demucs' pretrained models).
 CONFIGS = {
@@ -51,7 +53,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.batch_size is None:
-        args.batch_size = 1 if device.type == "cpu" else 8
+        args.batch_size = default_batch_size(device)
     from demucs.apply import apply_model as demucs_apply
     from demucs.hdemucs import HDemucs as DemucsHDemucs
     from demucs.htdemucs import HTDemucs as DemucsHTDemucs

@@ -45,7 +45,6 @@ class ExportedSeparator(nn.Module):
     def __init__(self, run, meta: dict[str, Any]):
         super().__init__()
         self._run = run
-        self.meta = dict(meta)
         self.sources = list(meta["sources"])
         self.samplerate = int(meta["samplerate"])
         self.audio_channels = int(meta["audio_channels"])

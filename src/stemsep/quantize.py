@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_separator, load_weights, save_checkpoint
+from .checkpoint import load_network, load_weights, save_checkpoint
 from .errors import BadCheckpointError, StemsepError
 
 SCHEME = {"method": "dynamic", "dtype": "qint8", "modules": ["Linear"]}
@@ -49,17 +49,13 @@ def load_quantized(net: nn.Module, state: dict[str, Any], scheme: dict[str, Any]
     """Quantize the float ``net`` as ``scheme`` says, then load the stored int8 ``state`` into it."""
     if scheme != SCHEME:
         raise BadCheckpointError(f"{origin}: unsupported quantization {scheme!r} (this stemsep knows {SCHEME!r})")
-    quantized = torch.ao.quantization.quantize_dynamic(net.eval(), {nn.Linear}, dtype=torch.qint8)
+    quantized = quantize_net(net)
     # Quantized layers read their serialisation version from the state's metadata, which a
     # checkpoint's plain dict does not keep: they are the versions of this very layout.
     state = OrderedDict(state)
     state._metadata = quantized.state_dict()._metadata  # type: ignore[attr-defined]
     load_weights(quantized, state, origin=origin)
-    return quantized.eval()
-
-
-def file_size(path: str | Path) -> int:
-    return Path(path).stat().st_size
+    return quantized
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,11 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    hparams = load_checkpoint(args.checkpoint).get("hyper_parameters") or {}
+    net, ckpt = load_network(args.checkpoint)
+    hparams = ckpt.get("hyper_parameters") or {}
     if hparams.get("quantization"):
         raise StemsepError(f"{args.checkpoint}: already quantized")
-    net = load_separator(args.checkpoint)
     save_checkpoint(args.out, quantize_net(net), hparams["net"], {"quantization": dict(SCHEME)})
-    before, after = file_size(args.checkpoint), file_size(args.out)
+    before, after = args.checkpoint.stat().st_size, args.out.stat().st_size
     print(f"wrote {args.out}: {after / 1e6:.2f} MB ({after / before:.2f} x {args.checkpoint}'s {before / 1e6:.2f} MB)")
     return 0

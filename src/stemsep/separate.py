@@ -94,6 +94,11 @@ def parse_weights(specs: list[str] | None, models: int, sources: int) -> list[li
     return rows
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Chunks per network call: 1 on CPU (measured: batching chunks is slower there), 8 on GPU."""
+    return 1 if device.type == "cpu" else 8
+
+
 def check_same_kind(paths: list[Path], nets: list[torch.nn.Module]) -> None:
     """One-line error unless every network has the first one's sources, sample rate and channels."""
     first = nets[0]
@@ -221,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         raise StemsepError("--bits 32 is float WAV only; use --format wav or --bits 24 for FLAC")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.batch_size is None:
-        args.batch_size = 1 if device.type == "cpu" else 8
+        args.batch_size = default_batch_size(device)
     if args.batch_size < 1 or args.shifts < 0:
         raise StemsepError("--batch-size must be >= 1 and --shifts >= 0")
     files = collect_inputs(args.inputs)
