@@ -303,13 +303,12 @@ class ParametricEQ(Augmentation):
         for b in range(batch.batch):
             if _uniform((1,), generator).item() >= self.proba:
                 continue
-            stems = batch.example(b)
+            bands = []
             for _ in range(self.bands):
                 freq = self._log_uniform(self.min_freq, self.max_freq, generator)
                 gain = self.min_gain_db + (self.max_gain_db - self.min_gain_db) * _uniform((1,), generator).item()
-                q = self._log_uniform(self.min_q, self.max_q, generator)
-                stems = degrade.peaking_eq(stems, freq, gain, q, self.samplerate)
-            batch.set_example(b, stems)
+                bands.append((freq, gain, self._log_uniform(self.min_q, self.max_q, generator)))
+            batch.set_example(b, degrade.peaking_eq(batch.example(b), bands, self.samplerate))
         return batch
 
 

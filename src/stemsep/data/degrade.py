@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-import torchaudio.functional as AF
+from scipy.signal import sosfilt
 
 from ..errors import StemsepError
 
@@ -65,12 +65,17 @@ def peaking_coefficients(freq: float, gain_db: float, q: float, samplerate: int)
     return [x / a[0] for x in b], [x / a[0] for x in a]
 
 
-def peaking_eq(wav: torch.Tensor, freq: float, gain_db: float, q: float, samplerate: int) -> torch.Tensor:
-    """Apply one peaking EQ band to every row of ``wav (..., T)`` (a linear, time-invariant filter)."""
-    b, a = peaking_coefficients(freq, gain_db, q, samplerate)
-    flat = wav.reshape(-1, wav.shape[-1]).double()
-    out = AF.lfilter(flat, torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64), clamp=False)
-    return out.reshape(wav.shape).to(wav.dtype)
+def peaking_eq(wav: torch.Tensor, bands: list[tuple[float, float, float]], samplerate: int) -> torch.Tensor:
+    """Apply peaking EQ ``bands`` (``(freq, gain_db, q)`` each) to every row of ``wav (..., T)``.
+
+    A linear, time-invariant filter: the bands as one cascade of second-order sections, in
+    float64, in one pass over the signal.
+    """
+    if not bands:
+        return wav
+    sos = np.array([[*b, *a] for b, a in (peaking_coefficients(f, g, q, samplerate) for f, g, q in bands)])
+    out = sosfilt(sos, wav.detach().cpu().numpy().astype(np.float64), axis=-1)
+    return torch.from_numpy(out).to(wav)
 
 
 def limiter_gain(wav: torch.Tensor, threshold: float, lookahead: int, hold: int) -> torch.Tensor:
