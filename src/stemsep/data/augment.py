@@ -344,6 +344,7 @@ class Mp3Codec(MixAugmentation):
         self.min_compression, self.max_compression = float(min_compression), float(max_compression)
         if not 0 <= self.min_compression <= self.max_compression < 1:
             raise StemsepError("Mp3Codec: need 0 <= min_compression <= max_compression < 1")
+        degrade.check_mp3_support()  # at configuration time, not in a DataLoader worker
 
     def apply(self, mix, stems, generator):
         mix = mix.clone()

@@ -20,6 +20,12 @@ from ..errors import StemsepError
 MAX_CODEC_LAG = 4096  # samples searched when the decoder does not restore the exact length
 
 
+def check_mp3_support() -> None:
+    """One-line error when this libsndfile cannot encode and decode MP3."""
+    if "MP3" not in sf.available_formats():
+        raise StemsepError(f"Mp3Codec: libsndfile {sf.__libsndfile_version__} has no MP3 support (needs >= 1.1)")
+
+
 def mp3_round_trip(wav: torch.Tensor, samplerate: int, compression: float) -> torch.Tensor:
     """Encode ``wav (C, T)`` as MP3 (constant bit rate) and decode it back to ``(C, T)``.
 
@@ -28,8 +34,6 @@ def mp3_round_trip(wav: torch.Tensor, samplerate: int, compression: float) -> to
     metadata normally does it; at low bit rates LAME's delay is found by cross-correlation)
     and cut or zero-padded to ``T`` samples.
     """
-    if "MP3" not in sf.available_formats():
-        raise StemsepError(f"Mp3Codec: libsndfile {sf.__libsndfile_version__} has no MP3 support (needs >= 1.1)")
     data = wav.detach().cpu().numpy().T.astype(np.float32)
     buf = io.BytesIO()
     sf.write(buf, np.clip(data, -1, 1), samplerate, format="MP3", subtype="MPEG_LAYER_III",
