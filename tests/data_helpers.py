@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from stemsep.data import shard as shard_cli
+from stemsep.fsutil import TEMP_MARK
 
 
 def shard_corpus(root: Path, out: Path, *, layout: str = "musdb", splits=("train", "test"),
@@ -19,3 +20,8 @@ def shard_corpus(root: Path, out: Path, *, layout: str = "musdb", splits=("train
 
 def copy_shards(src: Path, dst: Path) -> Path:
     return Path(shutil.copytree(src, dst))
+
+
+def leftovers(root: Path) -> list[Path]:
+    """Hidden temporaries under ``root``: atomic-write files, ``.part``/``.old`` track folders."""
+    return [p for p in root.rglob(".*") if TEMP_MARK in p.name or p.name.endswith((".part", ".old"))]

@@ -24,7 +24,7 @@ import torch
 
 import stemsep.lightning_cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
 from conftest import REPO, TinyNet
-from data_helpers import shard_corpus
+from data_helpers import leftovers, shard_corpus
 from stemsep.audio import write_audio
 from stemsep.checkpoint import save_checkpoint
 from stemsep.cli import main
@@ -433,10 +433,6 @@ def tiny_ckpt(tmp_path_factory) -> Path:
                             {"class_path": "conftest.TinyNet", "init_args": net.init_args})
 
 
-def _leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob(".*") if ".tmp-" in p.name or p.name.endswith((".part", ".old"))]
-
-
 def test_table_has_the_cases_the_issue_lists():
     commands = {name.split("_")[0].replace("import", "import-demucs") for name in CASES}
     assert commands == {"synth", "shard", "fit", "separate", "score", "audit", "import-demucs"}
@@ -461,7 +457,7 @@ def test_bad_input(name, tmp_path, corpus_root, shards, tiny_ckpt, monkeypatch, 
     for path in bad.absent:
         assert not path.exists() or (path.is_dir() and not any(p.is_file() for p in path.rglob("*"))), \
             sorted(map(str, path.rglob("*")))
-    assert not _leftovers(tmp_path)
+    assert not leftovers(tmp_path)
     assert not list((tmp_path / "run").rglob("*.ckpt"))  # fit: no checkpoint of a run that never trained
 
 

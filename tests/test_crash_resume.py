@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from conftest import REPO
+from data_helpers import leftovers
 from stemsep.audio import read_audio, write_audio
 from stemsep.checkpoint import save_checkpoint
 from stemsep.cli import main
@@ -65,10 +66,6 @@ def _run(cmd: list[str]) -> str:
     done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=TIMEOUT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
-
-
-def _leftovers(root: Path) -> list[Path]:
-    return [p for p in root.rglob(".*") if ".tmp-" in p.name or p.name.endswith((".part", ".old"))]
 
 
 # -------------------------------------------------------------------------------------- fit
@@ -164,7 +161,7 @@ def test_shard_killed_rerun_completes_and_verifies(tmp_path):
         assert _sha(out / shard["name"]) == shard["sha256"]
     assert first.stat().st_mtime_ns == kept_mtime  # an intact shard is kept, not redone
     assert sorted(p.name for p in out.iterdir()) == sorted([s["name"] for s in manifest["shards"]] + ["train.json"])
-    assert not _leftovers(out)
+    assert not leftovers(out)
 
 
 # --------------------------------------------------------------------------------- separate
@@ -193,12 +190,12 @@ def test_separate_killed_rerun_skips_finished_tracks(tmp_path, capsys):
 
     stdout = _run(_stemsep(*argv))
     assert f"separated {8 - len(finished)} file(s)" in stdout and f"skipped {len(finished)} already done" in stdout
-    assert len(done_tracks()) == 8 and not _leftovers(out)
+    assert len(done_tracks()) == 8 and not leftovers(out)
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # finished tracks untouched
     for track in done_tracks():
         stem, _ = read_audio(track / "vocals.wav")
         assert stem.shape == (2, sr // 2) and torch.isfinite(stem).all()
 
     assert main([*argv, "--overwrite"]) == 0  # --overwrite redoes everything (in-process: faster)
-    assert "separated 8 file(s)" in capsys.readouterr().out and not _leftovers(out)
+    assert "separated 8 file(s)" in capsys.readouterr().out and not leftovers(out)
     assert all(p.stat().st_mtime_ns != t for p, t in mtimes.items())

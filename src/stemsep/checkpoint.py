@@ -30,6 +30,7 @@ from .fsutil import atomic_path
 
 # Plain types a checkpoint may hold besides tensors and containers.
 SAFE_GLOBALS = [Fraction]
+REFUSED = "refused, it holds pickled code or objects, not only weights"
 
 
 def records_init_args(cls: type) -> type:
@@ -67,7 +68,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as err:  # noqa: BLE001 - every failure becomes one line naming the file
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "Weights only load failed" in str(err) or "Unsupported global" in str(err):
-            raise BadCheckpointError(f"{path}: refused, it holds pickled code or objects, not only weights") from None
+            raise BadCheckpointError(f"{path}: {REFUSED}") from None
         raise BadCheckpointError(f"{path}: not a readable checkpoint ({msg})") from None
     if not isinstance(ckpt, dict):
         raise BadCheckpointError(f"{path}: not a stemsep checkpoint (top level is {type(ckpt).__name__})")

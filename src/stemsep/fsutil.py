@@ -23,6 +23,15 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+TEMP_MARK = ".tmp-"  # in the names of atomic_path's temporary files: ".<name>.tmp-<random><suffix>"
+
+
+def remove_stale_temporaries(folder: Path, name_glob: str) -> None:
+    """Delete temporaries that a killed process left for targets matching ``name_glob`` in ``folder``."""
+    for partial in Path(folder).glob(f".{name_glob}{TEMP_MARK}*"):
+        partial.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
@@ -36,7 +45,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     ensure_writable_dir(target.parent)
     # Hidden name, same extension (soundfile and friends infer the format from it).
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=target.suffix, dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}{TEMP_MARK}", suffix=target.suffix, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

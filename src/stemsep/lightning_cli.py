@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LightningCLI
 
-from .checkpoint import SAFE_GLOBALS
+from .checkpoint import REFUSED, SAFE_GLOBALS
 from .errors import BadCheckpointError, StemsepError
 from .module import SeparationModule
 
@@ -53,8 +53,8 @@ def run_lightning_cli(argv: list[str]) -> None:
     except argparse.ArgumentError as err:
         raise StemsepError(f"config: {_one_line(err)}") from None
     except pickle.UnpicklingError:  # torch's weights_only refusal
-        raise BadCheckpointError(f"{_ckpt_path(argv)}: refused, it holds pickled code or objects, not only "
-                                 "weights (load it with --weights_only false only if you trust it)") from None
+        raise BadCheckpointError(f"{_ckpt_path(argv)}: {REFUSED} (load it with --weights_only false only if "
+                                 "you trust it)") from None
     finally:
         sys.argv = saved_argv
 

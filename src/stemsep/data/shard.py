@@ -33,7 +33,7 @@ from tqdm import tqdm
 from .. import DEFAULT_SOURCES
 from ..audio import read_audio
 from ..errors import BadAudioError, BadDataError, StemsepError
-from ..fsutil import atomic_path, ensure_writable_dir
+from ..fsutil import atomic_path, ensure_writable_dir, remove_stale_temporaries
 from .activity import activity_db
 from .codec import encode_flac
 from .layouts import LAYOUTS, SongFiles, discover_songs
@@ -218,8 +218,8 @@ def shard_split(songs: list[SongFiles], out: str | os.PathLike, split: str, sour
     for stale in out.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"):
         if stale.name not in keep:  # left by an earlier run with other settings
             stale.unlink()
-    for partial in [*out.glob(f".{split}-*.tar.tmp-*"), *out.glob(f".{split}.json.tmp-*")]:
-        partial.unlink(missing_ok=True)  # half-written by a killed run
+    for name_glob in (f"{split}-*.tar", f"{split}.json"):  # half-written by a killed run
+        remove_stale_temporaries(out, name_glob)
     return manifest
 
 
