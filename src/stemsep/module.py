@@ -110,6 +110,8 @@ class SeparationModule(L.LightningModule):
         self.test_nsdr = NSDR(len(self.sources))
         self.test_metrics = tuple(test_metrics)
         self.test_results_dir = test_results_dir
+        if max_nonfinite_steps is not None and max_nonfinite_steps < 1:
+            raise StemsepError(f"max_nonfinite_steps must be >= 1 or null, got {max_nonfinite_steps}")
         self.max_nonfinite_steps = max_nonfinite_steps
         self._test_records: list[dict] = []
 
