@@ -39,6 +39,14 @@ def corpus_root(tmp_path_factory) -> Path:
     return generate_corpus(tmp_path_factory.mktemp("corpus"), songs=4, seconds=3.0, seed=0, test_songs=2)
 
 
+@pytest.fixture(scope="session")
+def shards(corpus_root, tmp_path_factory) -> Path:
+    """``corpus_root`` packed into 1 MB WebDataset shards (read-only: copy before modifying)."""
+    from data_helpers import shard_corpus
+
+    return shard_corpus(corpus_root, tmp_path_factory.mktemp("shards"))
+
+
 @pytest.fixture
 def corpus_copy(corpus_root, tmp_path) -> Path:
     """A private, modifiable copy of the synthetic corpus."""

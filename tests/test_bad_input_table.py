@@ -24,7 +24,7 @@ import torch
 
 import stemsep.lightning_cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
 from conftest import REPO, TinyNet
-from data_helpers import leftovers, shard_corpus
+from data_helpers import leftovers
 from stemsep.audio import write_audio
 from stemsep.checkpoint import save_checkpoint
 from stemsep.cli import main
@@ -420,11 +420,6 @@ def import_demucs_disk_full(env):
 
 
 # ---------------------------------------------------------------------------------- tests
-@pytest.fixture(scope="module")
-def shards(corpus_root, tmp_path_factory) -> Path:
-    return shard_corpus(corpus_root, tmp_path_factory.mktemp("table_shards"), max_size="1MB")
-
-
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)

@@ -2,24 +2,16 @@
 paper's workflow end to end: fine-tune per source (recipe) -> bag -> ``stemsep test``."""
 
 import json
-from pathlib import Path
 
-import pytest
 import torch
 
 from conftest import REPO, TinyNet
-from data_helpers import shard_corpus
 from recipe_helpers import save_tiny, tiny_overrides
 from stemsep.checkpoint import load_checkpoint, load_separator, save_checkpoint
 from stemsep.cli import main
 from stemsep.models import FromCheckpoint
 from stemsep.models.bag import BagOfModels
 from stemsep.module import network_config
-
-
-@pytest.fixture(scope="module")
-def shards(corpus_root, tmp_path_factory) -> Path:
-    return shard_corpus(corpus_root, tmp_path_factory.mktemp("bag_shards"))
 
 
 def test_bag_weights_matrix_and_errors(tmp_path, capsys):

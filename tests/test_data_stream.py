@@ -11,15 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from data_helpers import shard_corpus
 from stemsep.data.augment import FlipChannels, FlipSign, Remix, Repitch, Scale, Shift
 from stemsep.data.datamodule import StemDataModule
 from stemsep.errors import BadDataError
-
-
-@pytest.fixture(scope="module")
-def shards(corpus_root, tmp_path_factory) -> Path:
-    return shard_corpus(corpus_root, tmp_path_factory.mktemp("shards"), max_size="1MB")
 
 
 def _dm(shards: Path, **kw) -> StemDataModule:

@@ -10,16 +10,10 @@ import pytest
 import yaml
 
 from conftest import REPO
-from data_helpers import shard_corpus
 from recipe_helpers import RECIPES, command_of, save_tiny, tiny_overrides
 from stemsep.cli import main
 
 PAPER_RECIPES = ["htdemucs.yaml", "htdemucs_sparse.yaml", "hdemucs.yaml", "htdemucs_ft.yaml"]
-
-
-@pytest.fixture(scope="module")
-def shards(corpus_root, tmp_path_factory) -> Path:
-    return shard_corpus(corpus_root, tmp_path_factory.mktemp("recipe_shards"))
 
 
 def test_the_recipes_are_there():
