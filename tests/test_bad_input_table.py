@@ -24,7 +24,7 @@ import torch
 
 import stemsep.lightning_cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
 from conftest import REPO, TinyNet
-from data_helpers import leftovers
+from data_helpers import copy_shards, leftovers
 from stemsep.audio import write_audio
 from stemsep.checkpoint import save_checkpoint
 from stemsep.cli import main
@@ -51,7 +51,7 @@ class Env:
         return Path(shutil.copytree(self._corpus_root, self.tmp / "corpus"))
 
     def shards(self) -> Path:
-        return Path(shutil.copytree(self._shards, self.tmp / "shards"))
+        return copy_shards(self._shards, self.tmp / "shards")
 
     def file_parent(self) -> Path:
         """An output path whose parent is a regular file: not creatable, even as root."""

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from data_helpers import copy_shards
 from stemsep.data.augment import FlipChannels, FlipSign, Remix, Repitch, Scale, Shift
 from stemsep.data.datamodule import StemDataModule
 from stemsep.errors import BadDataError
@@ -96,7 +97,7 @@ def test_keep_list_restricts_training_songs(shards, tmp_path):
 
 
 def _broken(shards: Path, tmp_path: Path) -> tuple[Path, str]:
-    out = Path(shutil.copytree(shards, tmp_path / "broken"))
+    out = copy_shards(shards, tmp_path / "broken")
     name = json.loads((out / "test.json").read_text())["shards"][0]["name"]
     return out, name
 
