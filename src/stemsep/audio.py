@@ -33,7 +33,7 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     except FileNotFoundError:
         raise BadAudioError(f"{path}: file not found") from None
     except (RuntimeError, sf.LibsndfileError) as err:
-        raise BadAudioError(f"{path}: not a readable audio file ({_short(err)})") from None
+        raise BadAudioError(f"{path}: not a readable audio file ({short_error(err)})") from None
 
 
 def read_audio(path: str | os.PathLike, *, samplerate: int | None = None, channels: int | None = None,
@@ -49,7 +49,7 @@ def read_audio(path: str | os.PathLike, *, samplerate: int | None = None, channe
     except FileNotFoundError:
         raise BadAudioError(f"{path}: file not found") from None
     except (RuntimeError, sf.LibsndfileError) as err:
-        raise BadAudioError(f"{path}: not a readable audio file ({_short(err)})") from None
+        raise BadAudioError(f"{path}: not a readable audio file ({short_error(err)})") from None
     if samplerate is not None and sr != samplerate:
         raise BadAudioError(f"{path}: sample rate is {sr} Hz, expected {samplerate} Hz")
     if channels is not None and data.shape[1] != channels:
@@ -81,6 +81,7 @@ def write_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sampler
     return path
 
 
-def _short(err: Exception) -> str:
+def short_error(err: Exception) -> str:
+    """The reason in a soundfile/libsndfile error's last line, without "Error opening <file>: "."""
     text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
     return text.split(": ", 1)[-1] if "Error opening" in text else text

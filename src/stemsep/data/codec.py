@@ -15,6 +15,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from ..audio import short_error
 from ..errors import BadAudioError
 
 LSB = 2.0**-23
@@ -39,7 +40,7 @@ def flac_header(data: bytes, what: str) -> sf._SoundFileInfo:
     try:
         return sf.info(io.BytesIO(data))
     except (RuntimeError, sf.LibsndfileError) as err:
-        raise BadAudioError(f"{what}: not a readable FLAC stream ({_last_line(err)})") from None
+        raise BadAudioError(f"{what}: not a readable FLAC stream ({short_error(err)})") from None
 
 
 def decode_flac(data: bytes, what: str, start: int = 0, frames: int = -1,
@@ -58,13 +59,6 @@ def decode_flac(data: bytes, what: str, start: int = 0, frames: int = -1,
             out = f.read(frames, dtype="float32", always_2d=True)
             samplerate = f.samplerate
     except (RuntimeError, sf.LibsndfileError, ValueError) as err:
-        raise BadAudioError(f"{what}: cannot decode FLAC ({_last_line(err)})") from None
+        raise BadAudioError(f"{what}: cannot decode FLAC ({short_error(err)})") from None
     wav = torch.from_numpy(out).T
     return (wav.contiguous() if contiguous else wav), samplerate
-
-
-def _last_line(err: Exception) -> str:
-    text = str(err).strip()
-    line = text.splitlines()[-1] if text else type(err).__name__
-    # "Error opening <_io.BytesIO object at 0x...>: Format not recognised." -> the reason only
-    return line.split(">: ", 1)[-1] if line.startswith("Error opening <") else line
