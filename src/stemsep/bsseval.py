@@ -47,7 +47,6 @@ from .block_toeplitz import solve_block_toeplitz
 METRICS = ("sdr", "isr", "sir", "sar")
 FILTER_LENGTH = 512
 _CORRELATION_FFT = 4096  # size of the block FFTs of the correlations (raised to >= 2 * filter length)
-_WINDOWS_PER_GROUP = 1   # windows transformed at once (one keeps the working set in cache)
 _WINDOWS_PER_CHUNK = 32  # windows whose correlations are reduced at once
 _KEPT_FRAMES_BYTES = 256 * 2 ** 20  # frame correlations kept between passes (beyond: computed twice)
 
@@ -94,7 +93,7 @@ def _per_source(energy: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def window_correlations(references: torch.Tensor, estimates: torch.Tensor, starts: list[int],
-                        window: int, max_lag: int, group: int = _WINDOWS_PER_GROUP) -> torch.Tensor:
+                        window: int, max_lag: int) -> torch.Tensor:
     """Lag correlations inside each window, ``(windows, 2 K, K, max_lag)`` float64.
 
     ``out[w, x, k, m] = sum_u x_sig[u + m] * references[k, u]`` over ``u`` and ``u + m`` both
@@ -110,27 +109,26 @@ def window_correlations(references: torch.Tensor, estimates: torch.Tensor, start
     block = -(-window // blocks)
     bins = fft // 2 + 1
     out = torch.empty(len(starts), 2 * k, k, max_lag, dtype=torch.float64, device=references.device)
-    # Buffers reused across groups: what lies past the window stays zero.
-    sig = references.new_zeros(group, 2 * k, blocks * block + max_lag - 1, dtype=torch.float64)
-    ext = sig.new_zeros(group, 2 * k, blocks, fft)   # block + following samples, zero-padded
-    blk = sig.new_zeros(group, k, blocks, fft)       # reference block, zero-padded
-    for first in range(0, len(starts), group):
-        batch = starts[first:first + group]
-        for i, s in enumerate(batch):
-            hi = min(length, s + window)
-            sig[i, :k, :hi - s] = references[:, s:hi]
-            sig[i, k:, :hi - s] = estimates[:, s:hi]
-            sig[i, :, hi - s:window] = 0
+    # Buffers reused across windows (one at a time keeps the working set in cache): what lies
+    # past the window stays zero.
+    sig = references.new_zeros(2 * k, blocks * block + max_lag - 1, dtype=torch.float64)
+    ext = sig.new_zeros(2 * k, blocks, fft)   # block + following samples, zero-padded
+    blk = sig.new_zeros(k, blocks, fft)       # reference block, zero-padded
+    cross = torch.empty(2 * k, k, bins, dtype=torch.complex128, device=references.device)
+    for w, s in enumerate(starts):
+        hi = min(length, s + window)
+        sig[:k, :hi - s] = references[:, s:hi]
+        sig[k:, :hi - s] = estimates[:, s:hi]
+        sig[:, hi - s:window] = 0
         ext[..., :block + max_lag - 1] = sig.unfold(-1, block + max_lag - 1, block)
-        blk[..., :block] = sig[:, :k, :blocks * block].unflatten(-1, (blocks, block))
-        ext_spec = torch.fft.rfft(ext[:len(batch)])
-        blk_conj = torch.fft.rfft(blk[:len(batch)]).conj_physical_()
-        cross = ext_spec.new_empty(len(batch), 2 * k, k, bins)
-        for w in range(len(batch)):  # sum over blocks by fused multiply-adds, no temporaries
-            torch.mul(ext_spec[w, :, None, 0], blk_conj[w, None, :, 0], out=cross[w])
-            for b in range(1, blocks):
-                cross[w].addcmul_(ext_spec[w, :, None, b], blk_conj[w, None, :, b])
-        out[first:first + len(batch)] = torch.fft.irfft(cross, n=fft)[..., :max_lag]
+        blk[..., :block] = sig[:k, :blocks * block].unflatten(-1, (blocks, block))
+        ext_spec = torch.fft.rfft(ext)
+        blk_conj = torch.fft.rfft(blk).conj_physical_()
+        # Sum over blocks by fused multiply-adds, no temporaries.
+        torch.mul(ext_spec[:, None, 0], blk_conj[None, :, 0], out=cross)
+        for b in range(1, blocks):
+            cross.addcmul_(ext_spec[:, None, b], blk_conj[None, :, b])
+        out[w] = torch.fft.irfft(cross, n=fft)[..., :max_lag]
     return out
 
 
