@@ -157,7 +157,7 @@ def load_network(path: str | os.PathLike, map_location: str | torch.device = "cp
 
 def save_checkpoint(path: str | os.PathLike, net: nn.Module, net_config: dict[str, Any],
                     extra_hparams: dict[str, Any] | None = None) -> Path:
-    """Write a stemsep checkpoint for ``net`` atomically (used by import-demucs, bag, export)."""
+    """Write a stemsep checkpoint for ``net`` atomically (used by import-demucs, bag, quantize)."""
     payload = {
         # Tensors, and the (int8 weight, bias) tuples / dtypes of quantized layers as they are.
         "state_dict": {f"net.{k}": v.detach().cpu() if isinstance(v, torch.Tensor) else v
