@@ -149,5 +149,64 @@ class DConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            x = x + layer(x)
+            if _fusable(x):
+                h = x
+                for module in layer[:-4]:
+                    h = module(h)
+                x = expand_residual(x, h, *layer[-4:])
+            else:
+                x = x + layer(x)
         return x
+
+
+def _fusable(x: torch.Tensor) -> bool:
+    """The fused tail runs on float32 CPU tensors outside autocast (it is a oneDNN/memory workaround)."""
+    return x.is_cpu and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+
+
+def expand_residual(x: torch.Tensor, h: torch.Tensor, conv: nn.Conv1d, norm: nn.Module, glu: nn.GLU,
+                    scale: LayerScale) -> torch.Tensor:
+    """``x + scale(glu(norm(conv(h))))`` for a 1x1 ``conv`` and ``GroupNorm(1, .)`` (or no) ``norm``,
+    in one batched matrix product and one fused multiply-add.
+
+    With one group, the norm's statistics of ``z = W h + b`` over (channels, time) follow from
+    the first and second moments of the few hidden channels ``h`` (computed in float64, so no
+    cancellation), and normalising plus the norm's affine map plus the LayerScale are a
+    per-example rescaling of ``W`` and ``b``: ``z`` itself is never normalised in a separate
+    pass. Same values as the unfused modules up to float rounding; differentiable.
+    """
+    n, k, t = h.shape
+    weight = conv.weight[:, :, 0]  # (2C, K)
+    bias = conv.bias if conv.bias is not None else weight.new_zeros(weight.shape[0])
+    channels = weight.shape[0] // 2
+    if isinstance(norm, nn.GroupNorm):
+        if norm.num_groups != 1:
+            raise ValueError("expand_residual handles GroupNorm with one group only")
+        h64, w64, b64 = h.double(), weight.double(), bias.double()
+        mean_h = h64.mean(-1)  # (N, K)
+        second = torch.bmm(h64, h64.transpose(1, 2)) / t  # (N, K, K)
+        mean = mean_h @ w64.mean(0) + b64.mean()  # (N,)
+        square = ((second @ (w64.T @ w64)).diagonal(dim1=1, dim2=2).sum(-1) + 2 * mean_h @ (w64.T @ b64)
+                  + b64 @ b64) / weight.shape[0]
+        inv = torch.rsqrt(square - mean * mean + norm.eps)  # (N,)
+        gain = (norm.weight.double() if norm.affine else torch.ones_like(b64))[None] * inv[:, None]  # (N, 2C)
+        shift = (norm.bias.double() if norm.affine else torch.zeros_like(b64))[None]
+        w = gain[:, :, None] * w64  # (N, 2C, K)
+        b = gain * (b64 - mean[:, None]) + shift  # (N, 2C)
+        w, b = w.to(h.dtype), b.to(h.dtype)
+    elif isinstance(norm, nn.Identity):
+        w, b = weight.expand(n, -1, -1), bias.expand(n, -1)
+    else:
+        raise ValueError(f"expand_residual cannot fold {type(norm).__name__}")
+    layer_scale = torch.cat([scale.scale, scale.scale.new_ones(channels)])
+    w = w * layer_scale[None, :, None]
+    b = b * layer_scale[None]
+    # the bias rides along as a constant input channel; the output takes the memory layout of x
+    # (channels-last views in the frequency branch), so the final multiply-add streams
+    h1 = torch.cat([h, h.new_ones(n, 1, t)], 1)  # (N, K+1, T)
+    w1 = torch.cat([w, b[:, :, None]], 2)  # (N, 2C, K+1)
+    if x.stride(1) == 1 and t > 1:  # time-major: (N, T, K+1) @ (N, K+1, 2C)
+        y = torch.bmm(h1.transpose(1, 2), w1.transpose(1, 2)).transpose(1, 2)
+    else:
+        y = torch.bmm(w1, h1)  # (N, 2C, T)
+    return torch.addcmul(x, y[:, :channels], torch.sigmoid(y[:, channels:]))
