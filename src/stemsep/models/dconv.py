@@ -17,6 +17,7 @@ from torch import nn
 
 from stemsep.models.layerscale import LayerScale
 from stemsep.models.pointwise import PointwiseConv1d
+from stemsep.models.tapconv import TapConv1d
 
 
 class BLSTM(nn.Module):
@@ -131,7 +132,7 @@ class DConv(nn.Module):
         for d in range(self.depth):
             dilation = 2 ** d if dilate else 1
             mods: list[nn.Module] = [
-                nn.Conv1d(channels, hidden, kernel, dilation=dilation, padding=dilation * (kernel // 2)),
+                TapConv1d(channels, hidden, kernel, dilation=dilation),
                 norm_fn(hidden),
                 act(),
             ]
@@ -167,13 +168,15 @@ def _fusable(x: torch.Tensor) -> bool:
 def expand_residual(x: torch.Tensor, h: torch.Tensor, conv: nn.Conv1d, norm: nn.Module, glu: nn.GLU,
                     scale: LayerScale) -> torch.Tensor:
     """``x + scale(glu(norm(conv(h))))`` for a 1x1 ``conv`` and ``GroupNorm(1, .)`` (or no) ``norm``,
-    in one batched matrix product and one fused multiply-add.
+    as one matrix product with weights shared by all examples and one fused multiply-add.
 
     With one group, the norm's statistics of ``z = W h + b`` over (channels, time) follow from
     the first and second moments of the few hidden channels ``h`` (computed in float64, so no
-    cancellation), and normalising plus the norm's affine map plus the LayerScale are a
-    per-example rescaling of ``W`` and ``b``: ``z`` itself is never normalised in a separate
-    pass. Same values as the unfused modules up to float rounding; differentiable.
+    cancellation). Normalising is then ``gamma * r * (W h + b - mean) + beta`` with one scalar
+    ``r`` per example: ``r`` scales ``h``, and the bias terms ride along as three extra input
+    channels (``r``, ``-mean * r``, 1) against the columns ``gamma * b``, ``gamma``, ``beta``; the
+    LayerScale scales the GLU's value rows. ``z`` is never normalised in a separate pass. Same
+    values as the unfused modules up to float rounding; differentiable.
     """
     n, k, t = h.shape
     weight = conv.weight[:, :, 0]  # (2C, K)
@@ -186,27 +189,26 @@ def expand_residual(x: torch.Tensor, h: torch.Tensor, conv: nn.Conv1d, norm: nn.
         mean_h = h64.mean(-1)  # (N, K)
         second = torch.bmm(h64, h64.transpose(1, 2)) / t  # (N, K, K)
         mean = mean_h @ w64.mean(0) + b64.mean()  # (N,)
-        square = ((second @ (w64.T @ w64)).diagonal(dim1=1, dim2=2).sum(-1) + 2 * mean_h @ (w64.T @ b64)
-                  + b64 @ b64) / weight.shape[0]
+        square = ((second * (w64.T @ w64)).sum((1, 2)) + 2 * mean_h @ (w64.T @ b64) + b64 @ b64) / weight.shape[0]
         inv = torch.rsqrt(square - mean * mean + norm.eps)  # (N,)
-        gain = (norm.weight.double() if norm.affine else torch.ones_like(b64))[None] * inv[:, None]  # (N, 2C)
-        shift = (norm.bias.double() if norm.affine else torch.zeros_like(b64))[None]
-        w = gain[:, :, None] * w64  # (N, 2C, K)
-        b = gain * (b64 - mean[:, None]) + shift  # (N, 2C)
-        w, b = w.to(h.dtype), b.to(h.dtype)
+        gamma = norm.weight if norm.affine else torch.ones_like(bias)
+        beta = norm.bias if norm.affine else torch.zeros_like(bias)
+        columns = [gamma[:, None] * weight, (gamma * bias)[:, None], gamma[:, None], beta[:, None]]
+        extra = torch.stack([inv, -mean * inv, torch.ones_like(inv)], 1).to(h.dtype)  # (N, 3)
+        h_scale = inv.to(h.dtype)[:, None, None]
     elif isinstance(norm, nn.Identity):
-        w, b = weight.expand(n, -1, -1), bias.expand(n, -1)
+        columns = [weight, bias[:, None]]
+        extra = h.new_ones(n, 1)
+        h_scale = None
     else:
         raise ValueError(f"expand_residual cannot fold {type(norm).__name__}")
-    layer_scale = torch.cat([scale.scale, scale.scale.new_ones(channels)])
-    w = w * layer_scale[None, :, None]
-    b = b * layer_scale[None]
-    # the bias rides along as a constant input channel; the output takes the memory layout of x
-    # (channels-last views in the frequency branch), so the final multiply-add streams
-    h1 = torch.cat([h, h.new_ones(n, 1, t)], 1)  # (N, K+1, T)
-    w1 = torch.cat([w, b[:, :, None]], 2)  # (N, 2C, K+1)
-    if x.stride(1) == 1 and t > 1:  # time-major: (N, T, K+1) @ (N, K+1, 2C)
-        y = torch.bmm(h1.transpose(1, 2), w1.transpose(1, 2)).transpose(1, 2)
+    rows = torch.cat([scale.scale, scale.scale.new_ones(channels)])[:, None]
+    w_all = torch.cat(columns, 1) * rows  # (2C, K + extra)
+    hs = h if h_scale is None else h * h_scale
+    if x.stride(1) == 1 and t > 1:  # channels-last views (frequency branch): time-major product
+        inputs = torch.cat([hs.transpose(1, 2), extra[:, None].expand(-1, t, -1)], 2)  # (N, T, K + extra)
+        y = torch.matmul(inputs, w_all.T).transpose(1, 2)  # (N, 2C, T), channels fastest like x
     else:
-        y = torch.bmm(w1, h1)  # (N, 2C, T)
+        inputs = torch.cat([hs, extra[:, :, None].expand(-1, -1, t)], 1)  # (N, K + extra, T)
+        y = torch.matmul(w_all, inputs)
     return torch.addcmul(x, y[:, :channels], torch.sigmoid(y[:, channels:]))

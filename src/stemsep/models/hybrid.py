@@ -174,7 +174,7 @@ class HybridBase(nn.Module):
                     xt, _ = tdec(xt, saved_t.pop(), length_t)
 
         n_sources = len(self.sources)
-        x = x.view(batch, n_sources, -1, n_freqs, n_frames) * std[:, None] + mean[:, None]
+        x = torch.addcmul(mean[:, None], x.view(batch, n_sources, -1, n_freqs, n_frames), std[:, None])
         if not self.hybrid:
             return x, None
-        return x, xt.view(batch, n_sources, -1, length) * stdt[:, None] + meant[:, None]
+        return x, torch.addcmul(meant[:, None], xt.view(batch, n_sources, -1, length), stdt[:, None])
