@@ -39,7 +39,8 @@ def test_tapconv_short_input_falls_back():
 
 @pytest.mark.parametrize("norm", [True, False])
 @pytest.mark.parametrize("extras", [{}, {"lstm": True, "attn": True}])
-def test_dconv_fused_tail_matches_modules(norm, extras):
+def test_dconv_fused_tail_matches_modules(norm, extras, monkeypatch):
+    monkeypatch.setattr("stemsep.models.dconv.FUSE_MIN_ELEMENTS", 0)  # small test tensors take the fused path
     torch.manual_seed(0)
     dconv = DConv(32, compress=4, init=0.5, norm=norm, **extras)
     for layer in dconv.layers:  # make the norm's affine map and the scale matter
@@ -51,6 +52,7 @@ def test_dconv_fused_tail_matches_modules(norm, extras):
     for x in _layouts(6, 32, 41):
         x = (x * 3 + 1).requires_grad_(True)  # an offset mean stresses the moment-based statistics
         got = dconv(x)
+        assert got.grad_fn.name() == "AddcmulBackward0"  # the fused tail ran
         want = x
         for layer in dconv.layers:
             want = want + layer(want)  # the plain modules, unfused

@@ -160,9 +160,14 @@ class DConv(nn.Module):
         return x
 
 
+FUSE_MIN_ELEMENTS = 1 << 20
+
+
 def _fusable(x: torch.Tensor) -> bool:
-    """The fused tail runs on float32 CPU tensors outside autocast (it is a oneDNN/memory workaround)."""
-    return x.is_cpu and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    """The fused tail runs on large float32 CPU tensors outside autocast (it is a oneDNN/memory
+    workaround; on small ones, the deep layers', its extra small ops cost more than it saves)."""
+    return (x.is_cpu and x.dtype == torch.float32 and x.numel() >= FUSE_MIN_ELEMENTS
+            and not torch.is_autocast_enabled("cpu"))
 
 
 def expand_residual(x: torch.Tensor, h: torch.Tensor, conv: nn.Conv1d, norm: nn.Module, glu: nn.GLU,
