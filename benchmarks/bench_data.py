@@ -11,6 +11,11 @@ DataLoader worker delivers. The reference is ``demucs.wav.Wavset`` + ``demucs.re
 
 Repeats alternate the two pipelines (and the with/without repitch settings), so load changes
 on a shared machine hit both; medians and the median of per-repeat ratios are printed.
+It also times FLAC decoding alone (every stem of one example, ``--segment`` long, from a random
+offset): the least work per example of any loader reading FLAC shards that decodes each
+example's audio once, hence an upper bound on its segments/s on full-length songs, printed
+against the reference's rate. (On the short generated songs the stream's segments of one song
+overlap and share decoding, which no longer happens on 3-4 minute songs.)
 ``--train-step`` times a CPU training step of model configs at the same batch shape, to say
 how many times over one data worker keeps up with training.
 
@@ -63,6 +68,28 @@ def ours(shards: Path, segment: float, batch: int, batches: int, repitch: bool) 
     for _ in range(batches):
         next(stream)
     return batches * batch / (time.perf_counter() - start)
+
+
+def decode_floor(shards: Path, segment: float, count: int = 40) -> float:
+    """Median seconds to decode one training example's FLAC alone: every stem, ``segment`` long,
+    from a random offset, sharing nothing with other examples (as on full-length songs)."""
+    import random
+
+    from stemsep.data.codec import decode_flac, flac_header
+    from stemsep.data.tarstream import iter_shard
+
+    songs = [sample for tar in sorted(shards.glob("train-*.tar")) for _, sample in iter_shard(str(tar), tar.name)]
+    frames = int(segment * SR)
+    rng = random.Random(0)
+    times = []
+    for k in range(count):
+        stems = [songs[k % len(songs)][f"{stem}.flac"] for stem in DEFAULT_SOURCES]
+        offset = rng.randrange(max(1, flac_header(stems[0], "stem").frames - frames))
+        start = time.perf_counter()
+        for data in stems:
+            decode_flac(data, "stem", offset, frames)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _import_demucs():
@@ -194,6 +221,11 @@ def main() -> None:
             print(f"{label:>16}: stemsep {statistics.median(a):7.2f} segments/s   demucs {statistics.median(b):7.2f} "
                   f"segments/s   ratio {statistics.median(ratios):5.2f}x  (per repeat: "
                   f"{', '.join(f'{x:.1f}/{y:.1f}' for x, y in zip(a, b, strict=True))})")
+        floor = decode_floor(work / "shards", args.segment)
+        print(f"FLAC decode alone, {len(DEFAULT_SOURCES)} stems x {args.segment} s from a random offset: "
+              f"{floor * 1e3:.1f} ms per example = at most {1 / floor:.1f} segments/s for any FLAC loader that "
+              f"decodes each example's audio once; = {1 / floor / statistics.median(results[configs[0], 'ref']):.2f}x "
+              f"the reference {'with' if configs[0] else 'without'} repitch")
         supply = statistics.median(results[configs[0], "ours"])
         if not has_soundstretch:
             a = ours(work / "shards", args.segment, args.batch, args.batches, True)
