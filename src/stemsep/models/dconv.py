@@ -5,6 +5,10 @@ convolution (dilation doubling per sub-block, which grows the receptive field ch
 optionally a bidirectional LSTM and/or local attention, expands back with a GLU and adds
 the result scaled by a :class:`LayerScale` started at ``init``.
 Sub-module indices inside each ``nn.Sequential`` match Demucs so checkpoints load.
+
+On large float32 CPU inputs (see :mod:`stemsep.models.cpu_fast`) each sub-block's tail -- 1x1
+expansion, one-group GroupNorm, GLU, LayerScale, residual add -- runs fused as
+:func:`expand_residual`; the modules are read for their parameters, not called.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stemsep.models.cpu_fast import channels_fastest, cpu_fast_path
 from stemsep.models.layerscale import LayerScale
 from stemsep.models.pointwise import PointwiseConv1d
 from stemsep.models.tapconv import TapConv1d
@@ -150,7 +155,7 @@ class DConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            if _fusable(x):
+            if cpu_fast_path(x) and x.numel() >= FUSE_MIN_ELEMENTS and _foldable_tail(layer):
                 h = x
                 for module in layer[:-4]:
                     h = module(h)
@@ -160,14 +165,21 @@ class DConv(nn.Module):
         return x
 
 
+# Below this many input elements (the deep layers) the fused tail's extra small ops cost more
+# than it saves.
 FUSE_MIN_ELEMENTS = 1 << 20
 
 
-def _fusable(x: torch.Tensor) -> bool:
-    """The fused tail runs on large float32 CPU tensors outside autocast (it is a oneDNN/memory
-    workaround; on small ones, the deep layers', its extra small ops cost more than it saves)."""
-    return (x.is_cpu and x.dtype == torch.float32 and x.numel() >= FUSE_MIN_ELEMENTS
-            and not torch.is_autocast_enabled("cpu"))
+def _foldable_tail(layer: nn.Sequential) -> bool:
+    """Whether ``layer`` ends in exactly the modules :func:`expand_residual` folds, none hooked."""
+    conv, norm, glu, scale = layer[-4:]
+    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (conv, norm, glu, scale))
+    return (not hooked and not nn.modules.module._global_forward_hooks
+            and not nn.modules.module._global_forward_pre_hooks
+            and type(conv) in (nn.Conv1d, PointwiseConv1d) and conv.kernel_size == (1,) and conv.groups == 1
+            and (type(norm) is nn.Identity or (type(norm) is nn.GroupNorm and norm.num_groups == 1))
+            and type(glu) is nn.GLU and glu.dim in (1, -2)
+            and type(scale) is LayerScale and not scale.channel_last)
 
 
 def expand_residual(x: torch.Tensor, h: torch.Tensor, conv: nn.Conv1d, norm: nn.Module, glu: nn.GLU,
@@ -176,12 +188,14 @@ def expand_residual(x: torch.Tensor, h: torch.Tensor, conv: nn.Conv1d, norm: nn.
     as one matrix product with weights shared by all examples and one fused multiply-add.
 
     With one group, the norm's statistics of ``z = W h + b`` over (channels, time) follow from
-    the first and second moments of the few hidden channels ``h`` (computed in float64, so no
-    cancellation). Normalising is then ``gamma * r * (W h + b - mean) + beta`` with one scalar
-    ``r`` per example: ``r`` scales ``h``, and the bias terms ride along as three extra input
-    channels (``r``, ``-mean * r``, 1) against the columns ``gamma * b``, ``gamma``, ``beta``; the
-    LayerScale scales the GLU's value rows. ``z`` is never normalised in a separate pass. Same
-    values as the unfused modules up to float rounding; differentiable.
+    the first and second moments of the few hidden channels ``h``, taken in float64 (the
+    cancellation in E[z^2] - E[z]^2 is then harmless at audio scales). Normalising is
+    ``gamma * r * (W h + b - mean) + beta`` with one scalar ``r`` per example: ``r`` scales
+    ``h``, and the bias terms ride along as three extra input channels (``r``, ``-mean * r``, 1)
+    against the columns ``gamma * b``, ``gamma``, ``beta``; the LayerScale scales the GLU's
+    value rows. ``z`` is never normalised in a separate pass. Same values as the unfused
+    modules up to float rounding; differentiable. ``glu`` is the GLU being folded (its split
+    is the one done here).
     """
     n, k, t = h.shape
     weight = conv.weight[:, :, 0]  # (2C, K)
@@ -210,7 +224,7 @@ def expand_residual(x: torch.Tensor, h: torch.Tensor, conv: nn.Conv1d, norm: nn.
     rows = torch.cat([scale.scale, scale.scale.new_ones(channels)])[:, None]
     w_all = torch.cat(columns, 1) * rows  # (2C, K + extra)
     hs = h if h_scale is None else h * h_scale
-    if x.stride(1) == 1 and t > 1:  # channels-last views (frequency branch): time-major product
+    if channels_fastest(x):  # channels-last views (frequency branch): time-major product
         inputs = torch.cat([hs.transpose(1, 2), extra[:, None].expand(-1, t, -1)], 2)  # (N, T, K + extra)
         y = torch.matmul(inputs, w_all.T).transpose(1, 2)  # (N, 2C, T), channels fastest like x
     else:

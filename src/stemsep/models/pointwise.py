@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stemsep.models.cpu_fast import cpu_fast_path
+
 
 class PointwiseConv1d(nn.Conv1d):
     """``nn.Conv1d(in_channels, out_channels, 1)``, as a batched matrix product for CPU batches > 1."""
@@ -20,7 +22,7 @@ class PointwiseConv1d(nn.Conv1d):
         super().__init__(in_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3 or x.shape[0] == 1 or not x.is_cpu:  # one long sequence: oneDNN is as fast
+        if x.dim() != 3 or not cpu_fast_path(x) or x.shape[0] == 1:  # one long sequence: oneDNN is as fast
             return super().forward(x)
         n, _, length = x.shape
         weight = self.weight[:, :, 0].expand(n, -1, -1)

@@ -14,19 +14,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stemsep.models.cpu_fast import channels_fastest, cpu_fast_path
+
 
 class TapConv1d(nn.Conv1d):
     """``nn.Conv1d(in, out, kernel, dilation=d, padding=d * (kernel // 2))``, by taps on CPU."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1, bias: bool = True):
         if kernel_size % 2 != 1:
             raise ValueError("TapConv1d kernel must be odd")
         super().__init__(in_channels, out_channels, kernel_size, dilation=dilation,
-                         padding=dilation * (kernel_size // 2))
+                         padding=dilation * (kernel_size // 2), bias=bias)
 
     def _by_taps(self, x: torch.Tensor) -> bool:
-        return (x.dim() == 3 and x.is_cpu and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-                and (x.stride(1) == 1 or x.shape[0] > 1) and x.shape[-1] > self.padding[0])
+        # one contiguous sequence (the time branch at batch 1): oneDNN is as fast
+        return x.dim() == 3 and cpu_fast_path(x) and (channels_fastest(x) or x.shape[0] > 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._by_taps(x):
@@ -35,7 +37,7 @@ class TapConv1d(nn.Conv1d):
         out_channels, _, taps = self.weight.shape
         step = self.dilation[0]
         centre = taps // 2
-        if x.stride(1) == 1:  # channels fastest: (N, T, C) @ (C, taps * K), time-major result
+        if channels_fastest(x):  # channels fastest: (N, T, C) @ (C, taps * K), time-major result
             y = torch.matmul(x.transpose(1, 2), self.weight.permute(1, 2, 0).reshape(-1, taps * out_channels))
             y = y.view(n, t, taps, out_channels).permute(0, 2, 3, 1)  # (N, taps, K, T) view
         else:  # (taps * K, C) @ (N, C, T)
