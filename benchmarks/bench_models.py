@@ -8,7 +8,8 @@ Two parts:
    the two implementations so machine load hits both alike; medians are reported with the
    ratio ours/ref (< 1: ours faster). Configs: ``htdemucs`` = the released HT Demucs
    (``bottom_channels=512, dconv_mode=3, t_dropout=0.02``) at ``--segment`` seconds;
-   ``hdemucs`` = Hybrid Demucs v3 defaults (the released ``hdemucs_mmi`` architecture).
+   ``htdemucs_paper`` = demucs' ``HTDemucs`` defaults (transformer at 384 channels, as the paper
+   describes it); ``hdemucs`` = Hybrid Demucs v3 defaults (the released ``hdemucs_mmi`` architecture).
 2. **Attention** — the attention kernels alone, on the exact query/key lengths HT Demucs'
    cross-domain transformer sees at ``--attn-segment`` seconds (12.2 s: frequency branch
    8 x 526 = 4208 positions, time branch 2102; found by running a tiny HTDemucs with a hook),
@@ -82,10 +83,11 @@ def _model_pair(name: str, segment: float):
     import demucs.htdemucs
 
     torch.manual_seed(0)
-    if name == "htdemucs":
+    if name.startswith("htdemucs"):
         seg = Fraction(segment).limit_denominator(100)
-        ref = demucs.htdemucs.HTDemucs(DEFAULT_SOURCES, **HT_RELEASED, segment=seg)
-        ours = HTDemucs(DEFAULT_SOURCES, **HT_RELEASED, segment=seg)
+        kwargs = dict(HT_RELEASED if name == "htdemucs" else {}, segment=seg)
+        ref = demucs.htdemucs.HTDemucs(DEFAULT_SOURCES, **kwargs)
+        ours = HTDemucs(DEFAULT_SOURCES, **kwargs)
     else:
         ref = demucs.hdemucs.HDemucs(DEFAULT_SOURCES)
         ours = HDemucs(DEFAULT_SOURCES)
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment", type=float, default=3.0, help="model input seconds (default 3)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--configs", nargs="+", default=["htdemucs", "hdemucs"], choices=["htdemucs", "hdemucs"])
+    parser.add_argument("--configs", nargs="+", default=["htdemucs", "hdemucs"], choices=["htdemucs", "htdemucs_paper", "hdemucs"])
     parser.add_argument("--attn-segment", type=float, default=12.2, help="segment for the attention part")
     parser.add_argument("--attn-batch", type=int, default=1)
     parser.add_argument("--only", choices=["models", "attention"])
