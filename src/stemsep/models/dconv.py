@@ -6,7 +6,7 @@ optionally a bidirectional LSTM and/or local attention, expands back with a GLU 
 the result scaled by a :class:`LayerScale` started at ``init``.
 Sub-module indices inside each ``nn.Sequential`` match Demucs so checkpoints load.
 
-On large float32 CPU inputs (see :mod:`stemsep.models.cpu_fast`) each sub-block's tail -- 1x1
+In CPU inference on large float32 inputs (see :mod:`stemsep.models.cpu_fast`) each sub-block's tail -- 1x1
 expansion, one-group GroupNorm, GLU, LayerScale, residual add -- runs fused as
 :func:`expand_residual`; the modules are read for their parameters, not called.
 """
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemsep.models.cpu_fast import channels_fastest, cpu_fast_path
+from stemsep.models.cpu_fast import channels_fastest, cpu_inference_path
 from stemsep.models.layerscale import LayerScale
 from stemsep.models.pointwise import PointwiseConv1d
 from stemsep.models.tapconv import TapConv1d
@@ -155,7 +155,7 @@ class DConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            if cpu_fast_path(x) and x.numel() >= FUSE_MIN_ELEMENTS and _foldable_tail(layer):
+            if cpu_inference_path(x) and x.numel() >= FUSE_MIN_ELEMENTS and _foldable_tail(layer):
                 h = x
                 for module in layer[:-4]:
                     h = module(h)

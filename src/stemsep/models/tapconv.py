@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stemsep.models.cpu_fast import channels_fastest, cpu_fast_path
+from stemsep.models.cpu_fast import channels_fastest, cpu_inference_path
 
 
 class TapConv1d(nn.Conv1d):
-    """``nn.Conv1d(in, out, kernel, dilation=d, padding=d * (kernel // 2))``, by taps on CPU."""
+    """``nn.Conv1d(in, out, kernel, dilation=d, padding=d * (kernel // 2))``, by taps in CPU inference."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1, bias: bool = True):
         if kernel_size % 2 != 1:
@@ -28,7 +28,7 @@ class TapConv1d(nn.Conv1d):
 
     def _by_taps(self, x: torch.Tensor) -> bool:
         # one contiguous sequence (the time branch at batch 1): oneDNN is as fast
-        return x.dim() == 3 and cpu_fast_path(x) and (channels_fastest(x) or x.shape[0] > 1)
+        return x.dim() == 3 and cpu_inference_path(x) and (channels_fastest(x) or x.shape[0] > 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._by_taps(x):
