@@ -227,3 +227,19 @@ def test_allocator_tuning_changes_no_data(shards):
     off = _batches(_dm(shards, augmentations=augs, tune_malloc=False).train_dataset(), 2)
     for (mix_a, stems_a), (mix_b, stems_b) in zip(on, off, strict=True):
         assert torch.equal(mix_a, mix_b) and torch.equal(stems_a, stems_b)
+
+
+def test_local_shard_is_hashed_until_verified_then_rehashed_when_changed(shards, tmp_path):
+    from stemsep.data import tarstream
+
+    out, name = _broken(shards, tmp_path)
+    sha = json.loads((out / "test.json").read_text())["shards"][0]["sha256"]
+    first = list(tarstream.iter_shard(str(out / name), name, sha))
+    identity = tarstream._local_identity(str(out / name), sha)
+    assert identity in tarstream._verified
+    assert [k for k, _ in tarstream.iter_shard(str(out / name), name, sha)] == [k for k, _ in first]
+    data = bytearray((out / name).read_bytes())
+    data[-2000] ^= 0xFF  # same size, new content and modification time: hashed again
+    (out / name).write_bytes(bytes(data))
+    with pytest.raises(BadDataError, match="sha256 mismatch"):
+        list(tarstream.iter_shard(str(out / name), name, sha))
