@@ -187,31 +187,28 @@ def fit_missing_stem(env):
     return Case(_fit(env, root=root), ("song0001", "bass"), [root / "shards"])
 
 
+def _fit_with_edited_stem(env, song: str, stem: str, edit, expected: str) -> Case:
+    """Rewrite one stem of a fresh corpus with ``edit(data, rate) -> (data, rate)``; ``fit`` must name it."""
+    root = env.corpus()
+    path = root / "train" / song / f"{stem}.wav"
+    data, rate = sf.read(path)
+    sf.write(path, *edit(data, rate), subtype="PCM_24")
+    return Case(_fit(env, root=root), (str(path), expected), [root / "shards"])
+
+
 @case
 def fit_wrong_sample_rate(env):
-    root = env.corpus()
-    path = root / "train" / "song0002" / "drums.wav"
-    data, _ = sf.read(path)
-    sf.write(path, data, 48000, subtype="PCM_24")
-    return Case(_fit(env, root=root), (str(path), "48000"), [root / "shards"])
+    return _fit_with_edited_stem(env, "song0002", "drums", lambda data, rate: (data, 48000), "48000")
 
 
 @case
 def fit_stems_of_different_lengths(env):
-    root = env.corpus()
-    path = root / "train" / "song0000" / "vocals.wav"
-    data, sr = sf.read(path)
-    sf.write(path, data[:-100], sr, subtype="PCM_24")
-    return Case(_fit(env, root=root), (str(path), "length"), [root / "shards"])
+    return _fit_with_edited_stem(env, "song0000", "vocals", lambda data, rate: (data[:-100], rate), "length")
 
 
 @case
 def fit_mono_where_stereo_expected(env):
-    root = env.corpus()
-    path = root / "train" / "song0000" / "other.wav"
-    data, sr = sf.read(path)
-    sf.write(path, data[:, 0], sr, subtype="PCM_24")
-    return Case(_fit(env, root=root), (str(path), "channel"), [root / "shards"])
+    return _fit_with_edited_stem(env, "song0000", "other", lambda data, rate: (data[:, 0], rate), "channel")
 
 
 @case
