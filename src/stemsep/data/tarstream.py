@@ -38,12 +38,20 @@ def _scheme(url: str) -> str:
     return "" if len(scheme) <= 1 else scheme  # "C:\\..." is a local path
 
 
+def _local_path(url: str) -> str | None:
+    """The file path of a local path or ``file://`` URL; ``None`` for other schemes."""
+    scheme = _scheme(url)
+    if scheme not in ("", "file"):
+        return None
+    return urlparse(url).path if scheme == "file" else url
+
+
 def open_url(url: str) -> IO[bytes]:
     """A binary read stream for ``url`` (see the module docstring), or a one-line error."""
-    scheme = _scheme(url)
+    scheme, path = _scheme(url), _local_path(url)
     try:
-        if scheme in ("", "file"):
-            return open(urlparse(url).path if scheme == "file" else url, "rb")  # noqa: SIM115
+        if path is not None:
+            return open(path, "rb")  # noqa: SIM115
         if scheme in _GOPEN_SCHEMES:
             from webdataset.gopen import gopen
 
@@ -87,8 +95,9 @@ def sibling_url(url: str, name: str) -> str:
     scheme = _scheme(url)
     if scheme == "pipe":
         raise BadDataError(f"{url}: give shard URLs explicitly when the manifest is read from a pipe")
-    if scheme in ("", "file"):
-        return str(Path(urlparse(url).path if scheme == "file" else url).parent / name)
+    path = _local_path(url)
+    if path is not None:
+        return str(Path(path).parent / name)
     return url.rsplit("/", 1)[0] + "/" + name
 
 
@@ -117,10 +126,9 @@ READ_CHUNK = 1 << 20  # tar stream reads; the default 10 KiB costs a Python call
 
 
 def _local_identity(url: str, sha256: str) -> tuple | None:
-    scheme = _scheme(url)
-    if scheme not in ("", "file"):
+    path = _local_path(url)
+    if path is None:
         return None
-    path = urlparse(url).path if scheme == "file" else url
     try:
         st = os.stat(path)
     except OSError:
