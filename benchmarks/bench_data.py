@@ -48,11 +48,11 @@ from pathlib import Path
 import torch
 
 from stemsep import DEFAULT_SOURCES
-from stemsep.audio import audio_info, read_audio, write_audio
 from stemsep.data.allocator import keep_large_buffers
 from stemsep.data.augment import FlipChannels, FlipSign, Remix, Repitch, Scale, Shift
 from stemsep.data.datamodule import StemDataModule
-from stemsep.synth import generate_corpus
+from stemsep.data.synth import generate_corpus
+from stemsep.io.audio import audio_info, read_audio, write_audio
 
 SR = 44100
 
@@ -149,7 +149,7 @@ def train_step_seconds(config: Path, segment: float, batch: int, repeats: int) -
     """Median seconds of one CPU training step (forward, L1 loss, backward, Adam) at this shape."""
     import yaml
 
-    from stemsep.checkpoint import build_from_config
+    from stemsep.io.checkpoint import build_from_config
 
     net = build_from_config(yaml.safe_load(config.read_text()), origin=str(config))
     net.train()

@@ -1,4 +1,4 @@
-"""BSS-eval speed: stemsep.bsseval (torch) vs museval, same inputs, same run.
+"""BSS-eval speed: stemsep.evaluation.bss_eval (torch) vs museval, same inputs, same run.
 
 Both single-threaded by default (``--threads``), so that the ratio measures the algorithms
 rather than how two thread pools share a machine. Runs alternate (ours, museval, ours, ...)
@@ -61,7 +61,7 @@ def bench_length(args, seconds: float) -> float:
     import numpy as np
     import torch
 
-    from stemsep.bsseval import bss_eval
+    from stemsep.evaluation.bss_eval import bss_eval
 
     refs, ests = _signals(seconds, args.sources, args.samplerate)
     ref_t = torch.from_numpy(refs).permute(0, 2, 1).contiguous()
@@ -124,7 +124,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from stemsep.bsseval import bss_eval
+    from stemsep.evaluation.bss_eval import bss_eval
 
     refs = torch.randn(4, 2, args.samplerate * 2, dtype=torch.float64)
     bss_eval(refs + 0.1 * torch.randn_like(refs), refs, samplerate=args.samplerate)  # warm-up

@@ -5,8 +5,8 @@ quickstart's test songs 16, 17, ...) the way ``stemsep separate`` does (normalis
 chunks of the model's segment, overlap 0.25, no shifts) with
 
 - the float32 torch model (the reference, measured in the same run),
-- its ONNX export run by ONNX Runtime (:mod:`stemsep.exported`),
-- its dynamic int8 quantization (:mod:`stemsep.quantize`),
+- its ONNX export run by ONNX Runtime (:mod:`stemsep.inference.exported`),
+- its dynamic int8 quantization (:mod:`stemsep.io.quantize`),
 
 and prints each one's time (best of ``--repeats``) and ratio to the reference, checkpoint size
 (float32 vs int8 checkpoints written the same way), mean nSDR over songs and sources and its
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _songs(count: int, seconds: float, samplerate: int, sources: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from stemsep.synth import render_song
+    from stemsep.data.synth import render_song
 
     songs = []
     for i in range(count):
@@ -47,7 +47,7 @@ def _songs(count: int, seconds: float, samplerate: int, sources: list[str]) -> l
 
 
 def _separate(net, songs, batch_size: int) -> tuple[list[torch.Tensor], float]:
-    from stemsep.separate import separate_mixes
+    from stemsep.inference.separate import separate_mixes
 
     args = argparse.Namespace(segment=None, overlap=0.25, shifts=0, batch_size=batch_size)
     start = time.perf_counter()
@@ -64,7 +64,7 @@ def _best(net, songs, batch_size: int, repeats: int) -> tuple[list[torch.Tensor]
 
 
 def _nsdr(outs, songs) -> float:
-    from stemsep.metrics import nsdr
+    from stemsep.evaluation.metrics import nsdr
 
     return float(torch.stack([nsdr(out, stems) for out, (_, stems) in zip(outs, songs, strict=True)]).mean())
 
@@ -82,10 +82,10 @@ def main() -> int:
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from stemsep.checkpoint import build_from_config, load_network, save_checkpoint
-    from stemsep.export import export_model
-    from stemsep.exported import load_exported
-    from stemsep.quantize import quantize_net
+    from stemsep.inference.export import export_model
+    from stemsep.inference.exported import load_exported
+    from stemsep.io.checkpoint import build_from_config, load_network, save_checkpoint
+    from stemsep.io.quantized import quantize_net
 
     if args.checkpoint:
         net, ckpt = load_network(args.checkpoint)

@@ -49,9 +49,9 @@ import torch
 
 from stemsep import DEFAULT_SOURCES
 from stemsep.models import HDemucs, HTDemucs
-from stemsep.models.attention_backends import get_backend
-from stemsep.models.fast_transformers_attention import fast_transformers_available
-from stemsep.models.lsh_attention import LSHAttention
+from stemsep.models.attention.backends import get_backend
+from stemsep.models.attention.fast_transformers import fast_transformers_available
+from stemsep.models.attention.lsh import LSHAttention
 
 SR = 44100
 HT_RELEASED = dict(bottom_channels=512, dconv_mode=3, t_dropout=0.02)

@@ -17,7 +17,7 @@ from fractions import Fraction
 
 import torch
 
-from stemsep.separate import default_batch_size
+from stemsep.inference.separate import default_batch_size
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 # The released htdemucs / hdemucs_mmi architectures (sizes as in demucs' pretrained models).
@@ -58,7 +58,7 @@ def main() -> int:
     from demucs.hdemucs import HDemucs as DemucsHDemucs
     from demucs.htdemucs import HTDemucs as DemucsHTDemucs
 
-    from stemsep.inference import apply_model
+    from stemsep.inference.chunked import apply_model
     from stemsep.models import HDemucs, HTDemucs
 
     theirs_cls, ours_cls = {"htdemucs": (DemucsHTDemucs, HTDemucs), "hdemucs": (DemucsHDemucs, HDemucs)}[args.model]

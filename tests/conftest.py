@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from stemsep.synth import generate_corpus
+from stemsep.data.synth import generate_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from stemsep.data import shard as shard_cli
-from stemsep.fsutil import TEMP_MARK
+from stemsep.io.files import TEMP_MARK
 
 
 def shard_corpus(root: Path, out: Path, *, layout: str = "musdb", splits=("train", "test"),

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from conftest import REPO, TinyNet
-from stemsep.checkpoint import save_checkpoint
-from stemsep.module import network_config
+from stemsep.contract import network_config
+from stemsep.io.checkpoint import save_checkpoint
 
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
 

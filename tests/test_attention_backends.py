@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from stemsep.errors import StemsepError
-from stemsep.models.attention_backends import available_backends, get_backend
-from stemsep.models.fast_transformers_attention import FastTransformersAttention, fast_transformers_available
-from stemsep.models.lsh_attention import LSHAttention, lsh_sparsity
+from stemsep.models.attention.backends import available_backends, get_backend
+from stemsep.models.attention.fast_transformers import FastTransformersAttention, fast_transformers_available
+from stemsep.models.attention.lsh import LSHAttention, lsh_sparsity
 
 
 def reference_attention(q, k, v):

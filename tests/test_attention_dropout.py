@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from stemsep.models.attention import BackendAttention, sparse_dropout_attention
+from stemsep.models.attention.layer import BackendAttention, sparse_dropout_attention
 
 
 def _uniform_identity_case(length: int):

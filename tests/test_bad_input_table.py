@@ -22,12 +22,12 @@ import pytest
 import soundfile as sf
 import torch
 
-import stemsep.lightning_cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
+import stemsep.training.cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
 from conftest import REPO, TinyNet
 from data_helpers import copy_shards, leftovers
-from stemsep.audio import write_audio
-from stemsep.checkpoint import save_checkpoint
 from stemsep.cli import main
+from stemsep.io.audio import write_audio
+from stemsep.io.checkpoint import save_checkpoint
 
 QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
 SR = 8000  # separate/score cases: a TinyNet at 8 kHz
@@ -59,7 +59,7 @@ class Env:
         blocker.write_text("a file, not a folder")
         return blocker / "out"
 
-    def disk_full(self, target: str = "stemsep.fsutil.os.replace") -> None:
+    def disk_full(self, target: str = "stemsep.io.files.os.replace") -> None:
         """Writes fail as on a full disk (the final rename of every atomic write, by default)."""
         def full(*args, **kwargs):
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -134,7 +134,7 @@ def synth_unwritable_output_directory(env):
 
 @case
 def synth_disk_full(env):
-    env.disk_full("stemsep.synth._write_pcm24")
+    env.disk_full("stemsep.data.synth._write_pcm24")
     out = env.tmp / "synth"
     return Case(["synth", "--out", str(out), "--songs", "1", "--test-songs", "0", "--seconds", "0.5"],
                 ("song0000", "No space left on device"), [out / "train"])

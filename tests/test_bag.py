@@ -7,11 +7,11 @@ import torch
 
 from conftest import REPO, TinyNet
 from recipe_helpers import save_tiny, tiny_overrides
-from stemsep.checkpoint import load_checkpoint, load_separator, save_checkpoint
 from stemsep.cli import main
-from stemsep.models import FromCheckpoint
-from stemsep.models.bag import BagOfModels
-from stemsep.module import network_config
+from stemsep.contract import network_config
+from stemsep.inference.bag import BagOfModels
+from stemsep.io import FromCheckpoint
+from stemsep.io.checkpoint import load_checkpoint, load_separator, save_checkpoint
 
 
 def test_bag_weights_matrix_and_errors(tmp_path, capsys):
@@ -80,7 +80,7 @@ def test_fine_tune_per_source_then_bag_then_test(shards, corpus_root, tmp_path, 
     results = tmp_path / "results"
     assert main(["test", "--config", str(REPO / "recipes" / "eval.yaml"), *tiny_overrides(shards, tmp_path / "eval"),
                  "--data.init_args.sources", as_list,
-                 "--model.net", "stemsep.models.FromCheckpoint", "--model.net.checkpoint", str(bag_file),
+                 "--model.net", "stemsep.io.FromCheckpoint", "--model.net.checkpoint", str(bag_file),
                  "--model.test_results_dir", str(results)]) == 0
     summary = json.loads((results / "summary.json").read_text())
     assert "test nSDR (dB)" in capsys.readouterr().out

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from conftest import REPO
-from stemsep.checkpoint import load_separator
 from stemsep.cli import main
+from stemsep.io.checkpoint import load_separator
 
 
 class MyNet(nn.Module):

@@ -4,10 +4,10 @@ import lightning as L
 import torch
 
 from conftest import TinyNet
-from stemsep.callbacks import CompileNetwork
-from stemsep.checkpoint import load_checkpoint
 from stemsep.data.folder import FolderDataModule
-from stemsep.module import SeparationModule
+from stemsep.io.checkpoint import load_checkpoint
+from stemsep.training.callbacks import CompileNetwork
+from stemsep.training.module import SeparationModule
 
 
 def test_compiled_training_keeps_parameter_names(corpus_root, tmp_path):

@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from conftest import REPO
-from stemsep.checkpoint import build_from_config
 from stemsep.cli import main
-from stemsep.module import check_network
+from stemsep.contract import check_network
+from stemsep.io.checkpoint import build_from_config
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))

@@ -25,10 +25,10 @@ import torch
 
 from conftest import REPO
 from data_helpers import leftovers
-from stemsep.audio import read_audio, write_audio
-from stemsep.checkpoint import save_checkpoint
 from stemsep.cli import main
-from stemsep.synth import generate_corpus
+from stemsep.data.synth import generate_corpus
+from stemsep.io.audio import read_audio, write_audio
+from stemsep.io.checkpoint import save_checkpoint
 
 TESTS = Path(__file__).resolve().parent
 TIMEOUT = 120

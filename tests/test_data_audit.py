@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from data_helpers import shard_corpus
-from stemsep.audio import read_audio, write_audio
 from stemsep.cli import main
 from stemsep.data.audit import bleed_matrix
+from stemsep.io.audio import read_audio, write_audio
 
 
 def test_silent_stem_is_dropped_and_keep_list_is_written(corpus_copy, tmp_path):

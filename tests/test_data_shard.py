@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from data_helpers import shard_corpus
-from stemsep.audio import read_audio, write_audio
 from stemsep.cli import main
 from stemsep.data.codec import decode_flac, encode_flac, quantize24
 from stemsep.data.layouts import discover_songs
 from stemsep.data.shard import file_sha256, parse_size
 from stemsep.errors import BadAudioError, BadDataError
+from stemsep.io.audio import read_audio, write_audio
 
 
 def test_flac_round_trip_is_24bit_exact():

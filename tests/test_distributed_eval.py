@@ -10,8 +10,8 @@ import lightning as L
 
 from conftest import TinyNet
 from stemsep.data.folder import FolderDataModule
-from stemsep.module import SeparationModule
-from stemsep.synth import generate_corpus
+from stemsep.data.synth import generate_corpus
+from stemsep.training.module import SeparationModule
 
 CONFIG = """\
 model:
@@ -32,7 +32,8 @@ trainer:
 
 def _stemsep_test(tmp_path: Path, config: Path, ckpt: Path, devices: int) -> dict[str, dict]:
     out = tmp_path / f"results{devices}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    # One thread per process in both runs: the same float summation order, so results compare exactly.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, str(Path(sys.executable).parent / "stemsep"), "test", "--config", str(config),
                "--ckpt_path", str(ckpt), "--trainer.devices", str(devices),
                "--trainer.strategy", "ddp" if devices > 1 else "auto",

@@ -6,9 +6,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
 
 from conftest import TinyNet
-from stemsep.checkpoint import load_checkpoint, load_separator
 from stemsep.data.folder import FolderDataModule
-from stemsep.module import SeparationModule
+from stemsep.io.checkpoint import load_checkpoint, load_separator
+from stemsep.training.module import SeparationModule
 
 DECAY = 0.5  # far from 1 so that the average differs clearly from the last weights
 

@@ -10,17 +10,17 @@ import torch
 import yaml
 
 from conftest import REPO, TinyNet
-from stemsep.audio import read_audio, write_audio
-from stemsep.checkpoint import save_checkpoint
 from stemsep.cli import main
-from stemsep.models.bag import BagOfModels
+from stemsep.inference.bag import BagOfModels
+from stemsep.io.audio import read_audio, write_audio
+from stemsep.io.checkpoint import save_checkpoint
 
 SR = 44100
 
 
 def _small(name: str, **overrides):
     """A ``configs/model/<name>.yaml`` network (random weights) and its config."""
-    from stemsep.checkpoint import build_from_config
+    from stemsep.io.checkpoint import build_from_config
 
     config = yaml.safe_load((REPO / "configs" / "model" / f"{name}.yaml").read_text())
     config["init_args"].update(overrides)
@@ -67,8 +67,8 @@ def test_onnx_separate_matches_torch(tmp_path, capsys, name, seconds, options):
 
 
 def test_torchscript_export_runs_the_same_core(tmp_path):
-    from stemsep.export import export_model
-    from stemsep.exported import load_exported
+    from stemsep.inference.export import export_model
+    from stemsep.inference.exported import load_exported
 
     net, _ = _small("htdemucs_small", depth=2, channels=8, t_layers=1, segment=0.5)
     meta = export_model(net, tmp_path / "model.pt", "torchscript")
@@ -87,7 +87,7 @@ def test_export_without_export_path_is_one_line_error(tmp_path, capsys, kind):
     config = {"class_path": "conftest.TinyNet", "init_args": net.init_args}
     if kind == "bag":
         net = BagOfModels([TinyNet(), TinyNet()])
-        config = {"class_path": "stemsep.models.bag.BagOfModels",
+        config = {"class_path": "stemsep.inference.bag.BagOfModels",
                   "init_args": {"models": [dict(config), dict(config)]}}
     ckpt = save_checkpoint(tmp_path / "model.ckpt", net, config)
     assert main(["export", str(ckpt), "--format", "onnx", "-o", str(tmp_path / "x.onnx")]) == 2

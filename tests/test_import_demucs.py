@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from stemsep.checkpoint import load_checkpoint, load_separator
 from stemsep.cli import main
 from stemsep.errors import BadCheckpointError
-from stemsep.import_demucs import import_demucs
+from stemsep.io.checkpoint import load_checkpoint, load_separator
+from stemsep.io.import_demucs import import_demucs
 
 demucs_states = pytest.importorskip("demucs.states")
 demucs_htdemucs = pytest.importorskip("demucs.htdemucs")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from stemsep.inference import apply_model, plan_chunks, transition_weight
-from stemsep.models.bag import BagOfModels
+from stemsep.inference.bag import BagOfModels
+from stemsep.inference.chunked import apply_model, plan_chunks, transition_weight
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 SR = 8000
@@ -139,7 +139,7 @@ def test_bad_arguments():
 
 
 def test_apply_model_many_batches_files_of_different_lengths(demucs_nets):
-    from stemsep.inference import apply_model_many
+    from stemsep.inference.chunked import apply_model_many
 
     torch.manual_seed(3)
     mixes = [torch.randn(2, n) for n in (SR // 2, SR + 77, 2 * SR + 5)]

@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import TinyNet
-from stemsep.module import SeparationModule
+from stemsep.training.module import SeparationModule
 
 
 class UnreachableLogger(Logger):

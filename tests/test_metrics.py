@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from stemsep.block_toeplitz import dense_block_toeplitz, solve_block_toeplitz
-from stemsep.bsseval import bss_eval, frame_starts, track_correlations, window_correlations
-from stemsep.metrics import BSSEval, BSSEvalSDR, nanmedian
+from stemsep.evaluation.bss_eval import bss_eval, frame_starts, track_correlations, window_correlations
+from stemsep.evaluation.metrics import BSSEval, BSSEvalSDR, nanmedian
+from stemsep.evaluation.solver import dense_block_toeplitz, solve_block_toeplitz
 
 SR = 44100
 museval = pytest.importorskip("museval")
@@ -136,7 +136,7 @@ def test_track_and_window_correlations_are_direct_sums():
 
 
 def test_frames_computed_by_chunks_when_too_many_to_keep(monkeypatch):
-    from stemsep import bsseval
+    from stemsep.evaluation import bss_eval as bsseval
 
     torch.manual_seed(4)
     refs = torch.randn(2, 2, 5500, dtype=torch.float64)

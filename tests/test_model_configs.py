@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from stemsep.checkpoint import build_from_config
-from stemsep.models import attention_backends
+from stemsep.io.checkpoint import build_from_config
+from stemsep.models.attention import backends as attention_backends
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
 SMALL = ["htdemucs_small.yaml", "hdemucs_small.yaml"]

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from conftest import TinyNet
-from stemsep.checkpoint import load_checkpoint, load_separator
 from stemsep.errors import StemsepError
-from stemsep.module import SeparationModule
+from stemsep.io.checkpoint import load_checkpoint, load_separator
+from stemsep.training.module import SeparationModule
 
 
 def _batch(seed=0, batch=2, time=2048):

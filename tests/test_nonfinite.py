@@ -9,9 +9,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import TinyNet
-from stemsep.checkpoint import load_checkpoint
 from stemsep.errors import StemsepError
-from stemsep.module import SeparationModule
+from stemsep.io.checkpoint import load_checkpoint
+from stemsep.training.module import SeparationModule
 
 
 class SometimesNaN(TinyNet):
@@ -105,7 +105,7 @@ def test_too_many_in_a_row_checkpoint_then_stop(tmp_path):
 
 
 def test_guard_can_be_disabled_and_is_validated():
-    from stemsep.nonfinite import NonFiniteGuard
+    from stemsep.training.callbacks.nonfinite import NonFiniteGuard
 
     callbacks = SeparationModule(TinyNet(), max_nonfinite_steps=None).configure_callbacks()
     assert not any(isinstance(c, NonFiniteGuard) for c in callbacks)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from stemsep.audio import read_audio, write_audio
-from stemsep.checkpoint import load_checkpoint, load_separator, save_checkpoint
 from stemsep.cli import main
+from stemsep.io.audio import read_audio, write_audio
+from stemsep.io.checkpoint import load_checkpoint, load_separator, save_checkpoint
 
 SR = 8000
 SOURCES = ["drums", "bass", "other", "vocals"]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import stemsep.lightning_cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
+import stemsep.training.cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
 from conftest import REPO
-from stemsep.checkpoint import load_checkpoint
 from stemsep.cli import main
 from stemsep.errors import BadCheckpointError
+from stemsep.io.checkpoint import load_checkpoint
 
 QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
 

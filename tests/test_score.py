@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stemsep.audio import write_audio
-from stemsep.bsseval import bss_eval
 from stemsep.cli import main
-from stemsep.metrics import nanmedian
-from stemsep.results import summarize
+from stemsep.evaluation.bss_eval import bss_eval
+from stemsep.evaluation.metrics import nanmedian
+from stemsep.evaluation.results import summarize
+from stemsep.io.audio import write_audio
 
 SR = 8000
 SOURCES = ["drums", "bass", "other", "vocals"]

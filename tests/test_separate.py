@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from stemsep.audio import read_audio, write_audio
-from stemsep.checkpoint import save_checkpoint
 from stemsep.cli import main
-from stemsep.inference import apply_model
+from stemsep.inference.chunked import apply_model
+from stemsep.io.audio import read_audio, write_audio
+from stemsep.io.checkpoint import save_checkpoint
 
 SR = 8000
 SOURCES = ["drums", "bass", "other", "vocals"]

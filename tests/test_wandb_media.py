@@ -11,10 +11,10 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from conftest import TinyNet
-from stemsep.callbacks import WandbMedia
-from stemsep.callbacks.spectrogram import colorize, spectrogram_grid
 from stemsep.data.folder import FolderDataModule
-from stemsep.module import SeparationModule
+from stemsep.training.callbacks import WandbMedia
+from stemsep.training.callbacks.spectrogram import colorize, spectrogram_grid
+from stemsep.training.module import SeparationModule
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 

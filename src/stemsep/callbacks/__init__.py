@@ -1,6 +1,6 @@
-"""Lightning callbacks of the training workflow: W&B media at validation, torch.compile."""
+"""Deprecated alias of :mod:`stemsep.training.callbacks` (configs that name
+``stemsep.callbacks.WandbMedia`` or ``stemsep.callbacks.CompileNetwork`` keep working)."""
 
-from stemsep.callbacks.compile import CompileNetwork
-from stemsep.callbacks.wandb_media import WandbMedia
+from stemsep.training.callbacks import CompileNetwork, WandbMedia
 
 __all__ = ["CompileNetwork", "WandbMedia"]

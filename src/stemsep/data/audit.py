@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import BadDataError
-from ..fsutil import atomic_path
-from .activity import activity_db
-from .manifest import Manifest, check_sample, decode_sources
-from .tarstream import iter_shard
+from stemsep.data.activity import activity_db
+from stemsep.data.manifest import Manifest, check_sample, decode_sources
+from stemsep.data.tarstream import iter_shard
+from stemsep.errors import BadDataError
+from stemsep.io.files import atomic_path
 
 
 def silence_reason(record: dict, silence_db: float, silent_fraction: float) -> str | None:
@@ -43,7 +43,7 @@ def silence_reason(record: dict, silence_db: float, silent_fraction: float) -> s
 def bleed_matrix(net: torch.nn.Module, stems: torch.Tensor, samplerate: int, *, threshold_db: float = -10.0,
                  silence_db: float = -40.0, segment: float | None = None) -> torch.Tensor:
     """P (S, S'): P[i, j] = fraction of x_i's active frames where V(y_ij) − V(x_i) > threshold."""
-    from ..inference import apply_model
+    from stemsep.inference.chunked import apply_model
 
     estimates = apply_model(net, stems, segment=segment)  # each stem alone as the mix: (S, S', C, T)
     v_in = activity_db(stems, samplerate)  # (S, F)
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         if reason:
             drop[record["name"]] = reason
     if args.model:
-        from ..checkpoint import load_separator
+        from stemsep.io.checkpoint import load_separator
 
         net = load_separator(args.model).eval()
         model_sources = list(getattr(net, "sources", manifest.sources))

@@ -32,10 +32,10 @@ from fractions import Fraction
 import torch
 import torchaudio.functional as AF
 
-from ..errors import StemsepError
-from . import degrade
-from .stembatch import StemBatch
-from .wsola import wsola
+from stemsep.data import degrade
+from stemsep.data.stembatch import StemBatch
+from stemsep.data.wsola import wsola
+from stemsep.errors import StemsepError
 
 
 class Augmentation:

@@ -1,7 +1,7 @@
 """Lossless in-memory audio codec of the shards: 24-bit FLAC bytes <-> float32 tensors.
 
 Shards hold stems as FLAC inside tar files, so they are encoded and decoded from bytes rather
-than paths (``stemsep.audio`` works on files). Float audio is quantised to the 24-bit grid
+than paths (``stemsep.io.audio`` works on files). Float audio is quantised to the 24-bit grid
 (steps of 2**-23, clipped to [-1, 1]); decoding returns exactly those grid values, so a round
 trip changes a float input by at most half a step (6e-8). Decoding can start anywhere
 (FLAC frames are seekable), which lets the training stream read only the segments it uses.
@@ -15,8 +15,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ..audio import short_error
-from ..errors import BadAudioError
+from stemsep.errors import BadAudioError
+from stemsep.io.audio import short_error
 
 LSB = 2.0**-23
 

@@ -19,13 +19,13 @@ from typing import Literal
 import lightning as L
 from torch.utils.data import DataLoader
 
-from ..errors import BadDataError
-from .augment import Augmentation
-from .folder import SyntheticCorpus
-from .manifest import Manifest, resolve_sources
-from .prepare import PrepareShards, prepare_shards
-from .streams import EvalStream, TrainStream
-from .tarstream import read_json
+from stemsep.data.augment import Augmentation
+from stemsep.data.folder import SyntheticCorpus
+from stemsep.data.manifest import Manifest, resolve_sources
+from stemsep.data.prepare import PrepareShards, prepare_shards
+from stemsep.data.streams import EvalStream, TrainStream
+from stemsep.data.tarstream import read_json
+from stemsep.errors import BadDataError
 
 
 class StemDataModule(L.LightningDataModule):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from scipy.signal import sosfilt
 
-from ..errors import StemsepError
+from stemsep.errors import StemsepError
 
 MAX_CODEC_LAG = 4096  # samples searched when the decoder does not restore the exact length
 

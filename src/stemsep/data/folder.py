@@ -15,11 +15,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .. import DEFAULT_SOURCES
-from ..audio import read_audio
-from ..errors import BadDataError
-from .augment import Augmentation, apply_augmentations, needed_length
-from .layouts import SongFiles, discover_songs
+from stemsep.contract import DEFAULT_SOURCES
+from stemsep.data.augment import Augmentation, apply_augmentations, needed_length
+from stemsep.data.layouts import SongFiles, discover_songs
+from stemsep.errors import BadDataError
+from stemsep.io.audio import read_audio
 
 
 def read_song(song: SongFiles, sources: list[str], start: int = 0, frames: int = -1) -> torch.Tensor:
@@ -94,7 +94,7 @@ class AugmentedCollate:
 
 @dataclass
 class SyntheticCorpus:
-    """Arguments of :func:`stemsep.synth.generate_corpus` for a corpus made on first use."""
+    """Arguments of :func:`stemsep.data.synth.generate_corpus` for a corpus made on first use."""
 
     songs: int = 16
     seconds: float = 12.0
@@ -135,7 +135,7 @@ class FolderDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.synthetic is not None and not self.root.exists():
-            from ..synth import generate_corpus
+            from stemsep.data.synth import generate_corpus
 
             generate_corpus(self.root, samplerate=self.samplerate, progress=True, **asdict(self.synthetic))
 

@@ -23,9 +23,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import DEFAULT_SOURCES
-from ..audio import AUDIO_EXTENSIONS, audio_info, find_audio
-from ..errors import BadAudioError, BadDataError
+from stemsep.contract import DEFAULT_SOURCES
+from stemsep.errors import BadAudioError, BadDataError
+from stemsep.io.audio import AUDIO_EXTENSIONS, audio_info, find_audio
 
 LAYOUTS = ("musdb", "moisesdb", "folder")
 

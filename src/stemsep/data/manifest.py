@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from ..errors import BadAudioError, BadDataError
-from .codec import decode_flac, flac_header
-from .shard import MANIFEST_FORMAT, MANIFEST_VERSION
-from .tarstream import expand_urls, read_json, sibling_url
+from stemsep.data.codec import decode_flac, flac_header
+from stemsep.data.shard import MANIFEST_FORMAT, MANIFEST_VERSION
+from stemsep.data.tarstream import expand_urls, read_json, sibling_url
+from stemsep.errors import BadAudioError, BadDataError
 
 
 @dataclass

@@ -15,11 +15,11 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import DEFAULT_SOURCES
-from ..errors import BadDataError, StemsepError
-from .folder import SyntheticCorpus
-from .layouts import LAYOUTS, discover_songs
-from .shard import shard_split
+from stemsep.contract import DEFAULT_SOURCES
+from stemsep.data.folder import SyntheticCorpus
+from stemsep.data.layouts import LAYOUTS, discover_songs
+from stemsep.data.shard import shard_split
+from stemsep.errors import BadDataError, StemsepError
 
 SPLIT_ROLES = ("train", "valid", "test")
 
@@ -86,7 +86,7 @@ def prepare_shards(prep: PrepareShards, stems: list[str] | None = None,
     if not todo:
         return
     if synthetic is not None and not prep.root_path.exists():
-        from ..synth import generate_corpus
+        from stemsep.data.synth import generate_corpus
 
         generate_corpus(prep.root_path, samplerate=prep.samplerate, progress=True, **asdict(synthetic))
     stems = list(stems or DEFAULT_SOURCES)

@@ -30,13 +30,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .. import DEFAULT_SOURCES
-from ..audio import read_audio
-from ..errors import BadAudioError, BadDataError, StemsepError
-from ..fsutil import atomic_path, ensure_writable_dir, remove_stale_temporaries
-from .activity import activity_db
-from .codec import encode_flac
-from .layouts import LAYOUTS, SongFiles, discover_songs
+from stemsep.contract import DEFAULT_SOURCES
+from stemsep.data.activity import activity_db
+from stemsep.data.codec import encode_flac
+from stemsep.data.layouts import LAYOUTS, SongFiles, discover_songs
+from stemsep.errors import BadAudioError, BadDataError, StemsepError
+from stemsep.io.audio import read_audio
+from stemsep.io.files import atomic_path, ensure_writable_dir, remove_stale_temporaries
 
 MANIFEST_FORMAT = "stemsep-shards"
 MANIFEST_VERSION = 1

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..errors import BadDataError, StemsepError
-from .allocator import keep_large_buffers
-from .augment import Augmentation, apply_augmentations, needed_length
-from .manifest import Manifest, check_sample, decode_rows, decode_sources
-from .stembatch import StemBatch
-from .tarstream import iter_shard
+from stemsep.data.allocator import keep_large_buffers
+from stemsep.data.augment import Augmentation, apply_augmentations, needed_length
+from stemsep.data.manifest import Manifest, check_sample, decode_rows, decode_sources
+from stemsep.data.stembatch import StemBatch
+from stemsep.data.tarstream import iter_shard
+from stemsep.errors import BadDataError, StemsepError
 
 MAX_CONSECUTIVE_FAILURES = 100
 

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import braceexpand
 
-from ..errors import BadDataError
+from stemsep.errors import BadDataError
 
 _GOPEN_SCHEMES = ("pipe", "http", "https")
 

@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import torch
 
-from stemsep.checkpoint import records_init_args
+from stemsep.contract import records_init_args
 from stemsep.models.hybrid import HybridBase
 from stemsep.models.layers import rescale_convs
 

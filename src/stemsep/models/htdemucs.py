@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemsep.checkpoint import records_init_args
+from stemsep.contract import records_init_args
 from stemsep.errors import StemsepError
-from stemsep.models.attention import BackendAttention, resolve_backend
+from stemsep.models.attention.layer import BackendAttention, resolve_backend
 from stemsep.models.hybrid import HybridBase
 from stemsep.models.layers import rescale_convs
 from stemsep.models.transformer import CrossDomainTransformer
@@ -36,7 +36,7 @@ class HTDemucs(HybridBase):
     the transformer's positional statistics depend on the length it was trained on.
 
     ``attention`` (not in Demucs) names the attention kernel from
-    :mod:`stemsep.models.attention_backends`; change it later with
+    :mod:`stemsep.models.attention.backends`; change it later with
     :meth:`set_attention_backend`. ``t_sparse_self_attn`` / ``t_sparse_cross_attn`` only
     select the parameter layout of Demucs' sparse checkpoints (separate q/k/v/proj); their
     masks (``t_mask_type``, ``t_sparse_attn_window``, ...) are not used: sparsity comes from

@@ -117,7 +117,7 @@ class FrontEnd:
     spectrogram-only model (:func:`plain_spectrogram`). ``cac``: the core sees and returns
     the complex spectrogram as channels; otherwise it sees the magnitude and returns a mask
     applied with the mixture's phase. Shared by the models and by exported models, whose
-    graphs hold only the core (:mod:`stemsep.exported`).
+    graphs hold only the core (:mod:`stemsep.inference.exported`).
     """
 
     nfft: int

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemsep.models.attention import BackendAttention
+from stemsep.models.attention.layer import BackendAttention
 from stemsep.models.layers import ScaledEmbedding
 from stemsep.models.layerscale import LayerScale
 from stemsep.models.positional import cape_embedding, sin_embedding, sin_embedding_2d

@@ -1,0 +1,1 @@
+"""Metrics: museval-compatible BSS-eval, nSDR, torchmetrics wrappers, per-track results, scoring."""

@@ -1,0 +1,6 @@
+"""Separation of whole mixtures and files: chunked overlap-add, bags, the file-level API, exported
+runtimes and CPU inference rewrites. Imports errors, contract, io and models only."""
+
+from stemsep.inference.chunked import apply_model, apply_model_many
+
+__all__ = ["apply_model", "apply_model_many"]

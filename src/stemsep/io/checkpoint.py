@@ -1,0 +1,150 @@
+"""Safe checkpoint loading and the stemsep checkpoint layout.
+
+A stemsep checkpoint is a Lightning-style dict, loadable with ``torch.load(weights_only=True)``:
+
+``{"state_dict": {"net.<param>": tensor, ...},
+   "hyper_parameters": {"net": {"class_path": "pkg.Class", "init_args": {...}}, ...},
+   "stemsep": {"version": "...", "sources": [...], "samplerate": int, "audio_channels": int}}``
+
+Lightning writes it for trained models (``SeparationModule`` records the network's
+``class_path``/``init_args`` through LightningCLI); ``stemsep import-demucs`` and
+``stemsep bag`` write the same layout. Nothing here ever unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stemsep import __version__
+from stemsep.contract import describe
+from stemsep.errors import BadCheckpointError
+from stemsep.io.files import atomic_path
+from stemsep.io.quantized import load_quantized
+from stemsep.io.weights import load_weights, net_state_dict
+
+# Plain types a checkpoint may hold besides tensors and containers.
+SAFE_GLOBALS = [Fraction]
+REFUSED = "refused, it holds pickled code or objects, not only weights"
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True``: refuses any pickled code, names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadCheckpointError(f"{path}: checkpoint not found")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line naming the file
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Weights only load failed" in str(err) or "Unsupported global" in str(err):
+            raise BadCheckpointError(f"{path}: {REFUSED}") from None
+        raise BadCheckpointError(f"{path}: not a readable checkpoint ({msg})") from None
+    if not isinstance(ckpt, dict):
+        raise BadCheckpointError(f"{path}: not a stemsep checkpoint (top level is {type(ckpt).__name__})")
+    return ckpt
+
+
+# Class paths that older stemsep versions wrote into checkpoints and configs -> where they live now.
+RENAMED_CLASSES = {
+    "stemsep.inference.bag.BagOfModels": "stemsep.inference.bag.BagOfModels",
+    "stemsep.io.FromCheckpoint": "stemsep.io.FromCheckpoint",
+    "stemsep.io.FromCheckpoint": "stemsep.io.FromCheckpoint",
+}
+
+
+def import_class(class_path: str, *, base: type = nn.Module, origin: str = "config") -> type:
+    """Import ``pkg.mod.Class`` (a class path a checkpoint or config names, data rather than code
+    this package depends on) and check it subclasses ``base``."""
+    class_path = RENAMED_CLASSES.get(class_path, class_path)
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        raise BadCheckpointError(f"{origin}: cannot import class {class_path!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise BadCheckpointError(f"{origin}: {class_path!r} is not a {base.__name__} class")
+    return cls
+
+
+def build_from_config(config: dict[str, Any], *, origin: str = "config") -> nn.Module:
+    """Instantiate ``{"class_path": ..., "init_args": {...}}`` (nested configs allowed)."""
+    if not isinstance(config, dict) or "class_path" not in config:
+        raise BadCheckpointError(f"{origin}: network config has no class_path")
+    cls = import_class(config["class_path"], origin=origin)
+    args = {k: _instantiate_nested(v, origin) for k, v in (config.get("init_args") or {}).items()}
+    try:
+        return cls(**args)
+    except TypeError as err:
+        raise BadCheckpointError(f"{origin}: cannot build {config['class_path']} ({err})") from None
+
+
+def _instantiate_nested(value: Any, origin: str) -> Any:
+    if isinstance(value, dict) and "class_path" in value:
+        return build_from_config(value, origin=origin)
+    if isinstance(value, list):
+        return [_instantiate_nested(v, origin) for v in value]
+    return value
+
+
+def load_separator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Build the network stored in a stemsep checkpoint and load its weights (eval mode)."""
+    return load_network(path, map_location)[0].eval()
+
+
+def load_network(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """The network stored in a stemsep checkpoint, with its weights, and the checkpoint itself."""
+    ckpt = load_checkpoint(path, map_location)
+    hparams = ckpt.get("hyper_parameters") or {}
+    if not isinstance(hparams.get("net"), dict):
+        raise BadCheckpointError(f"{path}: checkpoint does not say which network it holds (no hyper_parameters.net)")
+    net = build_from_config(hparams["net"], origin=str(path))
+    if hparams.get("quantization"):  # written by `stemsep quantize`
+        return load_quantized(net, net_state_dict(ckpt), hparams["quantization"], origin=str(path)), ckpt
+    load_weights(net, net_state_dict(ckpt), origin=str(path))
+    return net, ckpt
+
+
+def save_checkpoint(path: str | os.PathLike, net: nn.Module, net_config: dict[str, Any],
+                    extra_hparams: dict[str, Any] | None = None) -> Path:
+    """Write a stemsep checkpoint for ``net`` atomically (used by import-demucs, bag, quantize)."""
+    payload = {
+        # Tensors, and the (int8 weight, bias) tuples / dtypes of quantized layers as they are.
+        "state_dict": {f"net.{k}": v.detach().cpu() if isinstance(v, torch.Tensor) else v
+                       for k, v in net.state_dict().items()},
+        "hyper_parameters": {"net": net_config, **(extra_hparams or {})},
+        "stemsep": {"version": __version__, **describe(net)},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+class FromCheckpoint(nn.Module):
+    """A network config that means "the network stored in this stemsep checkpoint".
+
+    LightningCLI builds ``model.net`` from a ``class_path``; this one loads whatever a stemsep
+    checkpoint holds (a trained model, an imported demucs model, a bag from ``stemsep bag``)
+    with its weights, so any of them can be evaluated or fine-tuned from a config::
+
+        stemsep test --config recipes/eval.yaml \\
+            --model.net stemsep.io.FromCheckpoint --model.net.checkpoint ft.ckpt
+
+    ``FromCheckpoint(checkpoint=...)`` returns the stored network itself (e.g. a bag, so
+    chunked inference still applies each member with its own segment), not a wrapper:
+    parameter names and behaviour are exactly those of the stored model (train mode).
+    """
+
+    def __new__(cls, checkpoint: str | os.PathLike):  # noqa: D102 - documented on the class
+        net, _ = load_network(checkpoint)
+        return net.train()
+
+    def __init__(self, checkpoint: str | os.PathLike):  # pragma: no cover - __new__ returns another class
+        super().__init__()

@@ -1,0 +1,24 @@
+"""``stemsep quantize`` as a library function: a float checkpoint in, an int8 checkpoint out.
+
+    stemsep quantize model.ckpt -o model-int8.ckpt
+
+The format and what it quantizes: :mod:`stemsep.io.quantized`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stemsep.errors import StemsepError
+from stemsep.io.checkpoint import load_network, save_checkpoint
+from stemsep.io.quantized import SCHEME, quantize_net
+
+
+def quantize_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write ``out``: the int8 dynamic-quantized version of the float stemsep ``checkpoint``."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    net, ckpt = load_network(checkpoint)
+    hparams = ckpt.get("hyper_parameters") or {}
+    if hparams.get("quantization"):
+        raise StemsepError(f"{checkpoint}: already quantized")
+    return save_checkpoint(out, quantize_net(net), hparams["net"], {"quantization": dict(SCHEME)})

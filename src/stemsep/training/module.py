@@ -1,0 +1,237 @@
+"""``SeparationModule``: the one LightningModule, wrapping any separation network.
+
+The network contract: an ``nn.Module`` with attributes ``sources: list[str]``,
+``samplerate: int``, ``audio_channels: int`` and ``forward(mix)`` mapping
+``(batch, channels, time)`` to ``(batch, sources, channels, time)``. The module owns the
+loss, the optimizer and LR schedule, validation nSDR and logging; it knows nothing about any
+specific architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from stemsep.contract import check_network, network_config
+from stemsep.errors import StemsepError
+from stemsep.evaluation.metrics import NSDR
+from stemsep.io.checkpoint import load_checkpoint
+from stemsep.io.weights import load_weights, net_state_dict
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+EVAL_OPTIONS = ["eval_segment", "eval_overlap", "test_metrics", "test_results_dir"]
+
+
+def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam, lr 3e-4, as demucs and the HT Demucs paper train."""
+    return torch.optim.Adam(params, lr=3e-4, betas=(0.9, 0.999))
+
+
+class SeparationModule(L.LightningModule):
+    """Trains and evaluates any separation network.
+
+    Args:
+        net: the separation network (see the module docstring for its contract).
+        loss: a criterion called as ``loss(estimate, reference)`` on one source at a time,
+            ``(batch, channels, time)`` each (e.g. ``torch.nn.L1Loss`` — the default — or
+            ``auraloss.freq.MultiResolutionSTFTLoss``).
+        optimizer: a callable building the optimizer from the parameters (LightningCLI:
+            ``optimizer: {class_path: torch.optim.AdamW, init_args: {lr: 3e-4}}``).
+        scheduler: optional callable building an LR scheduler, stepped every optimizer step.
+        source_weights: per-source loss weights (e.g. ``[0, 0, 0, 1]`` to fine-tune on vocals);
+            default equal weights.
+        init_from: a stemsep checkpoint whose network weights initialise ``net`` before
+            training (weights only: optimizer and step count start fresh; use ``--ckpt_path``
+            to resume a run).
+        eval_segment: segment (seconds) for chunked full-track validation/test separation;
+            default the network's own ``segment`` attribute, else the whole track.
+        eval_overlap: overlap between chunks in validation/test.
+        test_metrics: BSS-eval metrics computed per track by ``stemsep test`` (museval v4 mode).
+        test_results_dir: where ``stemsep test`` writes per-track JSON/CSV and the summary,
+            as ``stemsep score`` does (default ``<log dir>/test_results``).
+        max_nonfinite_steps: optimizer steps with a NaN/Inf loss or gradient are skipped and
+            counted (:class:`~stemsep.training.callbacks.nonfinite.NonFiniteGuard`); this many in a row write a
+            checkpoint and stop with an error. ``None`` disables the guard.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module | None = None,
+        optimizer: OptimizerFactory = default_optimizer,
+        scheduler: SchedulerFactory | None = None,
+        source_weights: Sequence[float] | None = None,
+        init_from: str | None = None,
+        eval_segment: float | None = None,
+        eval_overlap: float = 0.25,
+        test_metrics: Sequence[str] = ("sdr", "isr", "sir", "sar"),
+        test_results_dir: str | None = None,
+        max_nonfinite_steps: int | None = 10,
+    ):
+        super().__init__()
+        check_network(net)
+        # Evaluation settings are not stored: LightningCLI lets a checkpoint's hyperparameters
+        # override the command line, and `stemsep test --model.test_results_dir ...` must win.
+        if _config_hparams() is not None:  # built by LightningCLI: hparams are the plain config
+            self.save_hyperparameters(ignore=EVAL_OPTIONS)
+        else:  # built in Python: keep plain values, describe the network by class and init args
+            self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", *EVAL_OPTIONS])
+            self.hparams["net"] = network_config(net)
+        self.net = net
+        self.loss = loss if loss is not None else nn.L1Loss()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.sources = list(net.sources)
+        weights = [1.0] * len(self.sources) if source_weights is None else [float(w) for w in source_weights]
+        if len(weights) != len(self.sources) or sum(weights) <= 0:
+            raise StemsepError(f"source_weights {list(weights)} must give one non-negative weight per source "
+                               f"{self.sources}, not all zero")
+        self.register_buffer("source_weights", torch.tensor(weights) / sum(weights), persistent=False)
+        self.init_from = init_from
+        self.eval_segment = eval_segment
+        self.eval_overlap = eval_overlap
+        self.valid_nsdr = NSDR(len(self.sources))
+        self.test_nsdr = NSDR(len(self.sources))
+        self.test_metrics = tuple(test_metrics)
+        self.test_results_dir = test_results_dir
+        if max_nonfinite_steps is not None and max_nonfinite_steps < 1:
+            raise StemsepError(f"max_nonfinite_steps must be >= 1 or null, got {max_nonfinite_steps}")
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self._test_records: list[dict] = []
+
+    # ----------------------------------------------------------------- network
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        return self.net(mix)
+
+    def separate(self, mix: torch.Tensor) -> torch.Tensor:
+        """Full-track separation with chunked overlap-add (validation, test, predict)."""
+        from stemsep.inference.chunked import apply_model
+
+        return apply_model(self.net, mix, segment=self.eval_segment, overlap=self.eval_overlap)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.init_from and getattr(self.trainer, "ckpt_path", None) is None:
+            ckpt = load_checkpoint(self.init_from)
+            load_weights(self.net, net_state_dict(ckpt), origin=self.init_from)
+            rank_zero_info(f"stemsep: initialised network weights from {self.init_from}")
+
+    # ---------------------------------------------------------------- training
+    def source_losses(self, estimate: torch.Tensor, stems: torch.Tensor) -> torch.Tensor:
+        """Loss of each source, ``(sources,)``."""
+        return torch.stack([self.loss(estimate[:, i], stems[:, i]) for i in range(len(self.sources))])
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        mix, stems = batch[0], batch[1]
+        estimate = self.net(mix)
+        if estimate.shape != stems.shape:
+            raise StemsepError(f"network output {tuple(estimate.shape)} does not match the targets "
+                               f"{tuple(stems.shape)} (batch, sources, channels, time)")
+        losses = self.source_losses(estimate, stems)
+        loss = (losses * self.source_weights).sum()
+        batch_size = mix.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in zip(self.sources, losses.detach()):
+            self.log(f"train/loss_{name}", value, batch_size=batch_size)
+        return loss
+
+    # ------------------------------------------------------------- evaluation
+    def _evaluate(self, batch, metric: NSDR, prefix: str) -> torch.Tensor:
+        mix, stems = batch[0], batch[1]
+        estimate = self.separate(mix)
+        metric.update(estimate, stems)
+        self.log(f"{prefix}/loss", (self.source_losses(estimate, stems) * self.source_weights).sum(),
+                 batch_size=mix.shape[0], sync_dist=True)
+        return estimate
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.valid_nsdr, "valid")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        from stemsep.evaluation.results import evaluate_track
+
+        estimate = self._evaluate(batch, self.test_nsdr, "test")
+        names = batch[2] if len(batch) > 2 else [f"track{batch_idx:05d}"]
+        for name, est, ref in zip(names, estimate, batch[1]):
+            self._test_records.append(evaluate_track(str(name), self.sources, est.cpu(), ref.cpu(),
+                                                     int(self.net.samplerate), metrics=self.test_metrics))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_nsdr(self.valid_nsdr, "valid")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_nsdr(self.test_nsdr, "test")
+        records = gather_records(self._test_records, self.trainer.world_size)
+        self._test_records = []
+        # trainer.log_dir is a collective call under DDP: every rank asks, rank 0 writes.
+        out = Path(self.test_results_dir or Path(self.trainer.log_dir or self.trainer.default_root_dir)
+                   / "test_results")
+        if self.trainer.is_global_zero:
+            self._write_test_results(records, out)
+
+    def _write_test_results(self, records: list[dict], out: Path) -> None:
+        from stemsep.evaluation.results import format_summary, summarize, write_summary, write_track_record
+
+        for record in records:
+            write_track_record(out, record)
+        summary = summarize(records)
+        write_summary(out, summary)
+        self.print(format_summary(summary))
+        self.print(f"per-track results of {len(records)} track(s) in {out}")
+
+    def _log_nsdr(self, metric: NSDR, prefix: str) -> None:
+        values = metric.compute()
+        metric.reset()
+        for name, value in zip(self.sources, values):
+            self.log(f"{prefix}/nsdr_{name}", value)
+        self.log(f"{prefix}/nsdr", values.mean(), prog_bar=True)
+        if not self.trainer.sanity_checking:
+            table = "  ".join(f"{name} {value:.2f}" for name, value in zip(self.sources, values.tolist()))
+            self.print(f"{prefix} nSDR (dB) epoch {self.current_epoch}: {table}  mean {values.mean():.2f}")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        mix = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self.separate(mix)
+
+    # -------------------------------------------------------------- optimizers
+    def configure_callbacks(self):
+        """Guards of unattended runs: failing loggers warn (LoggerGuard), NaN/Inf steps are skipped."""
+        from stemsep.training.callbacks.logger_guard import LoggerGuard
+        from stemsep.training.callbacks.nonfinite import NonFiniteGuard
+
+        guards = [LoggerGuard()]
+        if self.max_nonfinite_steps is not None:
+            guards.append(NonFiniteGuard(self.max_nonfinite_steps))
+        return guards
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.net.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def gather_records(records: list[dict], world_size: int) -> list[dict]:
+    """All ranks' per-track records, one per track name (samplers may repeat tracks), sorted."""
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered: list[list[dict] | None] = [None] * world_size
+        torch.distributed.all_gather_object(gathered, records)
+        records = [record for part in gathered for record in (part or [])]
+    return sorted({record["name"]: record for record in records}.values(), key=lambda r: r["name"])
+
+
+def _config_hparams() -> dict | None:
+    """The plain config LightningCLI hands to ``save_hyperparameters``, if building from one."""
+    try:
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # pragma: no cover - Lightning internals moved
+        return None
+    return _given_hyperparameters.get()
