@@ -54,9 +54,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 # Class paths that older stemsep versions wrote into checkpoints and configs -> where they live now.
 RENAMED_CLASSES = {
-    "stemsep.inference.bag.BagOfModels": "stemsep.inference.bag.BagOfModels",
-    "stemsep.io.FromCheckpoint": "stemsep.io.FromCheckpoint",
-    "stemsep.io.FromCheckpoint": "stemsep.io.FromCheckpoint",
+    "stemsep.models.bag.BagOfModels": "stemsep.inference.bag.BagOfModels",
+    "stemsep.models.FromCheckpoint": "stemsep.io.FromCheckpoint",
+    "stemsep.models.from_checkpoint.FromCheckpoint": "stemsep.io.FromCheckpoint",
 }
 
 
