@@ -48,6 +48,7 @@ from fractions import Fraction
 import torch
 
 from stemsep import DEFAULT_SOURCES
+from stemsep.inference.cpu import optimize_for_cpu, restore_plain
 from stemsep.models import HDemucs, HTDemucs
 from stemsep.models.attention.backends import get_backend
 from stemsep.models.attention.fast_transformers import fast_transformers_available
@@ -120,6 +121,9 @@ def bench_models(args, device: torch.device) -> list[dict]:
         target = torch.randn(args.batch, len(DEFAULT_SOURCES), 2, length, device=device)
 
         for step_name, step in (("forward", _forward), ("train step", _train_step)):
+            # inference on CPU runs what `stemsep separate` runs (the load-time CPU rewrites);
+            # training runs the plain modules
+            (optimize_for_cpu if step_name == "forward" and device.type == "cpu" else restore_plain)(ours)
             times: dict[str, list[float]] = {"ours": [], "ref": []}
             run = functools.partial(step, mix=mix, target=target, device=device, dtype=args.dtype)
             for model in models.values():  # warm-up (allocator, cuDNN/oneDNN plans)

@@ -58,7 +58,7 @@ def main() -> int:
     from demucs.hdemucs import HDemucs as DemucsHDemucs
     from demucs.htdemucs import HTDemucs as DemucsHTDemucs
 
-    from stemsep.inference.chunked import apply_model
+    from stemsep.inference import apply_model, optimize_for_cpu
     from stemsep.models import HDemucs, HTDemucs
 
     theirs_cls, ours_cls = {"htdemucs": (DemucsHTDemucs, HTDemucs), "hdemucs": (DemucsHDemucs, HDemucs)}[args.model]
@@ -67,6 +67,8 @@ def main() -> int:
     ours = ours_cls(**CONFIGS[args.model]).eval()
     ours.load_state_dict(theirs.state_dict())
     ours.to(device)
+    if device.type == "cpu":  # what `stemsep separate` does after loading
+        optimize_for_cpu(ours)
     params = sum(p.numel() for p in ours.parameters()) / 1e6
     mix = torch.randn(1, 2, int(args.seconds * 44100), device=device) * 0.1
 

@@ -6,9 +6,7 @@ optionally a bidirectional LSTM and/or local attention, expands back with a GLU 
 the result scaled by a :class:`LayerScale` started at ``init``.
 Sub-module indices inside each ``nn.Sequential`` match Demucs so checkpoints load.
 
-In CPU inference on large float32 inputs (see :mod:`stemsep.models.cpu_fast`) each sub-block's tail -- 1x1
-expansion, one-group GroupNorm, GLU, LayerScale, residual add -- runs fused as
-:func:`expand_residual`; the modules are read for their parameters, not called.
+:func:`stemsep.inference.cpu.optimize_for_cpu` swaps in a CPU inference version (same weights).
 """
 
 from __future__ import annotations
@@ -19,10 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemsep.models.cpu_fast import channels_fastest, cpu_inference_path
 from stemsep.models.layerscale import LayerScale
-from stemsep.models.pointwise import PointwiseConv1d
-from stemsep.models.tapconv import TapConv1d
 
 
 class BLSTM(nn.Module):
@@ -137,7 +132,7 @@ class DConv(nn.Module):
         for d in range(self.depth):
             dilation = 2 ** d if dilate else 1
             mods: list[nn.Module] = [
-                TapConv1d(channels, hidden, kernel, dilation=dilation),
+                nn.Conv1d(channels, hidden, kernel, dilation=dilation, padding=dilation * (kernel // 2)),
                 norm_fn(hidden),
                 act(),
             ]
@@ -146,7 +141,7 @@ class DConv(nn.Module):
             if attn:
                 mods.append(LocalState(hidden, heads=heads, ndecay=ndecay))
             mods += [
-                PointwiseConv1d(hidden, 2 * channels),
+                nn.Conv1d(hidden, 2 * channels, 1),
                 norm_fn(2 * channels),
                 nn.GLU(1),
                 LayerScale(channels, init),
@@ -155,79 +150,5 @@ class DConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            if cpu_inference_path(x) and x.numel() >= FUSE_MIN_ELEMENTS and _foldable_tail(layer):
-                h = x
-                for module in layer[:-4]:
-                    h = module(h)
-                x = expand_residual(x, h, *layer[-4:])
-            else:
-                x = x + layer(x)
+            x = x + layer(x)
         return x
-
-
-# Below this many input elements (the deep layers) the fused tail's extra small ops cost more
-# than it saves.
-FUSE_MIN_ELEMENTS = 1 << 20
-
-
-def _foldable_tail(layer: nn.Sequential) -> bool:
-    """Whether ``layer`` ends in exactly the modules :func:`expand_residual` folds, none hooked."""
-    conv, norm, glu, scale = layer[-4:]
-    hooked = any(m._forward_hooks or m._forward_pre_hooks for m in (conv, norm, glu, scale))
-    return (not hooked and not nn.modules.module._global_forward_hooks
-            and not nn.modules.module._global_forward_pre_hooks
-            and type(conv) in (nn.Conv1d, PointwiseConv1d) and conv.kernel_size == (1,) and conv.groups == 1
-            and (type(norm) is nn.Identity or (type(norm) is nn.GroupNorm and norm.num_groups == 1))
-            and type(glu) is nn.GLU and glu.dim in (1, -2)
-            and type(scale) is LayerScale and not scale.channel_last)
-
-
-def expand_residual(x: torch.Tensor, h: torch.Tensor, conv: nn.Conv1d, norm: nn.Module, glu: nn.GLU,
-                    scale: LayerScale) -> torch.Tensor:
-    """``x + scale(glu(norm(conv(h))))`` for a 1x1 ``conv`` and ``GroupNorm(1, .)`` (or no) ``norm``,
-    as one matrix product with weights shared by all examples and one fused multiply-add.
-
-    With one group, the norm's statistics of ``z = W h + b`` over (channels, time) follow from
-    the first and second moments of the few hidden channels ``h``, taken in float64 (the
-    cancellation in E[z^2] - E[z]^2 is then harmless at audio scales). Normalising is
-    ``gamma * r * (W h + b - mean) + beta`` with one scalar ``r`` per example: ``r`` scales
-    ``h``, and the bias terms ride along as three extra input channels (``r``, ``-mean * r``, 1)
-    against the columns ``gamma * b``, ``gamma``, ``beta``; the LayerScale scales the GLU's
-    value rows. ``z`` is never normalised in a separate pass. Same values as the unfused
-    modules up to float rounding; differentiable. ``glu`` is the GLU being folded (its split
-    is the one done here).
-    """
-    n, k, t = h.shape
-    weight = conv.weight[:, :, 0]  # (2C, K)
-    bias = conv.bias if conv.bias is not None else weight.new_zeros(weight.shape[0])
-    channels = weight.shape[0] // 2
-    if isinstance(norm, nn.GroupNorm):
-        if norm.num_groups != 1:
-            raise ValueError("expand_residual handles GroupNorm with one group only")
-        h64, w64, b64 = h.double(), weight.double(), bias.double()
-        mean_h = h64.mean(-1)  # (N, K)
-        second = torch.bmm(h64, h64.transpose(1, 2)) / t  # (N, K, K)
-        mean = mean_h @ w64.mean(0) + b64.mean()  # (N,)
-        square = ((second * (w64.T @ w64)).sum((1, 2)) + 2 * mean_h @ (w64.T @ b64) + b64 @ b64) / weight.shape[0]
-        inv = torch.rsqrt(square - mean * mean + norm.eps)  # (N,)
-        gamma = norm.weight if norm.affine else torch.ones_like(bias)
-        beta = norm.bias if norm.affine else torch.zeros_like(bias)
-        columns = [gamma[:, None] * weight, (gamma * bias)[:, None], gamma[:, None], beta[:, None]]
-        extra = torch.stack([inv, -mean * inv, torch.ones_like(inv)], 1).to(h.dtype)  # (N, 3)
-        h_scale = inv.to(h.dtype)[:, None, None]
-    elif isinstance(norm, nn.Identity):
-        columns = [weight, bias[:, None]]
-        extra = h.new_ones(n, 1)
-        h_scale = None
-    else:
-        raise ValueError(f"expand_residual cannot fold {type(norm).__name__}")
-    rows = torch.cat([scale.scale, scale.scale.new_ones(channels)])[:, None]
-    w_all = torch.cat(columns, 1) * rows  # (2C, K + extra)
-    hs = h if h_scale is None else h * h_scale
-    if channels_fastest(x):  # channels-last views (frequency branch): time-major product
-        inputs = torch.cat([hs.transpose(1, 2), extra[:, None].expand(-1, t, -1)], 2)  # (N, T, K + extra)
-        y = torch.matmul(inputs, w_all.T).transpose(1, 2)  # (N, 2C, T), channels fastest like x
-    else:
-        inputs = torch.cat([hs, extra[:, :, None].expand(-1, -1, t)], 1)  # (N, K + extra, T)
-        y = torch.matmul(w_all, inputs)
-    return torch.addcmul(x, y[:, :channels], torch.sigmoid(y[:, channels:]))

@@ -16,7 +16,7 @@ from torch import nn
 
 from stemsep.errors import StemsepError
 from stemsep.models import spectral
-from stemsep.models.layers import DecoderLayer, EncoderLayer, ScaledEmbedding, cpu_channels_last
+from stemsep.models.layers import DecoderLayer, EncoderLayer, ScaledEmbedding
 
 Bottleneck = Callable[[torch.Tensor, "torch.Tensor | None"], "tuple[torch.Tensor | None, torch.Tensor | None]"]
 
@@ -135,7 +135,7 @@ class HybridBase(nn.Module):
         batch, _, n_freqs, n_frames = x.shape
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         std = x.std(dim=(1, 2, 3), keepdim=True)
-        x = cpu_channels_last((x - mean) / (1e-5 + std))
+        x = (x - mean) / (1e-5 + std)
         xt = None
         if self.hybrid:
             meant = mix.mean(dim=(1, 2), keepdim=True)

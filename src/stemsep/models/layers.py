@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemsep.models.cpu_fast import cpu_fast_path
 from stemsep.models.dconv import DConv
 
 
@@ -60,6 +59,22 @@ class ScaledEmbedding(nn.Module):
         return self.embedding(idx) * self.scale
 
 
+def same_layout(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """The layers' ``layout``: ``x`` as it is. The memory layout in which a layer hands ``x`` to
+    its convolution (of ``weight``) changes speed, never values; an inference rewrite
+    (:func:`stemsep.inference.cpu.optimize_for_cpu`) chooses another one."""
+    return x
+
+
+def _glu(x: torch.Tensor) -> torch.Tensor:
+    """GLU over channels. ``F.glu``'s backward is ~4x slower on channels-last tensors than
+    ``a * sigmoid(b)``'s (same values), so that form is used when gradients are tracked."""
+    if x.dim() == 4 and x.requires_grad:
+        a, b = x.chunk(2, dim=1)
+        return a * torch.sigmoid(b)
+    return F.glu(x, dim=1)
+
+
 def _norm(enabled: bool, groups: int, channels: int) -> nn.Module:
     return nn.GroupNorm(groups, channels) if enabled else nn.Identity()
 
@@ -71,6 +86,8 @@ class EncoderLayer(nn.Module):
     is injected into the frequency branch where both branches merge. ``pad`` pads by
     ``kernel_size // 4`` so the output length is exactly ``input / stride``.
     """
+
+    layout = staticmethod(same_layout)
 
     def __init__(self, chin: int, chout: int, kernel_size: int = 8, stride: int = 4, norm_groups: int = 1,
                  empty: bool = False, freq: bool = True, dconv: bool = True, norm: bool = True,
@@ -104,7 +121,7 @@ class EncoderLayer(nn.Module):
             rest = x.shape[-1] % self.stride
             if rest:
                 x = F.pad(x, (0, self.stride - rest))
-        y = self.conv(cpu_channels_last(x, self.conv.weight) if self.freq else x)
+        y = self.conv(self.layout(x, self.conv.weight) if self.freq else x)
         if self.empty:
             return y
         if inject is not None:
@@ -115,46 +132,19 @@ class EncoderLayer(nn.Module):
             y = y + inject
         y = F.gelu(self.norm1(y))
         if self.dconv is not None:
-            y = _dconv_any(self.dconv, y)
+            y = _dconv_any(self.dconv, y, self.layout)
         if self.rewrite is not None:
             y = _glu(self.norm2(self.rewrite(y)))
         return y
 
 
-def _dconv_any(dconv: nn.Module, y: torch.Tensor) -> torch.Tensor:
+def _dconv_any(dconv: nn.Module, y: torch.Tensor, layout) -> torch.Tensor:
     """Apply a 1D DConv over time to ``(B, C, T)`` or, per frequency bin, to ``(B, C, F, T)``."""
     if y.dim() == 3:
         return dconv(y)
     b, c, f, t = y.shape
     flat = y.permute(0, 2, 1, 3).reshape(b * f, c, t)
-    return cpu_channels_last(dconv(flat).view(b, f, c, t).permute(0, 2, 1, 3))
-
-
-def _glu(x: torch.Tensor) -> torch.Tensor:
-    """GLU over channels. ``F.glu``'s backward is ~4x slower on channels-last tensors than
-    ``a * sigmoid(b)``'s (same values), so that form is used when gradients are tracked."""
-    if x.dim() == 4 and x.requires_grad:
-        a, b = x.chunk(2, dim=1)
-        return a * torch.sigmoid(b)
-    return F.glu(x, dim=1)
-
-
-def cpu_channels_last(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """The memory layout a 4D CPU input of a conv with ``weight`` runs fastest in (3D, GPU,
-    autocast and export: ``x`` unchanged).
-
-    oneDNN's 2D convolutions and transposed convolutions over (frequency, time) run about
-    1.3-3x faster on CPU channels-last than in the default layout; values are unchanged.
-    Where the convolution's ``weight`` is larger than the input (the deepest layers: few
-    positions, many channels), oneDNN would reorder that weight on every call, forward and
-    backward, so such inputs get (or go back to) the default layout. Without ``weight`` (the
-    encoder's 1x1 rewrite, whose weight is small next to its input): channels-last.
-    """
-    if x.dim() != 4 or not cpu_fast_path(x):
-        return x
-    if weight is not None and weight.numel() > x.numel():
-        return x.contiguous()
-    return x.contiguous(memory_format=torch.channels_last)
+    return layout(dconv(flat).view(b, f, c, t).permute(0, 2, 1, 3))
 
 
 class DecoderLayer(nn.Module):
@@ -164,6 +154,8 @@ class DecoderLayer(nn.Module):
     feeds the time branch where the two branches split again. ``empty`` layers only hold
     the transposed conv. The last layer (``last``) has no final GELU.
     """
+
+    layout = staticmethod(same_layout)
 
     def __init__(self, chin: int, chout: int, last: bool = False, kernel_size: int = 8, stride: int = 4,
                  norm_groups: int = 1, empty: bool = False, freq: bool = True, dconv: bool = True,
@@ -209,14 +201,14 @@ class DecoderLayer(nn.Module):
                 if self.freq and x.dim() == 3:
                     x = x.view(x.shape[0], self.chin, -1, x.shape[-1])
                 x = x + skip
-            y = cpu_channels_last(x, None if self.rewrite is None else self.rewrite.weight)
+            y = self.layout(x, None if self.rewrite is None else self.rewrite.weight)
             if self.rewrite is not None:
                 y = _glu(self.norm1(self.rewrite(y)))
             if self.dconv is not None:
-                y = _dconv_any(self.dconv, y)
+                y = _dconv_any(self.dconv, y, self.layout)
         if self.freq and y.dim() == 3:
             y = y.view(y.shape[0], self.chin, -1, y.shape[-1])
-        z = self.norm2(self.conv_tr(cpu_channels_last(y, self.conv_tr.weight)))
+        z = self.norm2(self.conv_tr(self.layout(y, self.conv_tr.weight)))
         if self.freq:
             if self.pad:
                 z = z[..., self.pad:-self.pad, :]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stemsep.models.cpu_fast import channels_fastest, cpu_inference_path
+from stemsep.inference.cpu.predicates import channels_fastest, cpu_inference_path
 
 
 class TapConv1d(nn.Conv1d):
@@ -25,6 +25,14 @@ class TapConv1d(nn.Conv1d):
             raise ValueError("TapConv1d kernel must be odd")
         super().__init__(in_channels, out_channels, kernel_size, dilation=dilation,
                          padding=dilation * (kernel_size // 2), bias=bias)
+
+    @staticmethod
+    def takes(conv: nn.Conv1d) -> bool:
+        """Whether ``conv`` is a "same" dilated convolution this class computes (odd kernel,
+        stride 1, one group, zero padding of ``dilation * (kernel // 2)``)."""
+        kernel, dilation = conv.kernel_size[0], conv.dilation[0]
+        return (kernel % 2 == 1 and conv.stride == (1,) and conv.groups == 1 and conv.padding_mode == "zeros"
+                and conv.padding == (dilation * (kernel // 2),))
 
     def _by_taps(self, x: torch.Tensor) -> bool:
         # one contiguous sequence (the time branch at batch 1): oneDNN is as fast

@@ -12,17 +12,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stemsep.models.cpu_fast import cpu_fast_path
+from stemsep.inference.cpu.predicates import cpu_inference_path
 
 
 class PointwiseConv1d(nn.Conv1d):
-    """``nn.Conv1d(in_channels, out_channels, 1)``, as a batched matrix product for CPU batches > 1."""
+    """``nn.Conv1d(in_channels, out_channels, 1)``, as a batched matrix product in CPU inference on batches > 1."""
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True):
         super().__init__(in_channels, out_channels, 1, bias=bias)
 
+    @staticmethod
+    def takes(conv: nn.Conv1d) -> bool:
+        """Whether ``conv`` is a plain 1x1 convolution (stride 1, no padding, one group)."""
+        return (conv.kernel_size == (1,) and conv.stride == (1,) and conv.padding == (0,)
+                and conv.dilation == (1,) and conv.groups == 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 3 or not cpu_fast_path(x) or x.shape[0] == 1:  # one long sequence: oneDNN is as fast
+        if x.dim() != 3 or not cpu_inference_path(x) or x.shape[0] == 1:  # one long sequence: oneDNN is as fast
             return super().forward(x)
         n, _, length = x.shape
         weight = self.weight[:, :, 0].expand(n, -1, -1)

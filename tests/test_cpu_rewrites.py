@@ -1,5 +1,6 @@
-"""The CPU inference rewrites of DConv pieces give the plain modules' values, and stay out of
-the way where they must (training, float64, autocast, tracing, hooks, other modules)."""
+"""The CPU inference rewrites (:func:`stemsep.inference.cpu.optimize_for_cpu`) give the plain
+modules' values, keep the state_dict, and stay out of the way where they must (training, float64,
+autocast, tracing, modules they do not fold)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-import stemsep.models.dconv as dconv_module
-from stemsep.models.dconv import DConv, expand_residual
+import stemsep.inference.cpu.dconv as dconv_module
+from stemsep.inference.cpu import optimize_for_cpu, restore_plain
+from stemsep.inference.cpu.dconv import FusedDConv, expand_residual
+from stemsep.inference.cpu.layers import CpuDecoderLayer, CpuEncoderLayer
+from stemsep.inference.cpu.pointwise import PointwiseConv1d
+from stemsep.inference.cpu.tapconv import TapConv1d
+from stemsep.models import HDemucs, HTDemucs
+from stemsep.models.dconv import DConv
+from stemsep.models.layers import DecoderLayer, EncoderLayer
 from stemsep.models.layerscale import LayerScale
-from stemsep.models.tapconv import TapConv1d
 
 
 def _layouts(n: int, c: int, t: int) -> list[torch.Tensor]:
@@ -60,7 +67,8 @@ def test_fast_paths_stay_off_in_training_float64_autocast_and_tracing(fused_call
         assert not tap._by_taps(x.double())
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not tap._by_taps(x)
-    dconv = DConv(32, compress=4).eval()
+    dconv = optimize_for_cpu(DConv(32, compress=4).eval())
+    assert isinstance(dconv, FusedDConv)
     dconv(torch.randn(3, 32, 20))
     assert not fused_calls
     with torch.no_grad():
@@ -77,7 +85,7 @@ def test_fast_paths_stay_off_in_training_float64_autocast_and_tracing(fused_call
 @pytest.mark.parametrize("extras", [{}, {"lstm": True, "attn": True}])
 def test_dconv_fused_tail_matches_modules(norm, extras, fused_calls):
     torch.manual_seed(0)
-    dconv = DConv(32, compress=4, init=0.5, norm=norm, **extras)
+    dconv = optimize_for_cpu(DConv(32, compress=4, init=0.5, norm=norm, **extras))
     for layer in dconv.layers:  # make the norm's affine map and the scale matter
         for module in layer:
             if isinstance(module, nn.GroupNorm):
@@ -106,22 +114,53 @@ def test_dconv_fused_tail_matches_modules(norm, extras, fused_calls):
 
 
 @torch.no_grad()
-def test_fused_tail_yields_to_hooks_and_other_modules(fused_calls):
+def test_tails_it_cannot_fold_keep_the_plain_dconv(fused_calls):
     torch.manual_seed(0)
     dconv = DConv(32, compress=4, init=0.5)
-    x = torch.randn(3, 32, 20)
-    dconv(x)
-    assert len(fused_calls) == 2
-    seen = []
-    handle = dconv.layers[-1][-4].register_forward_hook(lambda *_: seen.append(1))
-    fused_calls.clear()
-    dconv(x)
-    assert seen and len(fused_calls) == 1  # the hooked sub-block ran its modules
-    handle.remove()
     dconv.layers[-1][-2] = nn.Sequential(nn.GLU(1))  # not a module expand_residual folds
-    fused_calls.clear()
-    torch.testing.assert_close(dconv(x), _plain(dconv, x))
-    assert len(fused_calls) == 1
+    x = torch.randn(3, 32, 20)
+    want = _plain(dconv, x)
+    optimize_for_cpu(dconv)
+    assert type(dconv) is DConv and type(dconv.layers[0][0]) is TapConv1d
+    torch.testing.assert_close(dconv(x), want, atol=1e-5, rtol=1e-5)
+    assert not fused_calls
+
+
+@pytest.mark.parametrize("cls,config", [(HTDemucs, dict(channels=8, depth=3, t_layers=1, segment=1)),
+                                        (HDemucs, dict(channels=8, depth=3))])
+def test_optimize_for_cpu_swaps_modules_keeps_weights_and_values(cls, config):
+    torch.manual_seed(0)
+    net = cls(sources=["a", "b"], **config).eval()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    mix = torch.randn(2, 2, 44100)
+    with torch.no_grad():
+        plain = net(mix)
+    assert optimize_for_cpu(net) is net
+    kinds = {type(m) for m in net.modules()}
+    assert {CpuEncoderLayer, CpuDecoderLayer, FusedDConv, TapConv1d, PointwiseConv1d} <= kinds
+    assert not {EncoderLayer, DecoderLayer, DConv} & kinds
+    assert net.state_dict().keys() == state.keys()
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+    with torch.no_grad():
+        torch.testing.assert_close(net(mix), plain, atol=1e-4, rtol=1e-4)
+    # with autograd recording the rewritten modules compute the plain way (up to layout rounding)
+    net(mix).square().mean().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    restore_plain(net)
+    kinds = {type(m) for m in net.modules()}
+    assert not {CpuEncoderLayer, CpuDecoderLayer, FusedDConv, TapConv1d, PointwiseConv1d} & kinds
+    with torch.no_grad():
+        torch.testing.assert_close(net(mix), plain, atol=0, rtol=0)
+    net(mix).square().mean().backward()
+    for got, p in zip(grads, net.parameters(), strict=True):
+        torch.testing.assert_close(got, p.grad, atol=1e-5, rtol=1e-3)
+
+
+def test_networks_without_these_modules_are_left_alone():
+    net = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.Conv1d(4, 8, 1))
+    before = [type(m) for m in net.modules()]
+    assert [type(m) for m in optimize_for_cpu(net).modules()] == before
 
 
 def test_expand_residual_rejects_other_norms():
