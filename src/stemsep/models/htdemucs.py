@@ -67,10 +67,6 @@ class HTDemucs(HybridBase):
         self.hybrid = True
         self.hybrid_old = False
         resolve_backend(attention)
-        self._init_common(cac=cac, wiener_iters=wiener_iters, end_iters=end_iters, multi_freqs=multi_freqs,
-                          wiener_residual=wiener_residual, audio_channels=audio_channels, sources=sources,
-                          kernel_size=kernel_size, context=context, stride=stride, depth=depth,
-                          channels=channels, samplerate=samplerate, segment=segment, nfft=nfft)
         self.bottom_channels = bottom_channels
         self.use_train_segment = use_train_segment
         self.attention = attention
@@ -78,12 +74,7 @@ class HTDemucs(HybridBase):
         def dconv_kw(index: int) -> dict:
             return dict(depth=dconv_depth, compress=dconv_comp, init=dconv_init, gelu=True)
 
-        self._build_unet(audio_channels=audio_channels, n_sources=len(self.sources), channels=channels,
-                         channels_time=channels_time, growth=growth, nfft=nfft, cac=cac, depth=depth,
-                         rewrite=rewrite, hybrid=True, freq_emb=freq_emb, emb_scale=emb_scale,
-                         emb_smooth=emb_smooth, kernel_size=kernel_size, time_stride=time_stride,
-                         stride=stride, context=context, context_enc=context_enc, norm_starts=norm_starts,
-                         norm_groups=norm_groups, dconv_mode=dconv_mode, dconv_kw=dconv_kw)
+        self._init_hybrid(locals())
         if rescale:  # before the transformer exists: its layers keep their default init
             rescale_convs(self, reference=rescale)
 

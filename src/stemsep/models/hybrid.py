@@ -9,7 +9,9 @@ a cross-domain transformer between encoder and decoder instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,6 +28,13 @@ class HybridBase(nn.Module):
 
     hybrid: bool = True
     hybrid_old: bool = False
+
+    def _init_hybrid(self, args: Mapping[str, Any]) -> None:
+        """:meth:`_init_common`, then :meth:`_build_unet`, each given its keyword parameters by
+        name from ``args``: the subclass constructor's ``locals()`` (its own arguments and its
+        ``dconv_kw``), so the settings both architectures share are listed here, once."""
+        for method in (self._init_common, self._build_unet):
+            method(**{name: args[name] for name in inspect.signature(method).parameters})
 
     def _init_common(self, *, cac: bool, wiener_iters: int, end_iters: int, multi_freqs, wiener_residual: bool,
                      audio_channels: int, sources, kernel_size: int, context: int, stride: int, depth: int,
@@ -47,18 +56,20 @@ class HybridBase(nn.Module):
         if not cac and wiener_iters >= 0:
             raise StemsepError("cac=False needs wiener_iters=-1 (masking); Wiener filtering is not supported")
 
-    def _build_unet(self, *, audio_channels: int, n_sources: int, channels: int, channels_time: int | None,
-                    growth: float, nfft: int, cac: bool, depth: int, rewrite: bool, hybrid: bool,
-                    freq_emb: float, emb_scale: float, emb_smooth: bool, kernel_size: int, time_stride: int,
-                    stride: int, context: int, context_enc: int, norm_starts: int, norm_groups: int,
-                    dconv_mode: int, dconv_kw: Callable[[int], dict]) -> None:
+    def _build_unet(self, *, audio_channels: int, channels: int, channels_time: int | None, growth: float,
+                    nfft: int, cac: bool, depth: int, rewrite: bool, freq_emb: float, emb_scale: float,
+                    emb_smooth: bool, kernel_size: int, time_stride: int, stride: int, context: int,
+                    context_enc: int, norm_starts: int, norm_groups: int, dconv_mode: int,
+                    dconv_kw: Callable[[int], dict]) -> None:
         """Create ``encoder``, ``decoder``, ``tencoder``, ``tdecoder`` and ``freq_emb``.
 
         Frequency layers stride over the ``nfft // 2`` bins until at most ``kernel_size``
         remain; that last one convolves the remaining bins away (no padding) and, in a
         hybrid model, is where the time branch is injected. Deeper layers are 1D over time
-        with ``time_stride``.
+        with ``time_stride``. The time branch exists when ``self.hybrid``; the output layers
+        have one group of ``audio_channels`` per source in ``self.sources``.
         """
+        hybrid, n_sources = self.hybrid, len(self.sources)
         self.encoder = nn.ModuleList()
         self.decoder = nn.ModuleList()
         if hybrid:

@@ -79,7 +79,29 @@ def _norm(enabled: bool, groups: int, channels: int) -> nn.Module:
     return nn.GroupNorm(groups, channels) if enabled else nn.Identity()
 
 
-class EncoderLayer(nn.Module):
+class _HybridLayer(nn.Module):
+    """What encoder and decoder layers share: the branch (``freq``: 2D over frequency, else 1D
+    over time), the strided conv's ``kernel_size``, ``stride`` and ``pad`` (``kernel_size // 4``
+    when padding), ``empty`` and whether the layer normalizes (``norm``)."""
+
+    def __init__(self, kernel_size: int, stride: int, empty: bool, freq: bool, norm: bool, pad: bool):
+        super().__init__()
+        self.freq = freq
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.empty = empty
+        self.norm = norm
+        self.pad = kernel_size // 4 if pad else 0
+
+    def _strided_conv(self, conv2d: type[nn.Module], conv1d: type[nn.Module], chin: int, chout: int,
+                      padding: int) -> nn.Module:
+        """The layer's strided (or transposed) conv: kernel ``(kernel_size, 1)`` over frequency, or 1D."""
+        if self.freq:
+            return conv2d(chin, chout, (self.kernel_size, 1), (self.stride, 1), (padding, 0))
+        return conv1d(chin, chout, self.kernel_size, self.stride, padding)
+
+
+class EncoderLayer(_HybridLayer):
     """Strided conv -> (inject) -> norm -> GELU -> DConv -> 1x1 "rewrite" conv with GLU.
 
     ``empty`` keeps only the strided conv: it is the last time-branch layer, whose output
@@ -92,18 +114,8 @@ class EncoderLayer(nn.Module):
     def __init__(self, chin: int, chout: int, kernel_size: int = 8, stride: int = 4, norm_groups: int = 1,
                  empty: bool = False, freq: bool = True, dconv: bool = True, norm: bool = True,
                  context: int = 0, dconv_kw: dict | None = None, pad: bool = True, rewrite: bool = True):
-        super().__init__()
-        pad_size = kernel_size // 4 if pad else 0
-        self.freq = freq
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.empty = empty
-        self.norm = norm
-        self.pad = pad_size
-        if freq:
-            self.conv = nn.Conv2d(chin, chout, (kernel_size, 1), (stride, 1), (pad_size, 0))
-        else:
-            self.conv = nn.Conv1d(chin, chout, kernel_size, stride, pad_size)
+        super().__init__(kernel_size, stride, empty, freq, norm, pad)
+        self.conv = self._strided_conv(nn.Conv2d, nn.Conv1d, chin, chout, self.pad)
         if empty:
             return
         conv_cls = nn.Conv2d if freq else nn.Conv1d
@@ -147,7 +159,7 @@ def _dconv_any(dconv: nn.Module, y: torch.Tensor, layout) -> torch.Tensor:
     return layout(dconv(flat).view(b, f, c, t).permute(0, 2, 1, 3))
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(_HybridLayer):
     """(+ skip) -> rewrite conv with GLU -> DConv -> transposed strided conv -> norm -> GELU.
 
     Returns the output and the tensor just before the transposed conv; the latter is what
@@ -161,20 +173,11 @@ class DecoderLayer(nn.Module):
                  norm_groups: int = 1, empty: bool = False, freq: bool = True, dconv: bool = True,
                  norm: bool = True, context: int = 1, dconv_kw: dict | None = None, pad: bool = True,
                  context_freq: bool = True, rewrite: bool = True):
-        super().__init__()
-        self.pad = kernel_size // 4 if pad else 0
+        super().__init__(kernel_size, stride, empty, freq, norm, pad)
         self.last = last
-        self.freq = freq
         self.chin = chin
-        self.empty = empty
-        self.stride = stride
-        self.kernel_size = kernel_size
-        self.norm = norm
         self.context_freq = context_freq
-        if freq:
-            self.conv_tr = nn.ConvTranspose2d(chin, chout, (kernel_size, 1), (stride, 1))
-        else:
-            self.conv_tr = nn.ConvTranspose1d(chin, chout, kernel_size, stride)
+        self.conv_tr = self._strided_conv(nn.ConvTranspose2d, nn.ConvTranspose1d, chin, chout, 0)
         self.norm2 = _norm(norm, norm_groups, chout)
         if empty:
             return

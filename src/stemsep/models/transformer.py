@@ -48,10 +48,18 @@ def _norm(group_norm: int, dim: int, eps: float) -> nn.Module:
 
 
 class _Layer(nn.Module):
-    """Pieces common to the self- and cross-attention layers: feed-forward, scales, out norm."""
+    """What the self- and cross-attention layers share: feed-forward, scales, out norm, and their
+    attention (named ``attn_name``) and pre/post norms ``norm1`` .. ``norm<norms>``, which each
+    subclass sets as class attributes. ``sparse`` gives the attention Demucs' separate q/k/v/proj
+    parameter layout; ``attention`` names its kernel."""
 
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, activation,
-                 norm_first: bool, norm_out: bool, layer_scale: bool, init_values: float):
+    attn_name: str
+    norms: int
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 activation=F.relu, group_norm: int = 0, norm_first: bool = False, norm_out: bool = False,
+                 layer_norm_eps: float = 1e-5, layer_scale: bool = False, init_values: float = 1e-4,
+                 sparse: bool = False, attention: str = "dense"):
         super().__init__()
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
@@ -63,6 +71,10 @@ class _Layer(nn.Module):
         self.norm_out = SequenceGroupNorm(int(norm_out), d_model) if (norm_first and norm_out) else None
         self.gamma_1 = LayerScale(d_model, init_values, True) if layer_scale else nn.Identity()
         self.gamma_2 = LayerScale(d_model, init_values, True) if layer_scale else nn.Identity()
+        setattr(self, self.attn_name,
+                BackendAttention(d_model, nhead, dropout, separate_proj=sparse, attention=attention))
+        for index in range(1, self.norms + 1):
+            setattr(self, f"norm{index}", _norm(group_norm, d_model, layer_norm_eps))
 
     def _ff_block(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
@@ -71,15 +83,8 @@ class _Layer(nn.Module):
 class SelfAttentionLayer(_Layer):
     """Pre-norm (or post-norm) transformer encoder layer on a ``(B, T, C)`` sequence."""
 
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 activation=F.relu, group_norm: int = 0, norm_first: bool = False, norm_out: bool = False,
-                 layer_norm_eps: float = 1e-5, layer_scale: bool = False, init_values: float = 1e-4,
-                 sparse: bool = False, attention: str = "dense"):
-        super().__init__(d_model, nhead, dim_feedforward, dropout, activation, norm_first, norm_out,
-                         layer_scale, init_values)
-        self.self_attn = BackendAttention(d_model, nhead, dropout, separate_proj=sparse, attention=attention)
-        self.norm1 = _norm(group_norm, d_model, layer_norm_eps)
-        self.norm2 = _norm(group_norm, d_model, layer_norm_eps)
+    attn_name = "self_attn"
+    norms = 2
 
     def _sa_block(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout1(self.self_attn(x, x))
@@ -98,16 +103,8 @@ class SelfAttentionLayer(_Layer):
 class CrossAttentionLayer(_Layer):
     """Layer where the ``q`` sequence attends to the other branch's sequence ``k``."""
 
-    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
-                 activation=F.relu, group_norm: int = 0, norm_first: bool = False, norm_out: bool = False,
-                 layer_norm_eps: float = 1e-5, layer_scale: bool = False, init_values: float = 1e-4,
-                 sparse: bool = False, attention: str = "dense"):
-        super().__init__(d_model, nhead, dim_feedforward, dropout, activation, norm_first, norm_out,
-                         layer_scale, init_values)
-        self.cross_attn = BackendAttention(d_model, nhead, dropout, separate_proj=sparse, attention=attention)
-        self.norm1 = _norm(group_norm, d_model, layer_norm_eps)
-        self.norm2 = _norm(group_norm, d_model, layer_norm_eps)
-        self.norm3 = _norm(group_norm, d_model, layer_norm_eps)
+    attn_name = "cross_attn"
+    norms = 3
 
     def _ca_block(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return self.dropout1(self.cross_attn(q, k))
