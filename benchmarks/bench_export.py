@@ -49,10 +49,10 @@ def _songs(count: int, seconds: float, samplerate: int, sources: list[str]) -> l
 def _separate(net, songs, batch_size: int) -> tuple[list[torch.Tensor], float]:
     from stemsep.inference.separate import separate_mixes
 
-    args = argparse.Namespace(segment=None, overlap=0.25, shifts=0, batch_size=batch_size)
     start = time.perf_counter()
     with torch.no_grad():
-        outs = separate_mixes(net, [mix.clone() for mix, _ in songs], args)
+        outs = separate_mixes(net, [mix.clone() for mix, _ in songs], segment=None, overlap=0.25, shifts=0,
+                              batch_size=batch_size)
     return outs, time.perf_counter() - start
 
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
-from stemsep.data import shard as shard_cli
+from stemsep.data.shard import shard_dataset
 from stemsep.io.files import TEMP_MARK
 
 
 def shard_corpus(root: Path, out: Path, *, layout: str = "musdb", splits=("train", "test"),
                  max_size: str = "1MB", sources=None, valid_songs=None) -> Path:
-    args = argparse.Namespace(layout=layout, root=str(root), out=str(out), sources=sources, split=list(splits),
-                              valid_songs=valid_songs, max_shard_size=max_size, workers=1)
-    shard_cli.run(args)
+    shard_dataset(root, out, layout=layout, sources=sources, splits=list(splits), valid_songs=valid_songs,
+                  max_shard_size=max_size)
     return out
 
 

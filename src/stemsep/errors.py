@@ -36,3 +36,7 @@ class BadCheckpointError(StemsepError):
 
 class BadDataError(StemsepError):
     """A dataset, shard or manifest that is missing or inconsistent."""
+
+
+class BadArgumentError(StemsepError, ValueError):
+    """An option or function argument outside its range (also a ``ValueError`` for library callers)."""

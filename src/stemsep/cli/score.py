@@ -1,5 +1,38 @@
-"""TEMPORARY delegation (being converted to a typed library call)."""
+"""``stemsep score``: BSS-eval any system's separated stems against references (museval-compatible).
 
-from stemsep.evaluation.score import add_arguments, run  # noqa: F401
+    stemsep score --references musdb18hq/test --estimates separated/ -o scores/
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stemsep.evaluation.bss_eval import METRICS
+from stemsep.evaluation.score import score
 
 HELP = "Score estimated stems against references (museval-compatible)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--references", required=True, type=Path, help="root of the reference stems")
+    parser.add_argument("--estimates", required=True, type=Path, help="root of the estimated stems")
+    parser.add_argument("--layout", choices=["musdb"], default="musdb", help="directory layout (default: musdb)")
+    parser.add_argument("--sources", nargs="+", help="sources to score (default: those of the references)")
+    parser.add_argument("-o", "--out", type=Path, help="directory for per-track and summary files")
+    parser.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS),
+                        help="metrics to compute (SDR alone is much cheaper)")
+    parser.add_argument("--window", type=float, default=1.0, help="frame length in seconds (default 1)")
+    parser.add_argument("--hop", type=float, default=1.0, help="frame hop in seconds (default 1)")
+    parser.add_argument("--partial", action="store_true",
+                        help="score the reference tracks that have estimates, instead of requiring all")
+    parser.add_argument("--allow-silent", action="store_true",
+                        help="accept all-zero stems (their frames score NaN) instead of refusing them")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = score(args.references, args.estimates, sources=args.sources, out=args.out, metrics=args.metrics,
+                    window=args.window, hop=args.hop, partial=args.partial, allow_silent=args.allow_silent,
+                    layout=args.layout)
+    print(summary.table())
+    return 0

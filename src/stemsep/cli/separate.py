@@ -1,5 +1,47 @@
-"""TEMPORARY delegation (being converted to a typed library call)."""
+"""``stemsep separate``: split audio files into stems with one or several trained models.
 
-from stemsep.inference.separate import add_arguments, run  # noqa: F401
+    stemsep separate song.wav other.flac --model htdemucs.ckpt -o separated/
+    stemsep separate musdb/test --model a.ckpt --model b.ckpt --weights 1,0,1,1 0,1,0,0 -o out/
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stemsep.cli.common import weight_rows
+from stemsep.inference.separate import BACKENDS, BITS, FORMATS, separate_files
 
 HELP = "Separate audio files into stems with trained models."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, help="audio files, or folders searched for them")
+    parser.add_argument("--model", action="append", required=True, type=Path, metavar="CKPT",
+                        help="stemsep checkpoint; repeat for a bag of models")
+    parser.add_argument("--weights", nargs="+", type=weight_rows, metavar="W,W,...",
+                        help="per-source weights of each model (one comma-separated list per --model)")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--shifts", type=int, default=1, help="random-shift averaging passes (default 1)")
+    parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction (default 0.25)")
+    parser.add_argument("--segment", type=float, help="chunk length in seconds (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="chunks per network call (default: 1 on CPU, where batching does not pay, 8 on GPU)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
+    parser.add_argument("--format", choices=FORMATS, default="wav", help="output format")
+    parser.add_argument("--bits", type=int, choices=BITS, default=24, help="output bit depth (32: float WAV)")
+    parser.add_argument("--jobs", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--overwrite", action="store_true", help="redo tracks whose stems already exist")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch",
+                        help="torch: --model is a checkpoint (default); onnxruntime / torchscript: --model "
+                             "is a `stemsep export` file (CPU)")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = separate_files(args.inputs, args.out, models=args.model, weights=args.weights, shifts=args.shifts,
+                            overlap=args.overlap, segment=args.segment, batch_size=args.batch_size,
+                            device=args.device, format=args.format, bits=args.bits, jobs=args.jobs,
+                            overwrite=args.overwrite, backend=args.backend)
+    print(f"separated {result.done} file(s) into {args.out}"
+          + (f", skipped {result.skipped} already done" if result.skipped else ""))
+    return 0

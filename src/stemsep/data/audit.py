@@ -11,14 +11,17 @@ Activity of a signal z: V(z) = 10·log10(AvgPool(z², 1 s)) (dB per 1-second fra
   otherwise the stem likely bleeds other instruments and the song is dropped.
 
 The keep-list ``{"keep": [...], "drop": {song: reason}, ...}`` is written atomically and read
-by ``StemDataModule(keep_list=...)``.
+by ``StemDataModule(keep_list=...)``. :func:`audit_shards` is the command as a library function.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -53,69 +56,90 @@ def bleed_matrix(net: torch.nn.Module, stems: torch.Tensor, samplerate: int, *, 
     return hits.sum(-1) / active.sum(-1).clamp_min(1)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shards", required=True, help="manifest of the split to audit (<split>.json)")
-    parser.add_argument("--shard-urls", nargs="+", default=None, help="shard URLs (default: beside the manifest)")
-    parser.add_argument("--model", default=None, help="separator checkpoint for the bleeding test")
-    parser.add_argument("--out", required=True, help="keep-list JSON to write")
-    parser.add_argument("--silence-db", type=float, default=-40.0, help="frames below this are silent")
-    parser.add_argument("--silent-fraction", type=float, default=0.5, help="drop when more frames are silent")
-    parser.add_argument("--threshold-db", type=float, default=-10.0, help="V(y) - V(x) above this counts")
-    parser.add_argument("--own-min", type=float, default=0.7, help="keep when P_ii exceeds this ...")
-    parser.add_argument("--other-max", type=float, default=0.3, help="... and every P_ij (i != j) is below this")
-    parser.add_argument("--segment", type=float, default=None, help="model chunk length in seconds")
+@dataclass
+class AuditResult:
+    """What :func:`audit_shards` found: ``result`` is the keep-list written to ``out``."""
+
+    result: dict[str, Any]  # {"manifest", "keep", "drop": {song: reason}, "bleed": {song: P}, "settings"}
+    songs: list[str]  # every song of the manifest, in order
+    sources: list[str]
+    out: Path
+
+    @property
+    def keep(self) -> list[str]:
+        return self.result["keep"]
+
+    @property
+    def drop(self) -> dict[str, str]:
+        return self.result["drop"]
+
+    def table(self) -> str:
+        """One line per song: kept or not, the diagonal P_ii of its bleed matrix, the reason."""
+        drop, scores = self.drop, self.result["bleed"]
+        width = max([len(name) for name in self.songs] + [4])
+        lines = [f"{'song':<{width}}  {'keep':<4}  {'P_ii (' + ','.join(self.sources) + ')':<28}  reason"]
+        for name in self.songs:
+            diag = ",".join(f"{row[i]:.2f}" for i, row in enumerate(scores[name])) if name in scores else "-"
+            lines.append(f"{name:<{width}}  {'no' if name in drop else 'yes':<4}  {diag:<28}  {drop.get(name, '')}")
+        return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    manifest = Manifest.load(args.shards)
+def audit_shards(shards: str | os.PathLike, out: str | os.PathLike, *, shard_urls: str | Sequence[str] | None = None,
+                 model: str | os.PathLike | None = None, silence_db: float = -40.0, silent_fraction: float = 0.5,
+                 threshold_db: float = -10.0, own_min: float = 0.7, other_max: float = 0.3,
+                 segment: float | None = None) -> AuditResult:
+    """``stemsep audit``: write the keep-list ``out`` of the split whose manifest is ``shards``.
+
+    Songs with a stem below ``silence_db`` in more than ``silent_fraction`` of its frames are
+    dropped; with ``model`` (a separator checkpoint) also songs whose stems bleed
+    (P_ii <= ``own_min`` or some P_ij >= ``other_max``, V(y) - V(x) > ``threshold_db`` counting as
+    a hit; ``segment``: the model's chunk length in seconds). ``shard_urls`` default: beside the
+    manifest.
+    """
+    manifest = Manifest.load(_text(shards))
     drop: dict[str, str] = {}
     scores: dict[str, list[list[float]]] = {}
     for record in manifest.songs:
-        reason = silence_reason(record, args.silence_db, args.silent_fraction)
+        reason = silence_reason(record, silence_db, silent_fraction)
         if reason:
             drop[record["name"]] = reason
-    if args.model:
+    if model:
         from stemsep.io.checkpoint import load_separator
 
-        net = load_separator(args.model).eval()
+        net = load_separator(model).eval()
         model_sources = list(getattr(net, "sources", manifest.sources))
         missing = [s for s in manifest.sources if s not in model_sources]
         if missing:
-            raise BadDataError(f"{args.model}: model has no source {missing[0]!r} of the shards")
+            raise BadDataError(f"{model}: model has no source {missing[0]!r} of the shards")
         mapping = {s: [s] for s in manifest.sources}
         order = [model_sources.index(s) for s in manifest.sources]
-        for url, name in manifest.shard_urls(args.shard_urls):
+        for url, name in manifest.shard_urls(shard_urls if shard_urls is None or isinstance(shard_urls, str) else list(shard_urls)):
             for key, sample in iter_shard(url, name, manifest.shards[name]["sha256"]):
                 song, _ = check_sample(manifest, name, key, sample, manifest.sources)
                 stems = decode_sources(sample, mapping, f"shard {name}, sample {key} (song {song!r})")
-                p = bleed_matrix(net, stems, manifest.samplerate, threshold_db=args.threshold_db,
-                                 silence_db=args.silence_db, segment=args.segment)[:, order]
+                p = bleed_matrix(net, stems, manifest.samplerate, threshold_db=threshold_db,
+                                 silence_db=silence_db, segment=segment)[:, order]
                 scores[song] = [[round(float(v), 3) for v in row] for row in p]
                 own = p.diagonal()
                 others = p.masked_fill(torch.eye(len(order), dtype=torch.bool), 0)
                 if song not in drop:
-                    if (own <= args.own_min).any():
+                    if (own <= own_min).any():
                         i = int(own.argmin())
                         drop[song] = f"{manifest.sources[i]} comes back in its own source in only {own[i]:.0%} of frames"
-                    elif (others >= args.other_max).any():
+                    elif (others >= other_max).any():
                         i, j = divmod(int(others.argmax()), len(order))
                         drop[song] = (f"{manifest.sources[i]} leaks into {manifest.sources[j]} in "
                                       f"{others[i, j]:.0%} of frames")
-    keep = [r["name"] for r in manifest.songs if r["name"] not in drop]
-    _print_table(manifest, drop, scores)
-    result = {"manifest": args.shards, "keep": keep, "drop": drop, "bleed": scores,
-              "settings": {k: getattr(args, k) for k in ("silence_db", "silent_fraction", "threshold_db",
-                                                          "own_min", "other_max", "model")}}
-    with atomic_path(args.out) as tmp:
+    names = [r["name"] for r in manifest.songs]
+    keep = [name for name in names if name not in drop]
+    result = {"manifest": _text(shards), "keep": keep, "drop": drop, "bleed": scores,
+              "settings": {"silence_db": silence_db, "silent_fraction": silent_fraction, "threshold_db": threshold_db,
+                           "own_min": own_min, "other_max": other_max,
+                           "model": _text(model) if model is not None else None}}
+    with atomic_path(out) as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1))
-    print(f"kept {len(keep)} of {len(manifest.songs)} songs -> {args.out}")
-    return 0
+    return AuditResult(result=result, songs=names, sources=list(manifest.sources), out=Path(out))
 
 
-def _print_table(manifest: Manifest, drop: dict[str, str], scores: dict[str, list[list[float]]]) -> None:
-    width = max([len(r["name"]) for r in manifest.songs] + [4])
-    print(f"{'song':<{width}}  {'keep':<4}  {'P_ii (' + ','.join(manifest.sources) + ')':<28}  reason")
-    for record in manifest.songs:
-        name = record["name"]
-        diag = ",".join(f"{row[i]:.2f}" for i, row in enumerate(scores[name])) if name in scores else "-"
-        print(f"{name:<{width}}  {'no' if name in drop else 'yes':<4}  {diag:<28}  {drop.get(name, '')}")
+def _text(path: str | os.PathLike) -> str:
+    return path if isinstance(path, str) else os.fspath(path)

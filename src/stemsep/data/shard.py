@@ -4,6 +4,7 @@ Each song is one tar sample with key ``NNNNNN_<name>`` (index and name, no dots)
 ``<key>.json`` (name, sample rate, channels, frames, sources) and ``<key>.<source>.flac`` per
 source (24-bit FLAC: lossless for 24-bit input; float input is quantised to the 24-bit grid).
 Shards ``OUT/<split>-000000.tar``, ... are filled in song order up to ``--max-shard-size``.
+:func:`shard_dataset` is the command as a library function.
 
 ``OUT/<split>.json`` (the manifest) lists the shards (name, bytes, sha256, songs) and the songs
 (key, shard, frames, seconds, per-stem activity profile in dB per 1 s frame), so data loaders
@@ -16,13 +17,13 @@ resumes: shards recorded in it whose file still has the recorded sha256 and song
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
 import os
 import re
 import tarfile
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from stemsep.contract import DEFAULT_SOURCES
 from stemsep.data.activity import activity_db
 from stemsep.data.codec import encode_flac
-from stemsep.data.layouts import LAYOUTS, SongFiles, discover_songs
+from stemsep.data.layouts import SongFiles, discover_songs
 from stemsep.errors import BadAudioError, BadDataError, StemsepError
 from stemsep.io.audio import read_audio
 from stemsep.io.files import atomic_path, ensure_writable_dir, remove_stale_temporaries
@@ -223,31 +224,23 @@ def shard_split(songs: list[SongFiles], out: str | os.PathLike, split: str, sour
     return manifest
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--layout", choices=LAYOUTS, required=True, help="dataset layout of --root")
-    parser.add_argument("--root", required=True, help="dataset root folder")
-    parser.add_argument("--out", required=True, help="output folder for shards and manifests")
-    parser.add_argument("--sources", nargs="+", default=None,
-                        help=f"stems to store, in order (default {' '.join(DEFAULT_SOURCES)})")
-    parser.add_argument("--split", nargs="+", default=None,
-                        help="splits to write (default musdb: train valid test; moisesdb: train valid; folder: train)")
-    parser.add_argument("--valid-songs", nargs="+", default=None,
-                        help="song names of the validation split (musdb default: the 14 standard ones)")
-    parser.add_argument("--max-shard-size", default="1GB", help="shard size bound, e.g. 1GB, 256MB")
-    parser.add_argument("--workers", type=int, default=1, help="processes encoding songs in parallel")
+def shard_dataset(root: str | os.PathLike, out: str | os.PathLike, *, layout: str,
+                  sources: Sequence[str] | None = None, splits: Sequence[str] | None = None,
+                  valid_songs: Sequence[str] | None = None, max_shard_size: str | int = "1GB", workers: int = 1,
+                  progress: bool = False) -> dict[str, dict[str, Any] | None]:
+    """``stemsep shard``: write ``out/<split>-NNNNNN.tar`` and ``out/<split>.json`` for each split.
 
-
-def run(args: argparse.Namespace) -> int:
-    sources = list(args.sources or DEFAULT_SOURCES)
-    max_size = parse_size(args.max_shard_size)
-    splits = args.split or DEFAULT_SPLITS[args.layout]
-    for split in splits:
-        songs = discover_songs(args.root, args.layout, split, sources=sources, valid_songs=args.valid_songs)
-        if not songs:
-            print(f"split {split}: no songs, skipped")
-            continue
-        manifest = shard_split(songs, args.out, split, sources, max_shard_size=max_size, layout=args.layout,
-                               workers=max(1, args.workers), progress=True)
-        print(f"split {split}: {len(manifest['songs'])} songs, {manifest['total_seconds'] / 3600:.2f} h, "
-              f"{len(manifest['shards'])} shard(s) -> {Path(args.out) / (split + '.json')}")
-    return 0
+    ``layout``: ``musdb``, ``moisesdb`` or ``folder`` (:mod:`stemsep.data.layouts`); ``sources``
+    default drums, bass, other, vocals; ``splits`` default :data:`DEFAULT_SPLITS` of the layout;
+    ``max_shard_size``: bytes or text such as ``"1GB"``, ``"256MB"``, ``"64MiB"``. Returns the manifest
+    of each split, ``None`` for a split without songs (nothing written for it).
+    """
+    sources = list(sources or DEFAULT_SOURCES)
+    max_size = parse_size(max_shard_size)
+    valid = list(valid_songs) if valid_songs is not None else None
+    manifests: dict[str, dict[str, Any] | None] = {}
+    for split in splits or DEFAULT_SPLITS.get(layout, ["train"]):  # an unknown layout: discover_songs says so
+        songs = discover_songs(root, layout, split, sources=sources, valid_songs=valid)
+        manifests[split] = shard_split(songs, out, split, sources, max_shard_size=max_size, layout=layout,
+                                       workers=max(1, workers), progress=progress) if songs else None
+    return manifests

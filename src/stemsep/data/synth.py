@@ -14,7 +14,6 @@ exact sum of the stems as read back. Usage: ``stemsep synth --out DIR --songs N 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import shutil
@@ -280,7 +279,10 @@ def generate_corpus(root: str | Path, songs: int = 8, seconds: float = 10.0, see
     written complete under a temporary name and then renamed, so a killed run leaves no
     half-written song; an existing complete song is kept. Songs are rendered in ``workers``
     processes (default: all cores); each song's content depends only on ``(seed, index)``.
+    Returns ``root``.
     """
+    if not songs >= 0 or not seconds > 0:
+        raise StemsepError("--songs must be >= 0 and --seconds > 0")
     root = ensure_writable_dir(root)
     test_songs = max(1, songs // 4) if test_songs is None else test_songs
     jobs = [(root / "train", seed, i, seconds, samplerate) for i in range(songs)]
@@ -313,22 +315,3 @@ def _write_song(split_dir: Path, seed: int, index: int, seconds: float, samplera
         raise StemsepError(f"{folder}: cannot write the song ({err.strerror or err})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed song leaves nothing behind
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output root (MUSDB18-HQ layout)")
-    parser.add_argument("--songs", type=int, default=8, help="number of training songs")
-    parser.add_argument("--test-songs", type=int, default=None, help="number of test songs (default songs // 4)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each song")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samplerate", type=int, default=SAMPLERATE)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.songs < 0 or args.seconds <= 0:
-        raise StemsepError("--songs must be >= 0 and --seconds > 0")
-    root = generate_corpus(args.out, args.songs, args.seconds, args.seed, args.test_songs,
-                           args.samplerate, progress=True)
-    print(f"wrote {args.songs} train and {args.test_songs if args.test_songs is not None else max(1, args.songs // 4)}"
-          f" test songs to {root}")
-    return 0

@@ -6,12 +6,13 @@ Layout ``musdb``: references ``ROOT/[<split>/]<track>/<source>.wav|flac`` (found
 depth), estimates ``ROOT/<track>/<source>.wav|flac`` as ``stemsep separate`` writes them.
 Writes ``OUT/<track>.json|csv`` (framewise SDR/ISR/SIR/SAR, museval layout, plus nSDR) and
 ``OUT/summary.json|csv``, and prints the summary table (:mod:`stemsep.evaluation.results` aggregates).
+:func:`score` is the command as a library function.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -28,22 +29,6 @@ from stemsep.evaluation.results import (
 )
 from stemsep.io.audio import AUDIO_EXTENSIONS, find_audio, read_audio
 from stemsep.io.files import ensure_writable_dir
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--references", required=True, type=Path, help="root of the reference stems")
-    parser.add_argument("--estimates", required=True, type=Path, help="root of the estimated stems")
-    parser.add_argument("--layout", choices=["musdb"], default="musdb", help="directory layout (default: musdb)")
-    parser.add_argument("--sources", nargs="+", help="sources to score (default: those of the references)")
-    parser.add_argument("-o", "--out", type=Path, help="directory for per-track and summary files")
-    parser.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS),
-                        help="metrics to compute (SDR alone is much cheaper)")
-    parser.add_argument("--window", type=float, default=1.0, help="frame length in seconds (default 1)")
-    parser.add_argument("--hop", type=float, default=1.0, help="frame hop in seconds (default 1)")
-    parser.add_argument("--partial", action="store_true",
-                        help="score the reference tracks that have estimates, instead of requiring all")
-    parser.add_argument("--allow-silent", action="store_true",
-                        help="accept all-zero stems (their frames score NaN) instead of refusing them")
 
 
 def find_tracks(root: Path, sources: list[str] | None = None) -> dict[str, Path]:
@@ -103,48 +88,60 @@ def load_pair(track: str, ref_dir: Path, est_dir: Path, sources: list[str], *,
     return torch.stack(ests), torch.stack(refs), int(samplerate)
 
 
-def run(args: argparse.Namespace) -> int:
+class ScoreSummary(dict):
+    """The summary of :func:`stemsep.evaluation.results.summarize` (a plain ``dict``: ``tracks``,
+    ``per_track``, ``sources``, ``all``), with :meth:`table` for printing."""
+
+    def table(self) -> str:
+        return format_summary(self)
+
+
+def score(references: str | Path, estimates: str | Path, *, sources: Sequence[str] | None = None,
+          out: str | Path | None = None, metrics: Sequence[str] = METRICS, window: float = 1.0, hop: float = 1.0,
+          partial: bool = False, allow_silent: bool = False, layout: str = "musdb",
+          progress: bool | None = None) -> ScoreSummary:
+    """``stemsep score``: BSS-eval the stems under ``estimates`` against those under ``references``.
+
+    ``sources`` default: the stems of the first reference track; ``out``: folder for
+    ``<track>.json|csv`` and ``summary.json|csv`` (nothing written when ``None``); ``metrics``: any
+    of ``sdr``, ``isr``, ``sir``, ``sar``; ``window``/``hop`` in seconds; ``partial``: score only the
+    reference tracks that have estimates; ``allow_silent``: accept all-zero stems (NaN frames);
+    ``progress`` default: when stderr is a terminal. Returns the summary.
+    """
     from tqdm import tqdm
 
-    references = find_tracks(args.references, args.sources)
-    if not references:
-        raise BadDataError(f"{args.references}: no reference stems found (expected <track>/<source>.wav)")
-    estimates = find_tracks(args.estimates, args.sources)
-    if not estimates:
-        raise BadDataError(f"{args.estimates}: no estimated stems found (expected <track>/<source>.wav)")
-    sources = list(args.sources) if args.sources else default_sources(next(iter(references.values())))
-    unknown = sorted(set(estimates) - set(references))
+    if layout != "musdb":
+        raise StemsepError(f"--layout must be musdb, got {layout!r}")
+    references, estimates = Path(references), Path(estimates)
+    reference_tracks = find_tracks(references, sources)
+    if not reference_tracks:
+        raise BadDataError(f"{references}: no reference stems found (expected <track>/<source>.wav)")
+    estimate_tracks = find_tracks(estimates, sources)
+    if not estimate_tracks:
+        raise BadDataError(f"{estimates}: no estimated stems found (expected <track>/<source>.wav)")
+    sources = list(sources) if sources else default_sources(next(iter(reference_tracks.values())))
+    unknown = sorted(set(estimate_tracks) - set(reference_tracks))
     if unknown:
-        raise BadDataError(f"{args.estimates}: {len(unknown)} estimated track(s) have no reference under "
-                           f"{args.references}, e.g. {unknown[0]!r}")
-    missing = sorted(set(references) - set(estimates))
-    if missing and not args.partial:
-        raise BadDataError(f"{args.estimates}: estimates missing for {len(missing)} of {len(references)} reference "
+        raise BadDataError(f"{estimates}: {len(unknown)} estimated track(s) have no reference under "
+                           f"{references}, e.g. {unknown[0]!r}")
+    missing = sorted(set(reference_tracks) - set(estimate_tracks))
+    if missing and not partial:
+        raise BadDataError(f"{estimates}: estimates missing for {len(missing)} of {len(reference_tracks)} reference "
                            f"track(s), e.g. {missing[0]!r} (use --partial to score the others)")
-    if args.out is not None:
-        ensure_writable_dir(args.out)
+    if out is not None:
+        out = ensure_writable_dir(out)
     records = []
-    names = sorted(estimates)
-    for track in tqdm(names, unit="track", desc="scoring", disable=not sys.stderr.isatty()):
-        est, ref, samplerate = load_pair(track, references[track], estimates[track], sources,
-                                         allow_silent=args.allow_silent)
-        record = evaluate_track(track, sources, est, ref, samplerate, window=args.window, hop=args.hop,
-                                metrics=tuple(args.metrics))
-        if args.out is not None:
-            write_track_record(args.out, record)
+    names = sorted(estimate_tracks)
+    show = sys.stderr.isatty() if progress is None else progress
+    for track in tqdm(names, unit="track", desc="scoring", disable=not show):
+        est, ref, samplerate = load_pair(track, reference_tracks[track], estimate_tracks[track], sources,
+                                         allow_silent=allow_silent)
+        record = evaluate_track(track, sources, est, ref, samplerate, window=window, hop=hop,
+                                metrics=tuple(metrics))
+        if out is not None:
+            write_track_record(out, record)
         records.append(record)
-    summary = summarize(records)
-    if args.out is not None:
-        write_summary(args.out, summary)
-    print(format_summary(summary))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    parser = argparse.ArgumentParser(prog="stemsep score")
-    add_arguments(parser)
-    try:
-        sys.exit(run(parser.parse_args()))
-    except StemsepError as err:
-        print(f"stemsep: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    summary = ScoreSummary(summarize(records))
+    if out is not None:
+        write_summary(out, summary)
+    return summary

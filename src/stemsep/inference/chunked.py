@@ -22,6 +22,8 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from stemsep.errors import BadArgumentError
+
 SHIFT_SECONDS = 0.5  # largest random time shift of the shift trick (test-time augmentation)
 
 
@@ -72,12 +74,27 @@ def apply_model_many(net: nn.Module, mixes: Sequence[torch.Tensor], *, segment: 
     return outs
 
 
-def _options(segment, overlap, shifts, split, batch_size, transition_power, progress) -> dict:
+def check_options(*, segment: float | Fraction | None = None, overlap: float = 0.25, shifts: int = 0,
+                  batch_size: int = 1, transition_power: float = 1.0) -> None:
+    """Raise :class:`~stemsep.errors.BadArgumentError` (a ``ValueError``) for an out-of-range option.
+
+    The one check of these options: :func:`apply_model` and :func:`apply_model_many` run it, and
+    callers that do work before separating (``stemsep separate``) run it first.
+    """
     if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    if transition_power < 1:
-        raise ValueError(f"transition_power must be >= 1, got {transition_power}")
-    return dict(segment=segment, overlap=overlap, shifts=shifts, split=split, batch_size=max(1, int(batch_size)),
+        raise BadArgumentError(f"--overlap must be in [0, 1), got {overlap}")
+    if segment is not None and not segment > 0:
+        raise BadArgumentError(f"--segment must be positive, got {segment}")
+    if not batch_size >= 1 or not shifts >= 0:
+        raise BadArgumentError("--batch-size must be >= 1 and --shifts >= 0")
+    if not transition_power >= 1:
+        raise BadArgumentError(f"transition_power must be >= 1, got {transition_power}")
+
+
+def _options(segment, overlap, shifts, split, batch_size, transition_power, progress) -> dict:
+    check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size,
+                  transition_power=transition_power)
+    return dict(segment=segment, overlap=overlap, shifts=shifts, split=split, batch_size=int(batch_size),
                 transition_power=transition_power, progress=progress)
 
 
@@ -119,10 +136,7 @@ def _segment_samples(net: nn.Module, segment: float | Fraction | None, split: bo
         segment = getattr(net, "segment", None)
     if segment is None:
         return None
-    samples = int(net.samplerate * segment)
-    if samples <= 0:
-        raise ValueError(f"segment must be positive, got {segment}")
-    return samples
+    return max(1, int(net.samplerate * segment))  # segment > 0: checked by check_options
 
 
 def transition_weight(segment_length: int, power: float = 1.0, device=None) -> torch.Tensor:
@@ -134,6 +148,11 @@ def transition_weight(segment_length: int, power: float = 1.0, device=None) -> t
     return (weight / weight.max()) ** power
 
 
+def chunk_stride(segment_length: int, overlap: float) -> int:
+    """Samples between the starts of consecutive chunks of ``segment_length`` samples."""
+    return max(1, int((1 - overlap) * segment_length))
+
+
 def plan_chunks(batch: int, length: int, segment_length: int, overlap: float,
                 whole: bool = False) -> list[_Chunk]:
     """Chunk positions: every ``stride`` samples from 0, the last ones cut at the end.
@@ -141,7 +160,7 @@ def plan_chunks(batch: int, length: int, segment_length: int, overlap: float,
     As in demucs, chunks start every stride up to the end even when one chunk would cover
     the input (results are compatible); ``whole`` asks for exactly one chunk per item.
     """
-    stride = length if whole else max(1, int((1 - overlap) * segment_length))
+    stride = length if whole else chunk_stride(segment_length, overlap)
     return [_Chunk(item, offset, min(segment_length, length - offset))
             for item in range(batch) for offset in range(0, length, stride)]
 

@@ -11,11 +11,11 @@ length: HT Demucs' training segment, or ``--segment`` seconds for Hybrid Demucs 
 ``segment``). Attention is exported with the exact ``dense`` kernel. ONNX export uses the
 ``torch.export`` based exporter (needs ``onnx``/``onnxscript``: ``pip install 'stemsep[export]'``);
 TorchScript export traces the same core. Bags and other networks have no export path.
+:func:`export_checkpoint` is the command as a library function.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from pathlib import Path
@@ -116,18 +116,9 @@ def _export_onnx(core: nn.Module, inputs: tuple[torch.Tensor, torch.Tensor], pat
     program.save(str(path), external_data=False)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="stemsep checkpoint (HDemucs or HTDemucs)")
-    parser.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or torchscript")
-    parser.add_argument("-o", "--out", required=True, type=Path, help="output file (.onnx / .pt)")
-    parser.add_argument("--segment", type=float, default=None,
-                        help="fixed segment in seconds (Hybrid Demucs only; default the model's)")
-
-
-def run(args: argparse.Namespace) -> int:
-    net = load_separator(args.checkpoint)
-    meta = export_model(net, args.out, args.format, args.segment, origin=str(args.checkpoint))
-    backend = "onnxruntime" if args.format == "onnx" else "torchscript"
-    print(f"exported {meta['class_path'].rsplit('.', 1)[-1]} core ({meta['segment_samples']} samples, "
-          f"dynamic batch) to {args.out}; run it with `stemsep separate --backend {backend} --model {args.out}`")
-    return 0
+def export_checkpoint(checkpoint: str | Path, out: str | Path, *, format: str = "onnx",
+                      segment: float | None = None) -> dict:
+    """``stemsep export``: write the network of the stemsep ``checkpoint`` to ``out`` as ``format``
+    (``"onnx"`` or ``"torchscript"``); ``segment``: the graph's fixed length in seconds (Hybrid
+    Demucs only; default the model's). Returns the metadata stored with the file."""
+    return export_model(load_separator(checkpoint), out, format, segment, origin=str(checkpoint))

@@ -10,14 +10,15 @@ killed run skips exactly the finished tracks; ``--overwrite`` redoes them. Sever
 make a bag whose estimates are averaged per source (``--weights``: one list per model).
 Chunks of one long file — or of many short files — go through the network ``--batch-size``
 at a time (:func:`stemsep.inference.apply_model`). Memory: the mix and the stems of one
-file at a time.
+file at a time. :func:`separate_files` is the command as a library function.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,35 +26,14 @@ import torch
 from stemsep.contract import check_same_kind
 from stemsep.errors import BadAudioError, StemsepError
 from stemsep.inference.bag import BagOfModels, check_weights
-from stemsep.inference.chunked import apply_model_many
+from stemsep.inference.chunked import apply_model_many, check_options, chunk_stride
 from stemsep.io.audio import AUDIO_EXTENSIONS, audio_info, read_audio, write_audio
 from stemsep.io.checkpoint import load_separator
 from stemsep.io.files import ensure_writable_dir
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path, help="audio files, or folders searched for them")
-    parser.add_argument("--model", action="append", required=True, type=Path, metavar="CKPT",
-                        help="stemsep checkpoint; repeat for a bag of models")
-    from stemsep.cli.common import weight_rows  # TEMPORARY: moves to stemsep.cli.separate
-
-    parser.add_argument("--weights", nargs="+", type=weight_rows, metavar="W,W,...",
-                        help="per-source weights of each model (one comma-separated list per --model)")
-    parser.add_argument("-o", "--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--shifts", type=int, default=1, help="random-shift averaging passes (default 1)")
-    parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction (default 0.25)")
-    parser.add_argument("--segment", type=float, help="chunk length in seconds (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="chunks per network call (default: 1 on CPU, where batching does not pay, 8 on GPU)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    parser.add_argument("--format", choices=["wav", "flac"], default="wav", help="output format")
-    parser.add_argument("--bits", type=int, choices=[16, 24, 32], default=24,
-                        help="output bit depth (32: float WAV)")
-    parser.add_argument("--jobs", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    parser.add_argument("--overwrite", action="store_true", help="redo tracks whose stems already exist")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime", "torchscript"], default="torch",
-                        help="torch: --model is a checkpoint (default); onnxruntime / torchscript: --model "
-                             "is a `stemsep export` file (CPU)")
+FORMATS = ("wav", "flac")
+BACKENDS = ("torch", "onnxruntime", "torchscript")
+BITS = (16, 24, 32)
 
 
 def collect_inputs(paths: list[Path]) -> list[Path]:
@@ -83,8 +63,9 @@ def default_batch_size(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 8
 
 
-def load_models(paths: list[Path], weights: list[list[float]] | None, device: torch.device,
+def load_models(paths: Sequence[Path], weights: Sequence[Sequence[float]] | None, device: torch.device,
                 backend: str = "torch") -> torch.nn.Module:
+    """The network (one model, or a bag of them mixed with ``weights``), on ``device``, in eval mode."""
     if backend == "torch":
         nets = [load_separator(path, map_location="cpu") for path in paths]
     else:
@@ -105,8 +86,8 @@ def stem_paths(out: Path, track: str, sources: list[str], fmt: str) -> dict[str,
     return {source: out / track / f"{source}.{fmt}" for source in sources}
 
 
-def write_track(out: Path, track: str, stems: dict[str, torch.Tensor], samplerate: int,
-                args: argparse.Namespace) -> Path:
+def write_track(out: Path, track: str, stems: dict[str, torch.Tensor], samplerate: int, *,
+                format: str = "wav", bits: int = 24) -> Path:
     """Write the stems of one track into a hidden folder, then rename it to ``OUT/<track>``.
 
     A killed or failing run thus never leaves a track folder that looks done (the rerun skip
@@ -118,7 +99,7 @@ def write_track(out: Path, track: str, stems: dict[str, torch.Tensor], samplerat
     shutil.rmtree(part, ignore_errors=True)
     try:
         for source, stem in stems.items():
-            write_audio(part / f"{source}.{args.format}", stem, samplerate, bits=args.bits, fmt=args.format)
+            write_audio(part / f"{source}.{format}", stem, samplerate, bits=bits, fmt=format)
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)
             final.rename(old)
@@ -148,7 +129,8 @@ def load_mix(path: Path, samplerate: int, channels: int) -> torch.Tensor:
     return mix.expand(channels, -1).contiguous() if mix.shape[0] == 1 else mix
 
 
-def separate_mixes(net: torch.nn.Module, mixes: list[torch.Tensor], args: argparse.Namespace) -> list[torch.Tensor]:
+def separate_mixes(net: torch.nn.Module, mixes: list[torch.Tensor], *, segment: float | None = None,
+                   overlap: float = 0.25, shifts: int = 1, batch_size: int = 1) -> list[torch.Tensor]:
     """``(channels, time)`` each -> ``(sources, channels, time)`` each, chunks batched across them.
 
     Each mix is normalised (in place) by its own mean and standard deviation and the stems
@@ -161,26 +143,26 @@ def separate_mixes(net: torch.nn.Module, mixes: list[torch.Tensor], args: argpar
         scale = std if std > 1e-8 else torch.ones(())
         stats.append((mean, scale))
         normalised.append(mix.sub_(mean).div_(scale))  # in place: one copy of the audio, not two
-    outs = apply_model_many(net, normalised, segment=args.segment, overlap=args.overlap, shifts=args.shifts,
-                            batch_size=args.batch_size, progress=sys.stderr.isatty())
+    outs = apply_model_many(net, normalised, segment=segment, overlap=overlap, shifts=shifts,
+                            batch_size=batch_size, progress=sys.stderr.isatty())
     return [out.mul_(scale).add_(mean) for out, (mean, scale) in zip(outs, stats, strict=True)]
 
 
-def _chunk_estimate(frames: int, net: torch.nn.Module, args: argparse.Namespace) -> int:
+def _chunk_estimate(frames: int, net: torch.nn.Module, segment: float | None, overlap: float) -> int:
     """About how many chunks a file of ``frames`` samples makes (to group short files)."""
-    segment = args.segment or getattr(net, "segment", None)
+    segment = segment or getattr(net, "segment", None)
     if segment is None:
         return 1
-    stride = max(1, int((1 - args.overlap) * float(segment) * net.samplerate))
-    return -(-frames // stride)
+    return -(-frames // chunk_stride(int(float(segment) * net.samplerate), overlap))
 
 
-def group_files(jobs: list[tuple[Path, str]], net: torch.nn.Module, args: argparse.Namespace):
+def group_files(jobs: list[tuple[Path, str]], net: torch.nn.Module, *, segment: float | None = None,
+                overlap: float = 0.25, batch_size: int = 1) -> Iterator[list[tuple[Path, str]]]:
     """Consecutive files whose chunks together fill about one batch (long files go alone)."""
     group, chunks = [], 0
     for job in jobs:
-        count = _chunk_estimate(audio_info(job[0]).frames, net, args)
-        if group and chunks + count > args.batch_size:
+        count = _chunk_estimate(audio_info(job[0]).frames, net, segment, overlap)
+        if group and chunks + count > batch_size:
             yield group
             group, chunks = [], 0
         group.append(job)
@@ -189,49 +171,73 @@ def group_files(jobs: list[tuple[Path, str]], net: torch.nn.Module, args: argpar
         yield group
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Separated:
+    """What :func:`separate_files` did: tracks written and tracks skipped (already done)."""
+
+    done: int
+    skipped: int
+    out: Path
+
+
+def _as_list(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
+
+
+def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *,
+                   models: str | Path | Sequence[str | Path],
+                   weights: Sequence[Sequence[float]] | None = None, shifts: int = 1, overlap: float = 0.25,
+                   segment: float | None = None, batch_size: int | None = None, device: str | None = None,
+                   format: str = "wav", bits: int = 24, jobs: int | None = None, overwrite: bool = False,
+                   backend: str = "torch") -> Separated:
+    """``stemsep separate``: write ``out/<track>/<source>.<format>`` for every audio file of ``inputs``.
+
+    ``inputs``: files, or folders searched for ``.wav``/``.flac``; ``models``: checkpoints (several:
+    a bag, mixed with ``weights[model][source]``), or ``stemsep export`` files with ``backend``
+    ``"onnxruntime"``/``"torchscript"``. ``batch_size`` default: 1 on CPU, 8 on GPU; ``device``
+    default: cuda when available; ``jobs``: torch CPU threads. Tracks whose stems all exist are
+    skipped unless ``overwrite``.
+    """
     from tqdm import tqdm
 
-    if args.jobs:
-        torch.set_num_threads(args.jobs)
-    if not 0 <= args.overlap < 1:
-        raise StemsepError(f"--overlap must be in [0, 1), got {args.overlap}")
-    if args.format == "flac" and args.bits == 32:
+    check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=1 if batch_size is None else batch_size)
+    if format not in FORMATS or bits not in BITS:
+        raise StemsepError(f"--format {format} --bits {bits}: choose --format wav or flac and --bits 16, 24 or 32")
+    if format == "flac" and bits == 32:
         raise StemsepError("--bits 32 is float WAV only; use --format wav or --bits 24 for FLAC")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.batch_size is None:
-        args.batch_size = default_batch_size(device)
-    if args.batch_size < 1 or args.shifts < 0:
-        raise StemsepError("--batch-size must be >= 1 and --shifts >= 0")
-    files = collect_inputs(args.inputs)
+    if jobs:
+        torch.set_num_threads(jobs)
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if batch_size is None:
+        batch_size = default_batch_size(torch_device)
+    out = Path(out)
+    files = collect_inputs([Path(p) for p in _as_list(inputs)])
     names = [track_name(f) for f in files]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:
         name = sorted(duplicates)[0]
         clash = [str(f) for f, n in zip(files, names, strict=True) if n == name]
         raise StemsepError(f"inputs {clash[0]} and {clash[1]} would both be written to track {name!r}")
-    ensure_writable_dir(args.out)
-    net = load_models(args.model, args.weights, device, args.backend)
-    if args.segment is not None and args.segment <= 0:
-        raise StemsepError(f"--segment must be positive, got {args.segment}")
-    jobs, skipped = [], 0
+    ensure_writable_dir(out)
+    net = load_models([Path(m) for m in _as_list(models)], weights, torch_device, backend)
+    todo, skipped = [], 0
     for path, name in zip(files, names, strict=True):
-        targets = stem_paths(args.out, name, net.sources, args.format)
-        if not args.overwrite and all(p.is_file() for p in targets.values()):
+        targets = stem_paths(out, name, net.sources, format)
+        if not overwrite and all(p.is_file() for p in targets.values()):
             skipped += 1
         else:
-            jobs.append((path, name))
+            todo.append((path, name))
     done = 0
-    bar = tqdm(total=len(jobs), unit="file", desc="separating", disable=not sys.stderr.isatty())
-    for group in group_files(jobs, net, args):
+    bar = tqdm(total=len(todo), unit="file", desc="separating", disable=not sys.stderr.isatty())
+    for group in group_files(todo, net, segment=segment, overlap=overlap, batch_size=batch_size):
         mixes = [load_mix(path, net.samplerate, net.audio_channels) for path, _ in group]
-        stems = separate_mixes(net, mixes, args)
+        stems = separate_mixes(net, mixes, segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size)
         del mixes
         for (_, name), track_stems in zip(group, stems, strict=True):
-            write_track(args.out, name, dict(zip(net.sources, track_stems, strict=True)), net.samplerate, args)
+            write_track(out, name, dict(zip(net.sources, track_stems, strict=True)), net.samplerate,
+                        format=format, bits=bits)
         done += len(group)
         bar.update(len(group))
         del stems
     bar.close()
-    print(f"separated {done} file(s) into {args.out}" + (f", skipped {skipped} already done" if skipped else ""))
-    return 0
+    return Separated(done=done, skipped=skipped, out=out)
