@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from stemsep.contract import check_network
 from stemsep.data.activity import activity_db
 from stemsep.data.manifest import Manifest, check_sample, decode_sources
 from stemsep.data.tarstream import iter_shard
@@ -107,7 +108,8 @@ def audit_shards(shards: str | os.PathLike, out: str | os.PathLike, *, shard_url
         from stemsep.io.checkpoint import load_separator
 
         net = load_separator(model).eval()
-        model_sources = list(getattr(net, "sources", manifest.sources))
+        check_network(net, origin=str(model))
+        model_sources = list(net.sources)
         missing = [s for s in manifest.sources if s not in model_sources]
         if missing:
             raise BadDataError(f"{model}: model has no source {missing[0]!r} of the shards")

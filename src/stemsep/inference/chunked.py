@@ -22,6 +22,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from stemsep.contract import bag_members, input_length, segment_of, uses_train_segment
 from stemsep.errors import BadArgumentError
 
 SHIFT_SECONDS = 0.5  # largest random time shift of the shift trick (test-time augmentation)
@@ -98,19 +99,16 @@ def _options(segment, overlap, shifts, split, batch_size, transition_power, prog
                 transition_power=transition_power, progress=progress)
 
 
-def _is_bag(net: nn.Module) -> bool:
-    return getattr(net, "models", None) is not None and hasattr(net, "weights")
-
-
 def _accumulate_model(net: nn.Module, mix: list[torch.Tensor], out: list[torch.Tensor], scale: torch.Tensor,
                       options: dict) -> None:
     """Add ``scale[source] *`` the separation of each mix by ``net`` into its ``out``
     (no per-model or per-shift copies)."""
-    if _is_bag(net):
+    members = bag_members(net)
+    if members is not None:
         # Weighted per-source average of the members, each with its own segment and shifts.
-        weights = torch.as_tensor(net.weights, dtype=torch.float64)
+        weights = torch.as_tensor([row for _, row in members], dtype=torch.float64)
         totals = weights.sum(0)
-        for model, model_weights in zip(net.models, weights, strict=True):
+        for (model, _), model_weights in zip(members, weights, strict=True):
             _accumulate_model(model, mix, out, scale * model_weights / totals, options)
         return
     chunking = {k: options[k] for k in ("segment", "overlap", "split", "batch_size", "transition_power",
@@ -133,7 +131,7 @@ def _segment_samples(net: nn.Module, segment: float | Fraction | None, split: bo
     if not split:
         return None
     if segment is None:
-        segment = getattr(net, "segment", None)
+        segment = segment_of(net)
     if segment is None:
         return None
     return max(1, int(net.samplerate * segment))  # segment > 0: checked by check_options
@@ -181,10 +179,9 @@ def _input_length(net: nn.Module, length: int, segment_length: int | None) -> in
     ``use_train_segment``) get exactly one segment of real context when chunking, as demucs
     gives them; others get their ``valid_length`` (if any).
     """
-    if segment_length is not None and getattr(net, "use_train_segment", False):
+    if segment_length is not None and uses_train_segment(net):
         return max(segment_length, length)
-    valid_length = getattr(net, "valid_length", None)
-    return int(valid_length(length)) if callable(valid_length) else length
+    return input_length(net, length)
 
 
 def _chunk_input(mix: torch.Tensor, chunk: _Chunk, input_length: int, lead: int) -> torch.Tensor:

@@ -23,11 +23,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stemsep.contract import bag_members, uses_train_segment
 from stemsep.errors import StemsepError
 from stemsep.inference.exported import METADATA_KEY, TORCHSCRIPT_EXTRA
 from stemsep.io.checkpoint import load_separator
 from stemsep.io.files import atomic_path
 from stemsep.io.quantized import is_quantized
+from stemsep.models.htdemucs import HTDemucs
 from stemsep.models.hybrid import HybridBase
 
 FORMATS = ("onnx", "torchscript")
@@ -51,7 +53,7 @@ class _Core(nn.Module):
 
 def segment_samples(net: HybridBase, segment: float | None) -> int:
     """The fixed input length of the exported graph."""
-    if getattr(net, "use_train_segment", False):
+    if uses_train_segment(net):
         training = int(net.segment * net.samplerate)
         if segment is not None and int(segment * net.samplerate) != training:
             raise ExportError(f"--segment: {type(net).__name__} runs at its training segment "
@@ -78,14 +80,14 @@ def export_model(net: nn.Module, out: str | Path, fmt: str = "onnx", segment: fl
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not isinstance(net, HybridBase):
-        kind = "a bag of models" if hasattr(net, "models") else type(net).__name__
+        kind = "a bag of models" if bag_members(net) is not None else type(net).__name__
         raise ExportError(f"{origin}: holds {kind}, which has no export path "
                           "(stemsep export handles single HDemucs / HTDemucs checkpoints)")
     if is_quantized(net):
         raise ExportError(f"{origin}: int8 (stemsep quantize) checkpoints cannot be exported; export the "
                           "float32 checkpoint")
     net = net.eval()
-    if getattr(net, "attention", "dense") != "dense":
+    if isinstance(net, HTDemucs) and net.attention != "dense":
         net.set_attention_backend("dense")  # the exact kernel; sparse ones do not trace
     length = segment_samples(net, segment)
     meta = metadata(net, length, fmt)

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
-from stemsep.contract import check_same_kind
+from stemsep.contract import check_same_kind, segment_of
 from stemsep.errors import BadAudioError, StemsepError
 from stemsep.inference.bag import BagOfModels, check_weights
 from stemsep.inference.chunked import apply_model_many, check_options, chunk_stride
+from stemsep.inference.cpu import optimize_for_cpu
 from stemsep.io.audio import AUDIO_EXTENSIONS, audio_info, read_audio, write_audio
 from stemsep.io.checkpoint import load_separator
 from stemsep.io.files import ensure_writable_dir
@@ -65,7 +66,8 @@ def default_batch_size(device: torch.device) -> int:
 
 def load_models(paths: Sequence[Path], weights: Sequence[Sequence[float]] | None, device: torch.device,
                 backend: str = "torch") -> torch.nn.Module:
-    """The network (one model, or a bag of them mixed with ``weights``), on ``device``, in eval mode."""
+    """The network (one model, or a bag of them mixed with ``weights``), on ``device``, in eval mode;
+    on CPU with its CPU inference rewrites (:func:`~stemsep.inference.cpu.optimize_for_cpu`)."""
     if backend == "torch":
         nets = [load_separator(path, map_location="cpu") for path in paths]
     else:
@@ -79,7 +81,8 @@ def load_models(paths: Sequence[Path], weights: Sequence[Sequence[float]] | None
     check_same_kind(nets, [str(p) for p in paths])
     rows = check_weights(weights, len(nets), len(nets[0].sources))
     net = nets[0] if len(nets) == 1 and rows is None else BagOfModels(nets, weights=rows)
-    return net.to(device).eval()
+    net = net.to(device).eval()
+    return optimize_for_cpu(net) if device.type == "cpu" and backend == "torch" else net
 
 
 def stem_paths(out: Path, track: str, sources: list[str], fmt: str) -> dict[str, Path]:
@@ -150,7 +153,7 @@ def separate_mixes(net: torch.nn.Module, mixes: list[torch.Tensor], *, segment: 
 
 def _chunk_estimate(frames: int, net: torch.nn.Module, segment: float | None, overlap: float) -> int:
     """About how many chunks a file of ``frames`` samples makes (to group short files)."""
-    segment = segment or getattr(net, "segment", None)
+    segment = segment or segment_of(net)
     if segment is None:
         return 1
     return -(-frames // chunk_stride(int(float(segment) * net.samplerate), overlap))
