@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
+import yaml
 
 from conftest import REPO, TinyNet
+from stemsep.cli import main
 from stemsep.contract import network_config
 from stemsep.io.checkpoint import save_checkpoint
 
@@ -16,6 +19,15 @@ RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
 def command_of(recipe: Path) -> str:
     """``test`` for the evaluation recipe, ``fit`` for the training ones."""
     return "test" if recipe.name == "eval.yaml" else "fit"
+
+
+def resolved_config(recipe: Path, capsys) -> dict:
+    """The recipe as LightningCLI resolves it (``--print_config``): recipes include fragments and
+    other recipes (``config: ...``), so their own YAML holds only part of the config."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command_of(recipe), "--config", str(recipe), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
 
 
 def tiny_overrides(shards: Path, out: Path) -> list[str]:

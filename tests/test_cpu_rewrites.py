@@ -167,3 +167,17 @@ def test_expand_residual_rejects_other_norms():
     conv, glu = nn.Conv1d(4, 8, 1), nn.GLU(1)
     with pytest.raises(ValueError, match="one group"):
         expand_residual(torch.randn(2, 4, 5), torch.randn(2, 4, 5), conv, nn.GroupNorm(2, 8), glu, LayerScale(4))
+
+
+def test_stemsep_test_separates_with_the_rewrites_and_training_never_sees_them():
+    from stemsep.training import SeparationModule
+
+    torch.manual_seed(0)
+    module = SeparationModule(HDemucs(sources=["a", "b"], channels=8, depth=3))
+    seen = []
+    module.net.encoder[0].register_forward_pre_hook(lambda m, _: seen.append(type(m)))
+    module.on_test_start()
+    module.net(torch.randn(1, 2, 4096))
+    module.on_test_end()
+    module.net(torch.randn(1, 2, 4096))
+    assert seen == [CpuEncoderLayer, EncoderLayer]

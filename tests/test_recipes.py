@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import REPO
-from recipe_helpers import RECIPES, command_of, save_tiny, tiny_overrides
+from recipe_helpers import RECIPES, command_of, resolved_config, save_tiny, tiny_overrides
 from stemsep.cli import main
 
 PAPER_RECIPES = ["htdemucs.yaml", "htdemucs_sparse.yaml", "hdemucs.yaml", "htdemucs_ft.yaml"]
@@ -37,12 +36,12 @@ def test_recipe_fast_dev_run(recipe: Path, shards, tmp_path, monkeypatch, capsys
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     args = [command_of(recipe), "--config", str(recipe), *tiny_overrides(shards, tmp_path / "run"),
             "--trainer.fast_dev_run", "2"]
-    config = yaml.safe_load(recipe.read_text())
+    config = resolved_config(recipe, capsys)
     logger = config["trainer"].get("logger")
     if isinstance(logger, dict):  # W&B and friends: their folders under tmp_path, not the repo's runs/
         args += ["--trainer.logger.init_args.save_dir", str(tmp_path / "logs")]
     last_callback = (config["trainer"].get("callbacks") or [None])[-1]
-    if isinstance(last_callback, dict) and "dirpath" in last_callback.get("init_args", {}):
+    if isinstance(last_callback, dict) and "dirpath" in (last_callback.get("init_args") or {}):
         args += ["--trainer.callbacks.dirpath", str(tmp_path / "checkpoints")]  # sets the last callback's
     if config["model"].get("init_from"):
         args += ["--model.init_from", str(save_tiny(tmp_path / "pretrained.ckpt"))]

@@ -4,6 +4,22 @@ The model is always :class:`stemsep.training.SeparationModule` (its ``net`` is a
 chosen by ``class_path``); the data module is any ``LightningDataModule`` subclass.
 Config errors (unknown key, wrong type) become one-line :class:`StemsepError` messages.
 
+Besides Lightning's keys, the config has stemsep's default callbacks, visible in
+``--print_config`` and each switched off with ``null`` (in a recipe or on the command line)::
+
+    guards:
+      logger: {class_path: stemsep.training.callbacks.LoggerGuard}        # failing loggers only warn
+      nonfinite:                                                          # NaN/Inf steps skipped
+        class_path: stemsep.training.callbacks.NonFiniteGuard
+        init_args: {max_consecutive: null}   # null: model.max_nonfinite_steps (default 10)
+    test_results:                                                         # per-track results of `test`
+      class_path: stemsep.training.callbacks.TestResultWriter
+      init_args: {dirpath: null}   # null: model.test_results_dir, else <log dir>/test_results
+
+They are added after ``trainer.callbacks``. ``model.max_nonfinite_steps`` stays the one setting
+of the non-finite guard (``null`` there switches it off too, as before); a ``max_consecutive`` given
+to the guard itself takes precedence.
+
 Checkpoints given to ``--ckpt_path`` (resume) load with ``weights_only=True`` (set here
 explicitly, whatever torch's default or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``; a config may
 still say ``weights_only: false`` for a trusted file): a checkpoint holding pickled code is
@@ -15,14 +31,68 @@ from __future__ import annotations
 import argparse
 import pickle
 import sys
+from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.cli import LightningCLI
+from jsonargparse import lazy_instance
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from stemsep.errors import BadCheckpointError, StemsepError
 from stemsep.io.checkpoint import REFUSED, SAFE_GLOBALS
-from stemsep.training.module import SeparationModule
+from stemsep.training.callbacks import LoggerGuard, NonFiniteGuard, TestResultWriter
+from stemsep.training.module import SeparationModule, building_from_config
+
+# The config keys of stemsep's default callbacks, in the order they join the trainer's callbacks.
+DEFAULT_CALLBACK_KEYS = ("guards.logger", "guards.nonfinite", "test_results")
+
+
+class StemsepCLI(LightningCLI):
+    """LightningCLI whose config lists stemsep's default callbacks (see the module docstring)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--guards.logger", type=LoggerGuard | None, default=lazy_instance(LoggerGuard),
+                            help="Turns exceptions of the experiment loggers into warnings (null: off).")
+        parser.add_argument("--guards.nonfinite", type=NonFiniteGuard | None,
+                            default=lazy_instance(NonFiniteGuard),
+                            help="Skips optimizer steps with a NaN/Inf loss or gradient; stops after "
+                                 "max_consecutive in a row (default: model.max_nonfinite_steps; null: off).")
+        parser.add_argument("--test_results", type=TestResultWriter | None, default=lazy_instance(TestResultWriter),
+                            help="Writes the per-track results of `stemsep test` (null: off).")
+
+    def before_instantiate_classes(self) -> None:
+        reconcile_nonfinite(self.config.get(str(self.subcommand), self.config), fitting=self.subcommand == "fit")
+
+    def instantiate_classes(self) -> None:
+        with building_from_config():  # SeparationModule: hparams from the config, callbacks from the config
+            super().instantiate_classes()
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        config = self.config_init.get(str(self.subcommand), self.config_init)
+        extra = [callback for callback in (config.get(key) for key in DEFAULT_CALLBACK_KEYS) if callback is not None]
+        if extra:
+            callbacks = kwargs.get("callbacks", config.get("trainer.callbacks"))
+            callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
+            kwargs["callbacks"] = callbacks + extra
+        return super().instantiate_trainer(**kwargs)
+
+
+def reconcile_nonfinite(config, fitting: bool) -> None:
+    """``guards.nonfinite`` takes its limit from ``model.max_nonfinite_steps`` unless it states one;
+    ``model.max_nonfinite_steps: null`` switches the guard off."""
+    guard, steps = config.get("guards.nonfinite"), config.get("model.max_nonfinite_steps")
+    if guard is None:
+        return
+    if steps is None:
+        config["guards.nonfinite"] = None
+        return
+    init_args = guard.get("init_args")
+    limit = None if init_args is None else init_args.get("max_consecutive")
+    if limit is not None and limit < 1:  # said here: jsonargparse would bury the guard's own error
+        raise StemsepError(f"config: guards.nonfinite max_consecutive must be >= 1, got {limit} "
+                           "(guards.nonfinite: null switches the guard off)")
+    if limit is None and init_args is not None and steps >= 1:  # (the module reports steps < 1 itself)
+        init_args["max_consecutive"] = steps
 
 
 def _one_line(err: BaseException) -> str:
@@ -43,7 +113,7 @@ def run_lightning_cli(argv: list[str]) -> None:
     # LightningCLI reads sys.argv; DDP's launcher re-runs sys.argv[0] in each new process.
     sys.argv = [saved_argv[0] if saved_argv else "stemsep", *argv]
     try:
-        LightningCLI(
+        StemsepCLI(
             SeparationModule,
             L.LightningDataModule,
             subclass_mode_data=True,

@@ -9,17 +9,19 @@ specific architecture.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from stemsep.contract import check_network, network_config
+from stemsep.contract import check_network, network_config, segment_of, uses_train_segment
 from stemsep.errors import StemsepError
 from stemsep.evaluation.metrics import NSDR
+from stemsep.inference import optimize_for_cpu, restore_plain
 from stemsep.io.checkpoint import load_checkpoint
 from stemsep.io.weights import load_weights, net_state_dict
 
@@ -28,6 +30,24 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 
 
 EVAL_OPTIONS = ["eval_segment", "eval_overlap", "test_metrics", "test_results_dir"]
+
+# Set by the stemsep LightningCLI (stemsep.training.cli) while it builds the classes of a config.
+_BUILDING_FROM_CONFIG: ContextVar[bool] = ContextVar("stemsep_building_from_config", default=False)
+
+
+@contextmanager
+def building_from_config() -> Iterator[None]:
+    """While active, a ``SeparationModule`` is built by the ``stemsep`` LightningCLI from a config.
+
+    Its hyperparameters are then the plain config (LightningCLI hands it to
+    ``save_hyperparameters``), and its guards and test-result writer are those the config lists
+    (``guards``, ``test_results``): ``configure_callbacks`` adds none.
+    """
+    token = _BUILDING_FROM_CONFIG.set(True)
+    try:
+        yield
+    finally:
+        _BUILDING_FROM_CONFIG.reset(token)
 
 
 def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
@@ -56,10 +76,18 @@ class SeparationModule(L.LightningModule):
         eval_overlap: overlap between chunks in validation/test.
         test_metrics: BSS-eval metrics computed per track by ``stemsep test`` (museval v4 mode).
         test_results_dir: where ``stemsep test`` writes per-track JSON/CSV and the summary,
-            as ``stemsep score`` does (default ``<log dir>/test_results``).
+            as ``stemsep score`` does (default ``<log dir>/test_results``); read by
+            :class:`~stemsep.training.callbacks.TestResultWriter` when its own ``dirpath`` is unset.
         max_nonfinite_steps: optimizer steps with a NaN/Inf loss or gradient are skipped and
-            counted (:class:`~stemsep.training.callbacks.nonfinite.NonFiniteGuard`); this many in a row write a
+            counted (:class:`~stemsep.training.callbacks.NonFiniteGuard`); this many in a row write a
             checkpoint and stop with an error. ``None`` disables the guard.
+
+    Callbacks: from Python, :meth:`configure_callbacks` adds a ``LoggerGuard``, a
+    ``NonFiniteGuard(max_nonfinite_steps)`` and a ``TestResultWriter`` unless the trainer already
+    has one of that type. The ``stemsep`` CLI lists them in the config instead (``guards.logger``,
+    ``guards.nonfinite``, ``test_results``; ``null`` switches one off) and the module adds none.
+    The network and the data module must agree on sources (and, for networks that pad inputs to
+    their training segment, on the segment): :meth:`setup` checks it.
     """
 
     def __init__(
@@ -80,7 +108,8 @@ class SeparationModule(L.LightningModule):
         check_network(net)
         # Evaluation settings are not stored: LightningCLI lets a checkpoint's hyperparameters
         # override the command line, and `stemsep test --model.test_results_dir ...` must win.
-        if _config_hparams() is not None:  # built by LightningCLI: hparams are the plain config
+        self.callbacks_from_config = _BUILDING_FROM_CONFIG.get()
+        if self.callbacks_from_config:  # built by the stemsep LightningCLI: hparams are the plain config
             self.save_hyperparameters(ignore=EVAL_OPTIONS)
         else:  # built in Python: keep plain values, describe the network by class and init args
             self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", *EVAL_OPTIONS])
@@ -105,7 +134,6 @@ class SeparationModule(L.LightningModule):
         if max_nonfinite_steps is not None and max_nonfinite_steps < 1:
             raise StemsepError(f"max_nonfinite_steps must be >= 1 or null, got {max_nonfinite_steps}")
         self.max_nonfinite_steps = max_nonfinite_steps
-        self._test_records: list[dict] = []
 
     # ----------------------------------------------------------------- network
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
@@ -118,10 +146,35 @@ class SeparationModule(L.LightningModule):
         return apply_model(self.net, mix, segment=self.eval_segment, overlap=self.eval_overlap)
 
     def setup(self, stage: str) -> None:
+        self.check_data(stage)
         if stage == "fit" and self.init_from and getattr(self.trainer, "ckpt_path", None) is None:
             ckpt = load_checkpoint(self.init_from)
             load_weights(self.net, net_state_dict(ckpt), origin=self.init_from)
             rank_zero_info(f"stemsep: initialised network weights from {self.init_from}")
+
+    def check_data(self, stage: str) -> None:
+        """One-line error if the trainer's data module disagrees with the network on sources or segment.
+
+        Sources: always (the targets are stacked in the data's order). Segment: when fitting a
+        network that pads every input to its training segment (HT Demucs), whose positional
+        encodings follow it. Data modules without ``sources``/``segment`` are not checked.
+        """
+        data = getattr(self.trainer, "datamodule", None)
+        if data is None:
+            return
+        try:
+            data_sources = getattr(data, "sources", None)
+        except (StemsepError, OSError, ValueError):  # no manifest yet: the data module reports it itself
+            data_sources = None
+        if data_sources is not None and list(data_sources) != list(self.sources):
+            raise StemsepError(f"model.net sources {list(self.sources)} differ from data sources "
+                               f"{list(data_sources)}: give both the same list, in the same order")
+        net_segment, data_segment = segment_of(self.net), getattr(data, "segment", None)
+        if (stage == "fit" and uses_train_segment(self.net) and net_segment is not None and data_segment is not None
+                and abs(float(net_segment) - float(data_segment)) * int(self.net.samplerate) >= 1):
+            raise StemsepError(f"model.net segment {float(net_segment):g} s differs from data segment "
+                               f"{float(data_segment):g} s: the network pads its inputs to its training segment; "
+                               "give both the same length")
 
     # ---------------------------------------------------------------- training
     def source_losses(self, estimate: torch.Tensor, stems: torch.Tensor) -> torch.Tensor:
@@ -154,37 +207,24 @@ class SeparationModule(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.valid_nsdr, "valid")
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        from stemsep.evaluation.results import evaluate_track
-
-        estimate = self._evaluate(batch, self.test_nsdr, "test")
-        names = batch[2] if len(batch) > 2 else [f"track{batch_idx:05d}"]
-        for name, est, ref in zip(names, estimate, batch[1]):
-            self._test_records.append(evaluate_track(str(name), self.sources, est.cpu(), ref.cpu(),
-                                                     int(self.net.samplerate), metrics=self.test_metrics))
+    def test_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """The estimate of each track: ``TestResultWriter`` scores and writes them."""
+        return self._evaluate(batch, self.test_nsdr, "test")
 
     def on_validation_epoch_end(self) -> None:
         self._log_nsdr(self.valid_nsdr, "valid")
 
+    def on_test_start(self) -> None:
+        """On CPU, ``stemsep test`` separates with the CPU inference rewrites (same weights and values
+        up to float rounding, as ``stemsep separate``); :meth:`on_test_end` restores the plain modules."""
+        if self.device.type == "cpu":
+            optimize_for_cpu(self.net)
+
+    def on_test_end(self) -> None:
+        restore_plain(self.net)
+
     def on_test_epoch_end(self) -> None:
         self._log_nsdr(self.test_nsdr, "test")
-        records = gather_records(self._test_records, self.trainer.world_size)
-        self._test_records = []
-        # trainer.log_dir is a collective call under DDP: every rank asks, rank 0 writes.
-        out = Path(self.test_results_dir or Path(self.trainer.log_dir or self.trainer.default_root_dir)
-                   / "test_results")
-        if self.trainer.is_global_zero:
-            self._write_test_results(records, out)
-
-    def _write_test_results(self, records: list[dict], out: Path) -> None:
-        from stemsep.evaluation.results import format_summary, summarize, write_summary, write_track_record
-
-        for record in records:
-            write_track_record(out, record)
-        summary = summarize(records)
-        write_summary(out, summary)
-        self.print(format_summary(summary))
-        self.print(f"per-track results of {len(records)} track(s) in {out}")
 
     def _log_nsdr(self, metric: NSDR, prefix: str) -> None:
         values = metric.compute()
@@ -202,14 +242,25 @@ class SeparationModule(L.LightningModule):
 
     # -------------------------------------------------------------- optimizers
     def configure_callbacks(self):
-        """Guards of unattended runs: failing loggers warn (LoggerGuard), NaN/Inf steps are skipped."""
-        from stemsep.training.callbacks.logger_guard import LoggerGuard
-        from stemsep.training.callbacks.nonfinite import NonFiniteGuard
+        """Default callbacks for Python use, each only if the trainer has none of its type.
 
-        guards = [LoggerGuard()]
+        ``LoggerGuard`` (failing loggers warn), ``NonFiniteGuard(max_nonfinite_steps)`` (NaN/Inf
+        steps are skipped; none if ``max_nonfinite_steps`` is ``None``) and ``TestResultWriter``
+        (per-track results of ``trainer.test``). None when the ``stemsep`` CLI built the module:
+        its config lists them (``guards``, ``test_results``), and ``null`` there means off.
+        """
+        from stemsep.training.callbacks import LoggerGuard, NonFiniteGuard, TestResultWriter
+
+        if self.callbacks_from_config:
+            return []
+        try:
+            present = list(self.trainer.callbacks)
+        except RuntimeError:  # not attached to a trainer
+            present = []
+        defaults = [LoggerGuard(), TestResultWriter()]
         if self.max_nonfinite_steps is not None:
-            guards.append(NonFiniteGuard(self.max_nonfinite_steps))
-        return guards
+            defaults.insert(1, NonFiniteGuard(self.max_nonfinite_steps))
+        return [callback for callback in defaults if not any(isinstance(c, type(callback)) for c in present)]
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.net.parameters())
@@ -217,21 +268,3 @@ class SeparationModule(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def gather_records(records: list[dict], world_size: int) -> list[dict]:
-    """All ranks' per-track records, one per track name (samplers may repeat tracks), sorted."""
-    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        gathered: list[list[dict] | None] = [None] * world_size
-        torch.distributed.all_gather_object(gathered, records)
-        records = [record for part in gathered for record in (part or [])]
-    return sorted({record["name"]: record for record in records}.values(), key=lambda r: r["name"])
-
-
-def _config_hparams() -> dict | None:
-    """The plain config LightningCLI hands to ``save_hyperparameters``, if building from one."""
-    try:
-        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-    except ImportError:  # pragma: no cover - Lightning internals moved
-        return None
-    return _given_hyperparameters.get()

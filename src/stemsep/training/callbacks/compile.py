@@ -4,7 +4,7 @@ Add it to the trainer's callbacks (recipes list it commented out)::
 
     trainer:
       callbacks:
-        - class_path: stemsep.callbacks.CompileNetwork
+        - class_path: stemsep.training.callbacks.CompileNetwork
           init_args: {mode: max-autotune-no-cudagraphs}
 
 It compiles ``module.net`` in place (``nn.Module.compile``), so parameter names, checkpoints

@@ -5,7 +5,8 @@ times out: none of these is a reason to lose a training run. When fitting starts
 wraps the methods Lightning calls on each logger (``log_metrics``, ``log_hyperparams``,
 ``log_graph``, ``save``, ``finalize``, ``after_save_checkpoint``) so that an exception there
 is reported as a warning (the first failure of each method, then every 100th, with the count)
-and the call is dropped. :class:`~stemsep.training.SeparationModule` installs it.
+and the call is dropped. The ``stemsep`` CLI lists it as ``guards.logger`` (``null``: off);
+:class:`~stemsep.training.SeparationModule` adds one from Python when the trainer has none.
 """
 
 from __future__ import annotations

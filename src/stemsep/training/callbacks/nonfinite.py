@@ -15,8 +15,9 @@ Under DDP the gradients are already all-reduced when the guard looks at them, so
 takes the same decision. With ``16-mixed`` precision the GradScaler handles overflowing
 gradients itself; the guard then only checks the loss.
 
-:class:`~stemsep.training.SeparationModule` installs it (``max_nonfinite_steps``, default 10);
-``train/nonfinite_skipped`` (total) is logged.
+The ``stemsep`` CLI lists it as ``guards.nonfinite`` (``max_consecutive``, default 10; ``null``:
+off); :class:`~stemsep.training.SeparationModule` adds one from Python when the trainer has none
+(``max_nonfinite_steps``, default 10). ``train/nonfinite_skipped`` (total) is logged.
 """
 
 from __future__ import annotations
@@ -29,18 +30,22 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from stemsep.errors import StemsepError
 
+DEFAULT_MAX_CONSECUTIVE = 10
+
 
 class NonFiniteGuard(Callback):
     """Skip and count optimizer steps with a non-finite loss or gradient.
 
     Args:
-        max_consecutive: stop (checkpoint, then error) after this many skipped steps in a row.
+        max_consecutive: stop (checkpoint, then error) after this many skipped steps in a row
+            (``None``: 10, or the module's ``max_nonfinite_steps`` when the stemsep CLI builds it).
     """
 
-    def __init__(self, max_consecutive: int = 10):
+    def __init__(self, max_consecutive: int | None = None):
+        max_consecutive = DEFAULT_MAX_CONSECUTIVE if max_consecutive is None else int(max_consecutive)
         if max_consecutive < 1:
             raise StemsepError(f"max_nonfinite_steps must be >= 1, got {max_consecutive}")
-        self.max_consecutive = int(max_consecutive)
+        self.max_consecutive = max_consecutive
         self.skipped = 0
         self.consecutive = 0
         self._loss_finite: torch.Tensor | None = None  # stays on the device: no sync per micro-batch

@@ -6,7 +6,7 @@ At the end of each validation (not the sanity check) it logs to the trainer's
 - ``media/audio``: the mixture and the estimate of each source on a fixed excerpt
   (``offset`` .. ``offset + seconds``) of the first validation song;
 - ``media/spectrograms``: one picture, references (left) vs estimates (right), one row per
-  source, built with numpy (:mod:`stemsep.callbacks.spectrogram`);
+  source, built with numpy (:mod:`stemsep.training.callbacks.spectrogram`);
 - ``media/sdr``: a table, one row per source: the SDR of the excerpt and the validation nSDR.
 
 The estimate is made right after the first validation batch, with the weights being validated

@@ -1,0 +1,75 @@
+"""Each recipe resolves (``--print_config``) to what it resolved to before recipes were composed
+from fragments (configs/trainer, configs/data, configs/model) and stemsep's default callbacks
+became visible config keys: the snapshots in tests/fixtures/resolved_recipes were printed from
+the recipes as they were, and only the renames and added keys listed here may differ.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import REPO
+from recipe_helpers import RECIPES, resolved_config
+
+FIXTURES = Path(__file__).parent / "fixtures" / "resolved_recipes"
+
+# Documented renames (CHANGELOG.md, "Unreleased"): old class path -> new class path.
+RENAMES = {
+    "stemsep.callbacks.WandbMedia": "stemsep.training.callbacks.WandbMedia",
+    "stemsep.callbacks.CompileNetwork": "stemsep.training.callbacks.CompileNetwork",
+    # the default of model.optimizer (printed by recipes that keep it), moved with stemsep.module
+    "stemsep.module.default_optimizer": "stemsep.training.module.default_optimizer",
+}
+
+# Keys that are new in every resolved recipe: the default callbacks, once added silently by
+# SeparationModule.configure_callbacks and on_test_epoch_end, now listed (and switchable off).
+ADDED = {
+    "guards": {
+        "logger": {"class_path": "stemsep.training.callbacks.LoggerGuard"},
+        "nonfinite": {"class_path": "stemsep.training.callbacks.NonFiniteGuard",
+                      "init_args": {"max_consecutive": None}},
+    },
+    "test_results": {"class_path": "stemsep.training.callbacks.TestResultWriter", "init_args": {"dirpath": None}},
+}
+
+
+def fixture_of(recipe: Path) -> Path:
+    """``recipes/ablations/base.yaml`` -> ``fixtures/resolved_recipes/recipes__ablations__base.yaml``."""
+    return FIXTURES / "__".join(recipe.relative_to(REPO).parts)
+
+
+def renamed(value: Any) -> Any:
+    """``value`` with every class path of RENAMES replaced by its new name."""
+    if isinstance(value, dict):
+        return {key: renamed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [renamed(item) for item in value]
+    return RENAMES.get(value, value) if isinstance(value, str) else value
+
+
+def test_every_recipe_has_a_snapshot():
+    assert sorted(fixture_of(recipe).name for recipe in RECIPES) == sorted(p.name for p in FIXTURES.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
+def test_recipe_resolves_as_before(recipe: Path, capsys):
+    before = renamed(yaml.safe_load(fixture_of(recipe).read_text()))
+    after = resolved_config(recipe, capsys)
+    for key, value in ADDED.items():
+        assert after.pop(key) == value, f"{key} is not the documented default"
+    assert after == before
+
+
+def test_renames_are_documented():
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    start = changelog.index("## [Unreleased]")
+    end = changelog.find("\n## ", start + 1)
+    unreleased = changelog[start:end if end > 0 else None]
+    for old, new in RENAMES.items():
+        assert old in unreleased and new in unreleased
+    for key in ADDED:
+        assert f"`{key}" in unreleased
