@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-from recipe_helpers import RECIPES, command_of, resolved_config, save_tiny, tiny_overrides
+from helpers import REPO
+from helpers.recipes import RECIPES, command_of, resolved_config, save_tiny, tiny_overrides
 from stemsep.cli import main
 
 PAPER_RECIPES = ["htdemucs.yaml", "htdemucs_sparse.yaml", "hdemucs.yaml", "htdemucs_ft.yaml"]

@@ -23,8 +23,8 @@ import soundfile as sf
 import torch
 
 import stemsep.training.cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
-from conftest import REPO, TinyNet
-from data_helpers import copy_shards, leftovers
+from helpers import REPO, TinyNet
+from helpers.data import copy_shards, leftovers
 from stemsep.cli import main
 from stemsep.io.audio import write_audio
 from stemsep.io.checkpoint import save_checkpoint
@@ -422,7 +422,7 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     net = TinyNet(samplerate=SR)
     return _tiny_checkpoint(tmp_path_factory.mktemp("table_ckpt") / "tiny.ckpt", net,
-                            {"class_path": "conftest.TinyNet", "init_args": net.init_args})
+                            {"class_path": "helpers.nets.TinyNet", "init_args": net.init_args})
 
 
 def test_table_has_the_cases_the_issue_lists():

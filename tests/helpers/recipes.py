@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, TinyNet
+from helpers import REPO, TinyNet
 from stemsep.cli import main
 from stemsep.contract import network_config
 from stemsep.io.checkpoint import save_checkpoint
@@ -34,7 +34,7 @@ def tiny_overrides(shards: Path, out: Path) -> list[str]:
     """Run any recipe on the sharded synthetic corpus with TinyNet on CPU, writing under ``out``."""
     data = "--data.init_args."
     return [
-        "--model.net", "conftest.TinyNet",
+        "--model.net", "helpers.nets.TinyNet",
         f"{data}train_manifest", str(shards / "train.json"),
         f"{data}valid_manifest", str(shards / "test.json"),
         f"{data}test_manifest", str(shards / "test.json"),

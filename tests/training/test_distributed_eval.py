@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 
-from conftest import TinyNet
+from helpers import TinyNet
 from stemsep.data.folder import FolderDataModule
 from stemsep.data.synth import generate_corpus
 from stemsep.training.module import SeparationModule
@@ -16,7 +16,7 @@ from stemsep.training.module import SeparationModule
 CONFIG = """\
 model:
   net:
-    class_path: conftest.TinyNet
+    class_path: helpers.nets.TinyNet
   test_metrics: [sdr, isr, sir, sar]
 data:
   class_path: stemsep.data.folder.FolderDataModule
@@ -33,7 +33,7 @@ trainer:
 def _stemsep_test(tmp_path: Path, config: Path, ckpt: Path, devices: int) -> dict[str, dict]:
     out = tmp_path / f"results{devices}"
     # One thread per process in both runs: the same float summation order, so results compare exactly.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, str(Path(sys.executable).parent / "stemsep"), "test", "--config", str(config),
                "--ckpt_path", str(ckpt), "--trainer.devices", str(devices),
                "--trainer.strategy", "ddp" if devices > 1 else "auto",

@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conftest import REPO
-from data_helpers import leftovers
+from helpers import REPO
+from helpers.data import leftovers
 from stemsep.cli import main
 from stemsep.data.synth import generate_corpus
 from stemsep.io.audio import read_audio, write_audio
 from stemsep.io.checkpoint import save_checkpoint
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/: helpers importable in subprocesses
 TIMEOUT = 120
 
 
@@ -72,7 +72,7 @@ def _run(cmd: list[str]) -> str:
 FIT_CONFIG = """
 seed_everything: 0
 model:
-  net: {{class_path: slow_net.SlowNet, init_args: {{delay: 0.05}}}}
+  net: {{class_path: helpers.slow_net.SlowNet, init_args: {{delay: 0.05}}}}
   optimizer: {{class_path: torch.optim.Adam, init_args: {{lr: 0.01}}}}
   scheduler: {{class_path: torch.optim.lr_scheduler.StepLR, init_args: {{step_size: 1, gamma: 0.9}}}}
 data:
@@ -166,11 +166,11 @@ def test_shard_killed_rerun_completes_and_verifies(tmp_path):
 
 # --------------------------------------------------------------------------------- separate
 def test_separate_killed_rerun_skips_finished_tracks(tmp_path, capsys):
-    from slow_net import SlowNet
+    from helpers.slow_net import SlowNet
 
     sr = 8000
     net = SlowNet(samplerate=sr, delay=0.25)
-    ckpt = save_checkpoint(tmp_path / "slow.ckpt", net, {"class_path": "slow_net.SlowNet", "init_args": net.init_args})
+    ckpt = save_checkpoint(tmp_path / "slow.ckpt", net, {"class_path": "helpers.slow_net.SlowNet", "init_args": net.init_args})
     rng = np.random.default_rng(0)
     for i in range(8):
         write_audio(tmp_path / "in" / f"track{i}.wav", rng.uniform(-0.3, 0.3, (2, sr // 2)), sr, bits=32)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from torch.utils.data import DataLoader
 
-from data_helpers import shard_corpus
+from helpers.data import shard_corpus
 from stemsep.data.datamodule import StemDataModule
 from stemsep.errors import StemsepError
 

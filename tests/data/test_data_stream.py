@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from data_helpers import copy_shards
+from helpers.data import copy_shards
 from stemsep.data.augment import FlipChannels, FlipSign, Remix, Repitch, Scale, Shift
 from stemsep.data.datamodule import StemDataModule
 from stemsep.errors import BadDataError

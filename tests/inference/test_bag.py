@@ -5,8 +5,8 @@ import json
 
 import torch
 
-from conftest import REPO, TinyNet
-from recipe_helpers import save_tiny, tiny_overrides
+from helpers import REPO, TinyNet
+from helpers.recipes import save_tiny, tiny_overrides
 from stemsep.cli import main
 from stemsep.contract import network_config
 from stemsep.inference.bag import BagOfModels

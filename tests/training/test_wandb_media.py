@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from conftest import TinyNet
+from helpers import TinyNet
 from stemsep.data.folder import FolderDataModule
 from stemsep.training.callbacks import WandbMedia
 from stemsep.training.callbacks.spectrogram import colorize, spectrogram_grid

@@ -3,7 +3,7 @@
 import lightning as L
 import torch
 
-from conftest import TinyNet
+from helpers import TinyNet
 from stemsep.data.folder import FolderDataModule
 from stemsep.io.checkpoint import load_checkpoint
 from stemsep.training.callbacks import CompileNetwork

@@ -7,7 +7,7 @@ import json
 import torch
 from torch import nn
 
-from data_helpers import shard_corpus
+from helpers.data import shard_corpus
 from stemsep.cli import main
 from stemsep.data.audit import bleed_matrix
 from stemsep.io.audio import read_audio, write_audio

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, TinyNet
+from helpers import REPO, TinyNet
 from stemsep.cli import main
 from stemsep.inference.bag import BagOfModels
 from stemsep.io.audio import read_audio, write_audio
@@ -84,7 +84,7 @@ def test_torchscript_export_runs_the_same_core(tmp_path):
 @pytest.mark.parametrize("kind", ["user network", "bag"])
 def test_export_without_export_path_is_one_line_error(tmp_path, capsys, kind):
     net = TinyNet()
-    config = {"class_path": "conftest.TinyNet", "init_args": net.init_args}
+    config = {"class_path": "helpers.nets.TinyNet", "init_args": net.init_args}
     if kind == "bag":
         net = BagOfModels([TinyNet(), TinyNet()])
         config = {"class_path": "stemsep.inference.bag.BagOfModels",

@@ -12,7 +12,7 @@ import yaml
 from stemsep.io.checkpoint import build_from_config
 from stemsep.models.attention import backends as attention_backends
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 SMALL = ["htdemucs_small.yaml", "hdemucs_small.yaml"]
 LARGE = ["htdemucs_paper.yaml", "htdemucs.yaml", "htdemucs_sparse.yaml", "hdemucs.yaml"]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import TinyNet
+from helpers import TinyNet
 from stemsep.errors import StemsepError
 from stemsep.io.checkpoint import load_checkpoint
 from stemsep.training.module import SeparationModule

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from conftest import REPO
+from helpers import REPO
 from stemsep.cli import main
 from stemsep.io.checkpoint import load_separator
 

@@ -2,7 +2,7 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import TinyNet
+from helpers import TinyNet
 from stemsep.errors import StemsepError
 from stemsep.io.checkpoint import load_checkpoint, load_separator
 from stemsep.training.module import SeparationModule
@@ -65,7 +65,7 @@ def test_fit_checkpoint_reload_and_init_from(corpus_root, tmp_path):
     assert "valid/nsdr_vocals" in trainer.callback_metrics
     ckpt_path = next((tmp_path / "checkpoints").glob("*.ckpt"))
     ckpt = load_checkpoint(ckpt_path)  # weights_only: the checkpoint holds no pickled objects
-    assert ckpt["hyper_parameters"]["net"]["class_path"] == "conftest.TinyNet"
+    assert ckpt["hyper_parameters"]["net"]["class_path"] == "helpers.nets.TinyNet"
     net = load_separator(ckpt_path)
     mix = torch.randn(1, 2, 1000)
     assert torch.allclose(net(mix), module.net.eval()(mix))

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import REPO
-from recipe_helpers import RECIPES, resolved_config
+from helpers import REPO
+from helpers.recipes import RECIPES, resolved_config
 
-FIXTURES = Path(__file__).parent / "fixtures" / "resolved_recipes"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "resolved_recipes"
 
 # Documented renames (CHANGELOG.md, "Unreleased"): old class path -> new class path.
 RENAMES = {

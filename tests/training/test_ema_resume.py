@@ -5,7 +5,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
 
-from conftest import TinyNet
+from helpers import TinyNet
 from stemsep.data.folder import FolderDataModule
 from stemsep.io.checkpoint import load_checkpoint, load_separator
 from stemsep.training.module import SeparationModule

@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import stemsep.training.cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
-from conftest import REPO, TinyNet
-from recipe_helpers import tiny_overrides
+from helpers import REPO, TinyNet
+from helpers.recipes import tiny_overrides
 from stemsep.cli import main
 from stemsep.errors import StemsepError
 from stemsep.training import SeparationModule
@@ -37,7 +37,7 @@ def _build(*args: str) -> StemsepCLI:
 
 def _cli(*args: str) -> StemsepCLI:
     """The quickstart with TinyNet, built but not run."""
-    return _build("--config", QUICKSTART, "--model.net", "conftest.TinyNet", *args)
+    return _build("--config", QUICKSTART, "--model.net", "helpers.nets.TinyNet", *args)
 
 
 def _count(trainer: L.Trainer) -> dict[type, int]:
@@ -55,7 +55,7 @@ def test_cli_lists_the_defaults_and_the_module_adds_none():
 def test_a_recipe_switches_a_guard_off(tmp_path):
     recipe = tmp_path / "no_guard.yaml"
     recipe.write_text(f"# quickstart without the NaN guard\nconfig: {QUICKSTART}\nguards.nonfinite: null\n")
-    cli = _build("--config", str(recipe), "--model.net", "conftest.TinyNet")
+    cli = _build("--config", str(recipe), "--model.net", "helpers.nets.TinyNet")
     assert _count(cli.trainer) == {LoggerGuard: 1, NonFiniteGuard: 0, TestResultWriter: 1}
     assert _count(_cli("--test_results", "null", "--guards.logger", "null").trainer) == {
         LoggerGuard: 0, NonFiniteGuard: 1, TestResultWriter: 0}

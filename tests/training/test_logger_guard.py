@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, Logger
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import TinyNet
+from helpers import TinyNet
 from stemsep.training.module import SeparationModule
 
 

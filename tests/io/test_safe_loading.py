@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import stemsep.training.cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
-from conftest import REPO
+from helpers import REPO
 from stemsep.cli import main
 from stemsep.errors import BadCheckpointError
 from stemsep.io.checkpoint import load_checkpoint
@@ -68,7 +68,7 @@ def _fit(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def test_init_from_refuses_pickled_code(tmp_path, capsys, corpus_root):
-    from data_helpers import shard_corpus
+    from helpers.data import shard_corpus
 
     shards = shard_corpus(corpus_root, tmp_path / "shards", splits=("train",))
     marker = tmp_path / "PWNED"
@@ -85,7 +85,7 @@ def test_resume_refuses_pickled_code(tmp_path, capsys):
 
 
 def test_resume_from_last_refuses_pickled_code(tmp_path, capsys, corpus_root):
-    from data_helpers import shard_corpus
+    from helpers.data import shard_corpus
 
     shards = shard_corpus(corpus_root, tmp_path / "shards", splits=("train",))
     marker = tmp_path / "PWNED"

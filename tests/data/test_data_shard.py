@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_helpers import shard_corpus
+from helpers.data import shard_corpus
 from stemsep.cli import main
 from stemsep.data.codec import decode_flac, encode_flac, quantize24
 from stemsep.data.layouts import discover_songs

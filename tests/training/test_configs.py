@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 from stemsep.cli import main
 from stemsep.contract import check_network
 from stemsep.io.checkpoint import build_from_config

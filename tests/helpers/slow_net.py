@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import TinyNet
+from helpers import TinyNet
 
 
 class SlowNet(TinyNet):

@@ -1,0 +1,49 @@
+"""Old import paths users may have in configs or checkpoints keep working, or fail with one line
+naming the new path (the renames of the layered packages, listed in CHANGELOG.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import REPO, TinyNet
+from stemsep.cli import main
+from stemsep.contract import network_config
+from stemsep.inference.bag import BagOfModels
+from stemsep.io.checkpoint import load_separator, save_checkpoint
+
+
+def test_old_callback_paths_still_resolve():
+    from stemsep.callbacks import CompileNetwork, WandbMedia
+    from stemsep.training.callbacks import CompileNetwork as NewCompile
+    from stemsep.training.callbacks import WandbMedia as NewMedia
+
+    assert (CompileNetwork, WandbMedia) == (NewCompile, NewMedia)
+
+
+@pytest.mark.parametrize("name,new", [("FromCheckpoint", "stemsep.io.FromCheckpoint"),
+                                      ("BagOfModels", "stemsep.inference.bag.BagOfModels")])
+def test_moved_model_names_fail_with_the_new_path(name, new):
+    import stemsep.models
+
+    with pytest.raises(AttributeError, match=f"moved to {new}"):
+        getattr(stemsep.models, name)
+
+
+def test_config_naming_the_old_from_checkpoint_path_is_one_line(tmp_path, capsys):
+    ckpt = save_checkpoint(tmp_path / "a.ckpt", TinyNet(), network_config(TinyNet()))
+    assert main(["test", "--config", str(REPO / "recipes" / "eval.yaml"), "--model.net", "stemsep.models.FromCheckpoint",
+                 "--model.net.checkpoint", str(ckpt), "--print_config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "moved to stemsep.io.FromCheckpoint" in err
+
+
+def test_checkpoint_with_the_old_bag_class_path_loads(tmp_path):
+    torch.manual_seed(0)
+    bag = BagOfModels([TinyNet(), TinyNet()])
+    config = {"class_path": "stemsep.models.bag.BagOfModels",  # as stemsep bag wrote it before
+              "init_args": {"models": [network_config(m) for m in bag.models], "weights": bag.weights}}
+    loaded = load_separator(save_checkpoint(tmp_path / "bag.ckpt", bag, config))
+    assert isinstance(loaded, BagOfModels)
+    mix = torch.randn(1, 2, 64)
+    torch.testing.assert_close(loaded(mix), bag.eval()(mix))
