@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from stemsep.contract import network_config
 from stemsep.errors import BadCheckpointError, StemsepError
 from stemsep.io.checkpoint import import_class, save_checkpoint
 from stemsep.io.weights import load_weights
@@ -150,7 +151,7 @@ def build_model(package: dict[str, Any], path: Path, attention: str | None = Non
     if state.get("__quantized"):
         raise BadCheckpointError(f"{path}: DiffQ-quantized weights are not supported; use a non-quantized model")
     load_weights(net, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, origin=str(path))
-    init_args = _plain(getattr(net, "init_args", None) or dict(bound.arguments), f"{path}: init_args")
+    init_args = _plain(network_config(net)["init_args"] or dict(bound.arguments), f"{path}: init_args")
     return net.eval(), {"class_path": class_path, "init_args": init_args}, dropped
 
 
