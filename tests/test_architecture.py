@@ -32,6 +32,10 @@ ALLOWED = {
 # The package root (its version, re-exports of the bottom layer) may be imported by every layer;
 # it imports only the bottom layer itself. `python -m stemsep` runs the cli.
 ROOT_ALLOWED = {"": {"errors", "contract"}, "__main__": {"cli"}}
+# The one exception: the root's module-level ``__getattr__`` re-exports ``stemsep.Separator``
+# (issue 15's Python API) by importing it on first access. It is lazy, so `import stemsep` still
+# loads only the bottom layer (test_root_loads_only_the_bottom_layer); no other root import may be.
+LAZY_ROOT_EXPORTS = {"stemsep.inference.separator"}
 EVERYONE = {""}
 # Deprecated alias packages, part of the layer they alias.
 ALIASES = {"callbacks": "training"}
@@ -96,11 +100,33 @@ def test_imports_follow_the_layers():
     for path in sources():
         here = package_of(module_name(path))
         allowed = ROOT_ALLOWED[here] if here in ROOT_ALLOWED else ALLOWED.get(here, set()) | EVERYONE
+        lazy = _lazy_root_exports(path) if here == "" and path.name == "__init__.py" else set()
         for line, target in imports_of(path):
+            if (line, target) in lazy:
+                continue
             there = package_of(target)
             if there != here and there not in allowed:
                 bad.append(f"{path.relative_to(SRC.parent)}:{line} ({here or 'stemsep'}) imports {target}")
     assert not bad, "forbidden imports:\n" + "\n".join(bad)
+
+
+def _lazy_root_exports(path: Path) -> set[tuple[int, str]]:
+    """``(line, module)`` of the LAZY_ROOT_EXPORTS imports inside the root's ``def __getattr__``."""
+    tree = ast.parse(path.read_text(), str(path))
+    getattr_ = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "__getattr__"]
+    return {(node.lineno, node.module) for fn in getattr_ for node in ast.walk(fn)
+            if isinstance(node, ast.ImportFrom) and node.module in LAZY_ROOT_EXPORTS}
+
+
+def test_root_loads_only_the_bottom_layer():
+    """`import stemsep` loads errors and contract only; `stemsep.Separator` then loads inference."""
+    code = ("import sys, stemsep; "
+            "bad = sorted(m for m in sys.modules if m.startswith('stemsep.') "
+            "and m.split('.')[1] not in ('errors', 'contract')); "
+            "assert not bad, bad; "
+            "from stemsep.inference import Separator; assert stemsep.Separator is Separator")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_no_import_cycles():

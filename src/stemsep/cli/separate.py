@@ -16,7 +16,8 @@ HELP = "Separate audio files into stems with trained models."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", type=Path, help="audio files, or folders searched for them")
+    parser.add_argument("inputs", nargs="+", type=Path, help="audio files (WAV, FLAC, AIFF, OGG, Opus, MP3, M4A/AAC, MP4, WebM, ALAC, "
+                             "MUSDB18 .stem.mp4; any sample rate and channel count), or folders searched for them")
     parser.add_argument("--model", action="append", required=True, type=Path, metavar="CKPT",
                         help="stemsep checkpoint; repeat for a bag of models")
     parser.add_argument("--weights", nargs="+", type=weight_rows, metavar="W,W,...",

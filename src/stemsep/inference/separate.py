@@ -28,7 +28,7 @@ from stemsep.errors import BadAudioError, StemsepError
 from stemsep.inference.bag import BagOfModels, check_weights
 from stemsep.inference.chunked import apply_model_many, check_options, chunk_stride
 from stemsep.inference.cpu import optimize_for_cpu
-from stemsep.io.audio import AUDIO_EXTENSIONS, audio_info, read_audio, write_audio
+from stemsep.io.audio import MIX_EXTENSIONS, probe_mix, read_mix, write_audio
 from stemsep.io.checkpoint import load_separator
 from stemsep.io.files import ensure_writable_dir
 
@@ -42,10 +42,10 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MIX_EXTENSIONS
                            and not p.name.startswith("."))
             if not found:
-                raise BadAudioError(f"{path}: no .wav or .flac files in this folder")
+                raise BadAudioError(f"{path}: no audio files in this folder (looked for {', '.join(MIX_EXTENSIONS)})")
             files.extend(found)
         elif path.exists():
             files.append(path)
@@ -55,7 +55,9 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
 
 
 def track_name(path: Path) -> str:
-    """``song.wav`` -> ``song``; MUSDB's ``<track>/mixture.wav`` -> ``<track>``."""
+    """``song.wav`` -> ``song``; MUSDB's ``<track>/mixture.wav`` -> ``<track>``, ``<track>.stem.mp4`` -> ``<track>``."""
+    if path.name.lower().endswith(".stem.mp4"):
+        return path.name[:-len(".stem.mp4")]
     return path.parent.name if path.stem == "mixture" and path.parent.name else path.stem
 
 
@@ -83,6 +85,14 @@ def load_models(paths: Sequence[Path], weights: Sequence[Sequence[float]] | None
     net = nets[0] if len(nets) == 1 and rows is None else BagOfModels(nets, weights=rows)
     net = net.to(device).eval()
     return optimize_for_cpu(net) if device.type == "cpu" and backend == "torch" else net
+
+
+def check_write_options(format: str, bits: int) -> None:
+    """Refuse a ``format``/``bits`` pair :func:`write_track` cannot write."""
+    if format not in FORMATS or bits not in BITS:
+        raise StemsepError(f"--format {format} --bits {bits}: choose --format wav or flac and --bits 16, 24 or 32")
+    if format == "flac" and bits == 32:
+        raise StemsepError("--bits 32 is float WAV only; use --format wav or --bits 24 for FLAC")
 
 
 def stem_paths(out: Path, track: str, sources: list[str], fmt: str) -> dict[str, Path]:
@@ -121,15 +131,9 @@ def write_track(out: Path, track: str, stems: dict[str, torch.Tensor], samplerat
 
 
 def load_mix(path: Path, samplerate: int, channels: int) -> torch.Tensor:
-    """The mix as ``(channels, time)``: mono is duplicated to the model's channels."""
-    info = audio_info(path)
-    if info.samplerate != samplerate:
-        raise BadAudioError(f"{path}: sample rate is {info.samplerate} Hz, the model expects {samplerate} Hz "
-                            "(resample it first)")
-    if info.channels not in (1, channels):
-        raise BadAudioError(f"{path}: has {info.channels} channels, the model takes {channels} (or mono)")
-    mix, _ = read_audio(path, samplerate=samplerate)
-    return mix.expand(channels, -1).contiguous() if mix.shape[0] == 1 else mix
+    """The mix as ``(channels, time)`` at the model's rate, from any supported file
+    (:func:`~stemsep.io.audio.read_mix`: resampled, mono duplicated, surround downmixed)."""
+    return read_mix(path, samplerate, channels)
 
 
 def separate_mixes(net: torch.nn.Module, mixes: list[torch.Tensor], *, segment: float | None = None,
@@ -164,7 +168,9 @@ def group_files(jobs: list[tuple[Path, str]], net: torch.nn.Module, *, segment: 
     """Consecutive files whose chunks together fill about one batch (long files go alone)."""
     group, chunks = [], 0
     for job in jobs:
-        count = _chunk_estimate(audio_info(job[0]).frames, net, segment, overlap)
+        info = probe_mix(job[0])
+        frames = info.frames * net.samplerate // max(info.samplerate, 1)
+        count = _chunk_estimate(frames, net, segment, overlap)
         if group and chunks + count > batch_size:
             yield group
             group, chunks = [], 0
@@ -195,7 +201,8 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
                    backend: str = "torch") -> Separated:
     """``stemsep separate``: write ``out/<track>/<source>.<format>`` for every audio file of ``inputs``.
 
-    ``inputs``: files, or folders searched for ``.wav``/``.flac``; ``models``: checkpoints (several:
+    ``inputs``: files (any of :data:`~stemsep.io.audio.MIX_EXTENSIONS`, any rate and channel count),
+    or folders searched for them; ``models``: checkpoints (several:
     a bag, mixed with ``weights[model][source]``), or ``stemsep export`` files with ``backend``
     ``"onnxruntime"``/``"torchscript"``. ``batch_size`` default: 1 on CPU, 8 on GPU; ``device``
     default: cuda when available; ``jobs``: torch CPU threads. Tracks whose stems all exist are
@@ -204,10 +211,7 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
     from tqdm import tqdm
 
     check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=1 if batch_size is None else batch_size)
-    if format not in FORMATS or bits not in BITS:
-        raise StemsepError(f"--format {format} --bits {bits}: choose --format wav or flac and --bits 16, 24 or 32")
-    if format == "flac" and bits == 32:
-        raise StemsepError("--bits 32 is float WAV only; use --format wav or --bits 24 for FLAC")
+    check_write_options(format, bits)
     if jobs:
         torch.set_num_threads(jobs)
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

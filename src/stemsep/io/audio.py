@@ -1,8 +1,17 @@
-"""Reading and writing audio with soundfile (torchaudio.load needs ffmpeg/torchcodec now)."""
+"""Reading and writing audio with soundfile (torchaudio.load needs ffmpeg/torchcodec now).
+
+Mixtures to separate (:func:`read_mix`) may be any of :data:`MIX_EXTENSIONS`: libsndfile
+(soundfile) decodes WAV/FLAC/AIFF/OGG/Opus/MP3, PyAV (FFmpeg, bundled in its wheels) decodes
+M4A/AAC/MP4/WebM/ALAC/Matroska and MUSDB18's ``.stem.mp4`` (first audio stream: the mixture).
+Other sample rates are converted with soxr at quality ``"VHQ"``.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +22,15 @@ from stemsep.errors import BadAudioError
 from stemsep.io.files import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
+# Decoded by libsndfile (soundfile); PyAV is tried as well when libsndfile refuses one of them.
+SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".aif", ".aiff", ".aifc", ".ogg", ".oga", ".opus", ".mp3")
+# Decoded by PyAV (FFmpeg): MPEG-4 audio (AAC, ALAC), WebM/Matroska, MUSDB18 ``.stem.mp4``.
+AV_EXTENSIONS = (".m4a", ".aac", ".mp4", ".m4b", ".alac", ".caf", ".webm", ".mka", ".mkv")
+MIX_EXTENSIONS = SOUNDFILE_EXTENSIONS + AV_EXTENSIONS
+RESAMPLE_QUALITY = "VHQ"  # soxr's very high quality
+# Decoding may fall this far short of the length a container states before it is an error
+# (codec priming and padding differ between encoders by up to a few frames).
+_SHORTFALL_SAMPLES = 4096
 _SUBTYPES = {("wav", 16): "PCM_16", ("wav", 24): "PCM_24", ("wav", 32): "FLOAT",
              ("flac", 16): "PCM_16", ("flac", 24): "PCM_24"}
 
@@ -85,3 +103,213 @@ def short_error(err: Exception) -> str:
     """The reason in a soundfile/libsndfile error's last line, without "Error opening <file>: "."""
     text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
     return text.split(": ", 1)[-1] if "Error opening" in text else text
+
+
+@dataclass(frozen=True)
+class MixInfo:
+    """What :func:`probe_mix` learns from a header: rate, channels and (stated or estimated) frames."""
+
+    samplerate: int
+    channels: int
+    frames: int
+
+
+def is_stem_mp4(path: str | os.PathLike) -> bool:
+    """MUSDB18's multi-stream ``<track>.stem.mp4`` (stream 0 is the mixture)."""
+    return Path(path).name.lower().endswith(".stem.mp4")
+
+
+def _uses_av(path: Path) -> bool:
+    return path.suffix.lower() not in SOUNDFILE_EXTENSIONS
+
+
+def probe_mix(path: str | os.PathLike) -> MixInfo:
+    """Rate, channels and frames of a file :func:`read_mix` can read (its first audio stream)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadAudioError(f"{path}: file not found")
+    if not _uses_av(path):
+        try:
+            info = sf.info(str(path))
+            return MixInfo(info.samplerate, info.channels, info.frames)
+        except (RuntimeError, sf.LibsndfileError):
+            pass  # PyAV may still read it; its error is reported below otherwise
+    with _open_av(path) as container:
+        stream = _first_audio(path, container)
+        return MixInfo(stream.codec_context.sample_rate, stream.codec_context.channels,
+                       _stated_frames(container, stream) or 0)
+
+
+def read_mix(path: str | os.PathLike, samplerate: int, channels: int = 2) -> torch.Tensor:
+    """A mixture to separate as float32 ``(channels, time)`` at ``samplerate``, from any supported file.
+
+    Mono is duplicated; more channels than ``channels`` are downmixed (a one-line note on stderr);
+    other rates are resampled with soxr (quality ``"VHQ"``). A file that cannot be decoded, is
+    empty, holds NaN/Inf, or decodes shorter than its container states is a one-line
+    :class:`BadAudioError` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    data, sr = _decode(path)
+    if data.shape[1] == 0:
+        raise BadAudioError(f"{path}: audio is empty (zero samples)")
+    if not np.isfinite(data).all():
+        raise BadAudioError(f"{path}: contains NaN or Inf samples")
+    data = to_channels(data, channels, name=str(path))
+    if sr != samplerate:
+        import soxr
+
+        data = soxr.resample(data.T, sr, samplerate, quality=RESAMPLE_QUALITY).T
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+
+
+def resample(wav: torch.Tensor, source: int, target: int) -> torch.Tensor:
+    """``(..., time)`` audio from ``source`` Hz to ``target`` Hz with soxr (quality ``"VHQ"``), on CPU."""
+    if source == target:
+        return wav
+    import soxr
+
+    flat = wav.detach().cpu().reshape(-1, wav.shape[-1]).numpy().astype(np.float32, copy=False)
+    out = soxr.resample(np.ascontiguousarray(flat.T), source, target, quality=RESAMPLE_QUALITY).T
+    return torch.from_numpy(np.ascontiguousarray(out)).reshape(*wav.shape[:-1], -1).to(wav.device)
+
+
+def _decode(path: Path) -> tuple[np.ndarray, int]:
+    """``(channels, time)`` float32 and the rate; soundfile first for its formats, else PyAV."""
+    if _uses_av(path):
+        return _decode_av(path)
+    try:
+        info = sf.info(str(path))
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as err:
+        try:
+            return _decode_av(path)
+        except BadAudioError as av_err:
+            reason = short_error(err)
+            if "unsupported audio codec" in str(av_err) or "does not exist" in reason:
+                raise  # FFmpeg's reason says more (libsndfile's MP3 reader reports "File does not exist")
+            raise BadAudioError(f"{path}: not a readable audio file ({reason})") from None
+    stated = _stated_frames_sf(info)
+    # MP3 lengths are estimated when no Xing/LAME header states them: only a large shortfall counts
+    _check_length(path, data.shape[0], stated, sr, fraction=10 if info.format == "MP3" else 100)
+    return data.T, sr
+
+
+def _stated_frames_sf(info: sf._SoundFileInfo) -> int:
+    """Frames the header states; for a WAV whose data chunk is cut short, libsndfile notes the
+    header's size in its log ("data : N (should be M)") and reports the shorter length."""
+    match = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", info.extra_info or "", re.MULTILINE)
+    if match and info.format in ("WAV", "WAVEX", "RF64", "W64"):
+        block = re.search(r"Block Align\s*:\s*(\d+)", info.extra_info or "")
+        if block and int(block.group(1)) > 0:
+            return max(info.frames, int(match.group(1)) // int(block.group(1)))
+    return info.frames
+
+
+def _check_length(path: Path, decoded: int, stated: int | None, samplerate: int, fraction: int = 100) -> None:
+    """A one-line error when ``decoded`` falls short of ``stated`` by more than ``1/fraction`` of it."""
+    if stated and decoded < stated - max(_SHORTFALL_SAMPLES, stated // fraction):
+        raise BadAudioError(f"{path}: decoding stopped at {decoded / samplerate:.2f} s of the "
+                            f"{stated / samplerate:.2f} s its header states (truncated or damaged file?)")
+
+
+def _av_error(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err).splitlines()[0]
+
+
+def _open_av(path: Path):
+    import av
+
+    try:
+        return av.open(str(path))
+    except FileNotFoundError:
+        raise BadAudioError(f"{path}: file not found") from None
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as err:
+        raise BadAudioError(f"{path}: not a readable audio file ({_av_error(err)})") from None
+
+
+def _first_audio(path: Path, container):
+    """The first audio stream, refused with a one-line error when FFmpeg has no decoder for it."""
+    if not container.streams.audio:
+        raise BadAudioError(f"{path}: holds no audio stream")
+    stream = container.streams.audio[0]
+    if stream.codec_context is None:
+        raise BadAudioError(f"{path}: unsupported audio codec (no decoder for its first audio stream)")
+    if not stream.codec_context.sample_rate:
+        raise BadAudioError(f"{path}: its audio stream states no sample rate")
+    return stream
+
+
+def _stated_frames(container, stream) -> int | None:
+    """Frames the container states for ``stream`` (its duration), or None."""
+    rate = stream.codec_context.sample_rate
+    if stream.duration and stream.time_base:
+        return int(round(stream.duration * stream.time_base * rate))
+    if container.duration:
+        import av
+
+        return int(round(container.duration / av.time_base * rate))
+    return None
+
+
+def _decode_av(path: Path) -> tuple[np.ndarray, int]:
+    """First audio stream of a PyAV/FFmpeg-readable file as ``(channels, time)`` float32."""
+    import av
+
+    with _open_av(path) as container:
+        stream = _first_audio(path, container)
+        sr = stream.codec_context.sample_rate
+        resampler = av.AudioResampler(format="fltp")
+        chunks: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                chunks += [f.to_ndarray() for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray() for f in resampler.resample(None)]
+        except av.error.DecoderNotFoundError as err:
+            raise BadAudioError(f"{path}: unsupported codec {stream.codec_context.name!r} "
+                                f"({_av_error(err)})") from None
+        except (av.error.FFmpegError, ValueError) as err:
+            raise BadAudioError(f"{path}: cannot decode its audio ({_av_error(err)})") from None
+        # raw ADTS AAC / MP3 streams: FFmpeg estimates the duration from the bitrate (not a stated length)
+        stated = None if container.format.name in ("aac", "mp3") else _stated_frames(container, stream)
+    if not chunks:
+        raise BadAudioError(f"{path}: audio is empty (no decodable samples)")
+    data = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    _check_length(path, data.shape[1], stated, sr)
+    return data, sr
+
+
+# Downmix to stereo (ITU-R BS.775 coefficients, then normalised so a full-scale input cannot clip),
+# for the usual WAV/FFmpeg channel orders; other counts: even channels left, odd right.
+_C = 0.7071
+_DOWNMIX = {
+    3: [[1, 0, _C], [0, 1, _C]],  # L R C
+    4: [[1, 0, _C, 0], [0, 1, 0, _C]],  # L R BL BR (quad)
+    5: [[1, 0, _C, _C, 0], [0, 1, _C, 0, _C]],  # L R C BL BR
+    6: [[1, 0, _C, 0, _C, 0], [0, 1, _C, 0, 0, _C]],  # 5.1: L R C LFE BL BR
+    8: [[1, 0, _C, 0, _C, 0, _C, 0], [0, 1, _C, 0, 0, _C, 0, _C]],  # 7.1: L R C LFE BL BR SL SR
+}
+
+
+def to_channels(data: np.ndarray, channels: int, *, name: str = "input") -> np.ndarray:
+    """``(have, time)`` -> ``(channels, time)``: mono duplicated, more channels downmixed (a one-line
+    note on stderr naming ``name``); anything else is a :class:`BadAudioError`."""
+    path = name
+    have = data.shape[0]
+    if have == channels:
+        return data
+    if have == 1:
+        return np.repeat(data, channels, axis=0)
+    if channels == 1:
+        print(f"note: {path}: {have} channels averaged to mono", file=sys.stderr)
+        return data.mean(0, keepdims=True)
+    if channels != 2:
+        raise BadAudioError(f"{path}: has {have} channel(s), the model takes {channels} (or mono)")
+    if have > 2:
+        matrix = np.asarray(_DOWNMIX.get(have) or [[1.0 - i % 2 for i in range(have)],
+                                                    [float(i % 2) for i in range(have)]], dtype=np.float32)
+        matrix /= matrix.sum(1, keepdims=True)
+        print(f"note: {path}: {have} channels downmixed to stereo", file=sys.stderr)
+        return matrix @ data
+    raise BadAudioError(f"{path}: has {have} channel(s), the model takes {channels} (or mono)")

@@ -1,0 +1,140 @@
+"""The Python API of ``stemsep separate``: load a model (or a bag) once, separate tensors or files.
+
+    from stemsep.inference import Separator   # also importable as stemsep.Separator
+
+    sep = Separator.from_checkpoint("last.ckpt", shifts=1)
+    stems = sep.separate(mix, samplerate=48000)          # {"drums": (channels, time), ...}
+    paths = sep.separate_file("song.m4a", "separated/")  # {"drums": separated/song/drums.wav, ...}
+
+Built on :mod:`stemsep.inference.separate` (the same loading, normalisation, chunking and atomic
+track writing as the command), so a file separated here and by the command with the same options
+gives the same stems.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stemsep.errors import BadAudioError
+from stemsep.inference.chunked import check_options
+from stemsep.inference.separate import (
+    check_write_options,
+    default_batch_size,
+    load_mix,
+    load_models,
+    separate_mixes,
+    stem_paths,
+    track_name,
+    write_track,
+)
+from stemsep.io.audio import resample, to_channels
+from stemsep.io.files import ensure_writable_dir
+
+PathLike = str | os.PathLike
+
+
+class Separator:
+    """A loaded network (or bag of networks) and the chunking options to separate with.
+
+    Build one with :meth:`from_checkpoint`. ``sources``, ``samplerate`` and ``audio_channels`` are
+    the network's.
+    """
+
+    def __init__(self, net: torch.nn.Module, *, device: torch.device, shifts: int = 1, overlap: float = 0.25,
+                 segment: float | Fraction | None = None, batch_size: int | None = None):
+        batch_size = default_batch_size(device) if batch_size is None else batch_size
+        check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size)
+        self.net, self.device = net, device
+        self.shifts, self.overlap, self.segment, self.batch_size = shifts, overlap, segment, batch_size
+
+    @classmethod
+    def from_checkpoint(cls, path: PathLike | Sequence[PathLike], device: str | torch.device | None = None, *,
+                        shifts: int = 1, overlap: float = 0.25, segment: float | Fraction | None = None,
+                        batch_size: int | None = None, weights: Sequence[Sequence[float]] | None = None,
+                        backend: str = "torch") -> Separator:
+        """Load a stemsep checkpoint; several paths make a bag mixed with ``weights[model][source]``.
+
+        ``device`` default: cuda when available, else cpu; ``batch_size`` default: 1 on CPU, 8 on GPU.
+        ``shifts``/``overlap``/``segment`` are those of ``stemsep separate``; ``backend``
+        ``"onnxruntime"``/``"torchscript"`` loads ``stemsep export`` files instead.
+        """
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        batch_size = default_batch_size(torch_device) if batch_size is None else batch_size
+        check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size)
+        net = load_models([Path(p) for p in paths], weights, torch_device, backend)
+        return cls(net, device=torch_device, shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size)
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.net.sources)
+
+    @property
+    def samplerate(self) -> int:
+        return int(self.net.samplerate)
+
+    @property
+    def audio_channels(self) -> int:
+        return int(self.net.audio_channels)
+
+    def separate(self, mix: torch.Tensor | np.ndarray, samplerate: int) -> dict[str, torch.Tensor]:
+        """Stems of ``mix`` — ``(time,)``, ``(channels, time)`` or ``(batch, channels, time)`` — at ``samplerate``.
+
+        Returns ``{source: tensor}``, each ``(model channels, time)`` (``(batch, model channels, time)``
+        for a batch) at ``samplerate`` and the input's length, on the CPU. The mix is resampled to
+        the model's rate and back (soxr, "VHQ"), mono duplicated, surround downmixed, and normalised
+        by its mean and standard deviation as the command does. ``mix`` itself is not modified.
+        """
+        wav = torch.as_tensor(mix).detach().to("cpu", torch.float32)
+        if wav.dim() not in (1, 2, 3) or wav.shape[-1] == 0:
+            raise BadAudioError(f"mix of shape {tuple(wav.shape)}: expected (time,), (channels, time) or "
+                                "(batch, channels, time) with time > 0")
+        if not torch.isfinite(wav).all():
+            raise BadAudioError("mix contains NaN or Inf samples")
+        batched = wav.dim() == 3
+        items = list(wav) if batched else [wav.reshape(1, -1) if wav.dim() == 1 else wav]
+        length = items[0].shape[-1]
+        mixes = [torch.from_numpy(to_channels(item.numpy(), self.audio_channels, name="mix")) for item in items]
+        mixes = [resample(m, int(samplerate), self.samplerate).clone() for m in mixes]  # own copies: normalised in place
+        with torch.no_grad():
+            outs = separate_mixes(self.net, mixes, segment=self.segment, overlap=self.overlap, shifts=self.shifts,
+                                  batch_size=self.batch_size)
+        outs = [_fit(resample(out, self.samplerate, int(samplerate)), length) for out in outs]
+        stacked = torch.stack(outs) if batched else outs[0]  # ([batch,] sources, channels, time)
+        index = 1 if batched else 0
+        return {source: stacked.select(index, j) for j, source in enumerate(self.sources)}
+
+    def separate_file(self, path: PathLike, out_dir: PathLike, *, format: str = "wav",
+                      bits: int = 24) -> dict[str, Path]:
+        """Separate one file (any supported format, rate, channel count) into ``out_dir/<track>/<source>.<format>``.
+
+        Written as ``stemsep separate`` writes a track (at the model's rate, atomically: a failure
+        leaves no track folder; an existing one is replaced). Returns ``{source: written path}``.
+        """
+        check_write_options(format, bits)
+        path, out = Path(path), Path(out_dir)
+        mix = load_mix(path, self.samplerate, self.audio_channels)
+        with torch.no_grad():
+            stems = separate_mixes(self.net, [mix], segment=self.segment, overlap=self.overlap, shifts=self.shifts,
+                                   batch_size=self.batch_size)[0]
+        name = track_name(path)
+        ensure_writable_dir(out)
+        write_track(out, name, dict(zip(self.sources, stems, strict=True)), self.samplerate, format=format, bits=bits)
+        return stem_paths(out, name, self.sources, format)
+
+    def __repr__(self) -> str:
+        return (f"Separator({type(self.net).__name__}, sources={self.sources}, samplerate={self.samplerate}, "
+                f"device={self.device}, shifts={self.shifts}, overlap={self.overlap})")
+
+
+def _fit(wav: torch.Tensor, length: int) -> torch.Tensor:
+    """Trim or zero-pad the last axis to ``length`` (resampling there and back may be off by one)."""
+    if wav.shape[-1] >= length:
+        return wav[..., :length]
+    return torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
