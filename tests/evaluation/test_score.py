@@ -108,3 +108,67 @@ def test_score_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert main([*argv, "--partial", "--metrics", "sdr"]) == 0
     capsys.readouterr()
     assert "not found" in _error(capsys, ["score", "--references", str(tmp_path / "nope"), "--estimates", str(ests)])
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _report_images(page: Path) -> list[Path]:
+    import re
+
+    html = page.read_text(encoding="utf-8")
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert sources, "the report shows no figure"
+    return [page.parent / s for s in sources]
+
+
+def _check_png(path: Path) -> None:
+    import matplotlib.image
+    from PIL import Image
+
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG" and min(image.size) > 100
+    assert matplotlib.image.imread(path).ndim == 3
+
+
+def test_score_report_writes_html_with_valid_pngs(tmp_path, capsys):
+    """`--report DIR`: the page, its summary and track table, and figures that exist and are PNGs;
+    the same report builds from the results folder (as `stemsep test` writes it)."""
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    refs, ests, truth = _make(tmp_path, tracks=3, seconds=3.0)
+    report = tmp_path / "report"
+    out = tmp_path / "scores"
+    assert main(["score", "--references", str(refs), "--estimates", str(ests), "-o", str(out),
+                 "--report", str(report)]) == 0
+    assert f"report: {report / 'report.html'}" in capsys.readouterr().out
+    page = report / "report.html"
+    html = page.read_text(encoding="utf-8")
+    assert "Summary" in html and all(name in html for name in truth) and all(s in html for s in SOURCES)
+    images = _report_images(page)
+    assert len(images) == 1 + len(truth)  # the boxplots, then one framewise figure per track
+    for image in images:
+        _check_png(image)
+    assert not [p for p in report.rglob(".*")]  # atomic writes leave no temporaries
+    # From the results folder (the per-track JSON files `stemsep test` writes too).
+    assert main(["report", str(out), "-o", str(tmp_path / "again")]) == 0
+    again = tmp_path / "again" / "report.html"
+    assert str(again) in capsys.readouterr().out
+    for image in _report_images(again):
+        _check_png(image)
+
+
+def test_report_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    refs, ests, _ = _make(tmp_path, tracks=1, seconds=1.0)
+    assert "no per-track results" in _error(capsys, ["report", str(tmp_path)])
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    err = _error(capsys, ["score", "--references", str(refs), "--estimates", str(ests), "--report",
+                          str(tmp_path / "report")])
+    assert "pip install 'stemsep[report]'" in err

@@ -32,6 +32,7 @@ TOOL_COMMANDS = {
     "audit": "stemsep.cli.audit",
     "separate": "stemsep.cli.separate",
     "score": "stemsep.cli.score",
+    "report": "stemsep.cli.report",
     "import-demucs": "stemsep.cli.import_demucs",
     "bag": "stemsep.cli.bag",
     "export": "stemsep.cli.export",

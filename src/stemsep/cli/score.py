@@ -1,6 +1,6 @@
 """``stemsep score``: BSS-eval any system's separated stems against references (museval-compatible).
 
-    stemsep score --references musdb18hq/test --estimates separated/ -o scores/
+    stemsep score --references musdb18hq/test --estimates separated/ -o scores/ [--report report/]
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score the reference tracks that have estimates, instead of requiring all")
     parser.add_argument("--allow-silent", action="store_true",
                         help="accept all-zero stems (their frames score NaN) instead of refusing them")
+    parser.add_argument("--report", type=Path, metavar="DIR",
+                        help="also write DIR/report.html with figures (needs: pip install 'stemsep[report]')")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = score(args.references, args.estimates, sources=args.sources, out=args.out, metrics=args.metrics,
                     window=args.window, hop=args.hop, partial=args.partial, allow_silent=args.allow_silent,
-                    layout=args.layout)
+                    layout=args.layout, report=args.report)
     print(summary.table())
     return 0

@@ -26,29 +26,41 @@ gives +inf.
 Where the cost goes and how it is avoided: the least-squares filters need the Gram matrix
 of all delayed reference channels (``(K L)^2`` with ``K`` = sources x channels), which museval
 builds and solves densely once per source. It is block Toeplitz, so only lag correlations
-(lags ``< L``) are needed; one block-Levinson pass (:mod:`stemsep.block_toeplitz`) solves for
-every estimate channel at once, and the own-source systems of all sources as one batch.
+(lags ``< L``) are needed; one block-Levinson pass (:mod:`stemsep.evaluation.solver`) solves for
+every estimate channel at once, and the own-source systems of all sources as one batch. The
+system is museval's (``G + eps I``, ``eps`` absolute); where Levinson is not provably as accurate
+as museval's LU (band-limited or tonal references: a nearly singular ``G``), museval's dense
+solve is used instead, once per track.
 museval then filters every window's references (``K^2`` full-length convolutions per window)
 and sums energies. Those energies are quadratic forms in the window's signals: here they are
 weighted sums of the window's own lag correlations, weighted by correlations of the filters.
 The window correlations come from small block FFTs, and summed over the windows (plus the
 few pairs straddling window cuts) they are the whole track's correlations: with hop = window
-the track is transformed once, and no filtered signal is ever formed.
+the track is transformed once, and no filtered signal is ever formed — except in windows where
+large filters would make that expansion cancel beyond a bounded rounding: those are computed
+from the filtered signals, as museval does (:func:`spectral_projection_metrics`).
+See docs/evaluation.md for the numerics and what is and is not stable on band-limited input.
 """
 
 from __future__ import annotations
 
 import math
 
+import scipy.fft
 import torch
 
-from stemsep.evaluation.solver import solve_block_toeplitz
+from stemsep.evaluation.solver import solve_regularized
 
 METRICS = ("sdr", "isr", "sir", "sar")
 FILTER_LENGTH = 512
 _CORRELATION_FFT = 4096  # size of the block FFTs of the correlations (raised to >= 2 * filter length)
 _WINDOWS_PER_CHUNK = 32  # windows whose correlations are reduced at once
 _KEPT_FRAMES_BYTES = 256 * 2 ** 20  # frame correlations kept between passes (beyond: computed twice)
+_SPECTRAL_BYTES = 64 * 2 ** 20  # frame spectra held at once by spectral_projection_metrics
+# Rounding of a window correlation relative to sqrt(E_k E_k'): the bound it gives on an energy was
+# 10-20x the error measured where the expansion does cancel (tonal stems), and never below it.
+_ROUNDING = 4 * 2.0 ** -52
+_ENERGY_TOLERANCE = 1e-5  # largest bound on an energy's relative rounding kept from the expansion (4e-5 dB)
 
 
 def frame_starts(length: int, window: int, hop: int) -> tuple[list[int], int]:
@@ -193,7 +205,8 @@ def track_correlations(references: torch.Tensor, estimates: torch.Tensor, starts
     return track, frames
 
 
-def projection_filters(correlations: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+def projection_filters(correlations: torch.Tensor, channels: int, *,
+                       method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares distortion filters over the whole track (float64) from its lag
     correlations ``(2 K, K, L)`` (:func:`track_correlations`), ``K = sources x channels``.
 
@@ -201,21 +214,22 @@ def projection_filters(correlations: torch.Tensor, channels: int) -> tuple[torch
     ``all_filters[k, o]`` filters reference channel ``k`` into estimate channel ``o`` for the
     projection onto every source; ``own_filters`` is the same for the projection of each
     estimate onto its own source only (zero across sources).
+
+    The systems are museval's: the Gram matrix plus ``eps I`` (``eps`` the float64 machine
+    epsilon, absolute), solved by :func:`stemsep.evaluation.solver.solve_regularized`
+    (block Levinson where that is as accurate as an LU, else museval's dense LU; ``method``
+    forces one, for tests).
     """
     k = correlations.shape[1]
     sources = k // channels
     gram = correlations[:k].permute(2, 0, 1).contiguous()  # Q_m[k, k'] = sum_u r_k(u + m) r_k'(u)
     rhs = correlations[k:].permute(2, 1, 0).contiguous()   # y_m[k, o] = sum_u e_o(u + m) r_k(u)
-    # A tiny diagonal load keeps the recursion defined when reference channels are linearly
-    # dependent (mono stems stored as stereo); the projections themselves do not change.
-    scale = gram[0].diagonal().mean().clamp(min=torch.finfo(torch.float64).tiny)
-    gram[0] += 1e-10 * scale * torch.eye(k, dtype=gram.dtype, device=gram.device)
-    all_filters = solve_block_toeplitz(gram, rhs).permute(1, 2, 0)  # (K, K, L)
+    all_filters = solve_regularized(gram, rhs, method=method)[0].permute(1, 2, 0)  # (K, K, L)
     # Own-source systems: source j's channels only, all sources in one batched recursion.
     per_source = [slice(j * channels, (j + 1) * channels) for j in range(sources)]
     gram_own = torch.stack([gram[:, c, c] for c in per_source])   # (S, L, C, C)
     rhs_own = torch.stack([rhs[:, c, c] for c in per_source])     # (S, L, C, C)
-    solved_own = solve_block_toeplitz(gram_own, rhs_own)
+    solved_own = solve_regularized(gram_own, rhs_own, method=method)[0]
     own_filters = torch.zeros_like(all_filters)
     for j, c in enumerate(per_source):
         own_filters[c, c] = solved_own[j].permute(1, 2, 0)
@@ -243,14 +257,22 @@ def _filter_pair_weights(first: torch.Tensor, second: torch.Tensor) -> torch.Ten
 
 def framewise_projection_metrics(frame_correlations: torch.Tensor, est_energy: torch.Tensor,
                                  all_filters: torch.Tensor, own_filters: torch.Tensor,
-                                 channels: int) -> dict[str, torch.Tensor]:
-    """ISR, SIR, SAR per ``(source, frame)`` from the whole-track filters.
+                                 channels: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """ISR, SIR, SAR per ``(source, frame)`` from the whole-track filters, and which frames
+    they are not accurate for, ``(frames,)`` bool (to compute by :func:`spectral_projection_metrics`).
 
     museval filters each window's references (full convolutions, ``W + L - 1`` samples) and
     sums energies. Every energy involved is a quadratic form in the window's references and
     estimate: expanded, they are weighted sums of the window's lag correlations
     ``frame_correlations (frames, 2 K, K, L)`` (:func:`window_correlations`), the weights
     being correlations of the filters, plus ``est_energy (frames, K)`` (``||e_o||^2``).
+
+    The expansion cancels: ``||P e - P_j e||^2 = ||P e||^2 - 2 <P e, P_j e> + ||P_j e||^2``.
+    With filters of moderate size that costs nothing, but where the references are nearly
+    linearly dependent (band-limited, tonal) the filters can be large and the terms dwarf
+    their difference. Each term's rounding is bounded (the correlations' rounding, relative to
+    the channel energies, times the absolute filter weights); a frame where the bound exceeds
+    :data:`_ENERGY_TOLERANCE` of some numerator or denominator is flagged.
     """
     frames, _, k, taps = frame_correlations.shape
     refs_corr = frame_correlations[:, :k]          # R[k, k', m]
@@ -265,13 +287,74 @@ def framewise_projection_metrics(frame_correlations: torch.Tensor, est_energy: t
     ey = torch.einsum("fokm,kom->fo", est_corr, all_filters)
     ss = refs_corr.diagonal(dim1=1, dim2=2)[:, 0]  # R[o, o, 0]
 
-    def db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    # Rounding bounds: a correlation R[k, k', m] is off by at most ~eps sqrt(E_k E_k').
+    ref_rms = ss.clamp(min=0).sqrt()                                        # (frames, K)
+    est_rms = est_energy.clamp(min=0).sqrt()
+    quad_err = torch.einsum("fk,okl,fl->fo", ref_rms, weights.abs().sum(-1), ref_rms)
+    yy_err, zz_err, yz_err = quad_err.unflatten(-1, (3, k)).unbind(-2)
+    sz_err = ref_rms * (ref_rms @ own_filters.abs().sum(-1))
+    ey_err = est_rms * (ref_rms @ all_filters.abs().sum(-1))
+    terms = {"isr": (ss, zz - 2 * sz + ss, ss, zz_err + 2 * sz_err + ss),
+             "sir": (zz, yy - 2 * yz + zz, zz_err, yy_err + 2 * yz_err + zz_err),
+             "sar": (yy, est_energy - 2 * ey + yy, yy_err, est_energy + 2 * ey_err + yy_err)}
+    out = {}
+    inexact = torch.zeros(frames, dtype=torch.bool, device=frame_correlations.device)
+    for name, (num, den, num_err, den_err) in terms.items():
+        num, den = _per_source(num, channels), _per_source(den, channels)
+        num_err, den_err = (_ROUNDING * _per_source(err, channels) for err in (num_err, den_err))
+        inexact |= ((num_err > _ENERGY_TOLERANCE * num) | (den_err > _ENERGY_TOLERANCE * den)).any(0)
         # Differences of energies can round below zero where the true value is ~0.
-        return _safe_db(_per_source(num, channels), _per_source(den, channels).clamp(min=0))
+        out[name] = _safe_db(num, den.clamp(min=0))
+    return out, inexact
 
-    return {"isr": db(ss, zz - 2 * sz + ss),
-            "sir": db(zz, yy - 2 * yz + zz),
-            "sar": db(yy, est_energy - 2 * ey + yy)}
+
+def spectral_projection_metrics(references: torch.Tensor, estimates: torch.Tensor, starts: list[int],
+                                window: int, all_filters: torch.Tensor, own_filters: torch.Tensor,
+                                channels: int) -> dict[str, torch.Tensor]:
+    """ISR, SIR, SAR per ``(source, frame)`` for the frames at ``starts``, as museval forms them:
+    each frame's references (``(K, T)`` rows, zero outside the frame) filtered in full, then
+    the energies of the differences, here by Parseval from one FFT of each frame's signals
+    (no cancelling expansion: accurate whatever the size of the filters)."""
+    k, taps = all_filters.shape[0], all_filters.shape[-1]
+    sources = k // channels
+    size = scipy.fft.next_fast_len(window + taps - 1, real=True)
+    bins = size // 2 + 1
+    weight = torch.full((bins,), 2.0 / size, dtype=torch.float64, device=references.device)
+    weight[0] = 1.0 / size
+    if size % 2 == 0:
+        weight[-1] = 1.0 / size
+    all_spec = torch.fft.rfft(all_filters.double(), n=size)  # (K, O, B)
+    # Own filters are block diagonal: (S, C in, C out, B).
+    own_spec = torch.stack([torch.fft.rfft(own_filters[c, c].double(), n=size)
+                            for c in (slice(j * channels, (j + 1) * channels) for j in range(sources))])
+
+    def energy(spectrum: torch.Tensor) -> torch.Tensor:
+        return (spectrum.real.square() + spectrum.imag.square()) @ weight
+
+    out: dict[str, list[torch.Tensor]] = {"isr": [], "sir": [], "sar": []}
+    per_chunk = max(1, _SPECTRAL_BYTES // (4 * k * bins * 16))
+    for first in range(0, len(starts), per_chunk):
+        chunk = starts[first:first + per_chunk]
+        refs = torch.stack([references[:, s:s + window] for s in chunk]).double()   # (F, K, W)
+        ref_spec = torch.fft.rfft(refs, n=size)                                    # (F, K, B)
+        all_proj = all_spec[0] * ref_spec[:, 0, None]                              # P e (F, O, B)
+        for i in range(1, k):
+            all_proj.addcmul_(all_spec[i], ref_spec[:, i, None])
+        by_source = ref_spec.unflatten(1, (sources, channels))                     # (F, S, C, B)
+        own_proj = own_spec[:, 0] * by_source[:, :, 0, None]                       # P_j e (F, S, C, B)
+        for c in range(1, channels):
+            own_proj.addcmul_(own_spec[:, c], by_source[:, :, c, None])
+        own_proj = own_proj.flatten(1, 2)
+        ref_energy = torch.linalg.vecdot(refs, refs)
+        del refs
+        isr = (ref_energy, energy(own_proj - ref_spec))
+        del ref_spec
+        ests = torch.stack([estimates[:, s:s + window] for s in chunk]).double()
+        values = {"isr": isr, "sir": (energy(own_proj), energy(all_proj - own_proj)),
+                  "sar": (energy(all_proj), energy(torch.fft.rfft(ests, n=size) - all_proj))}
+        for name, (num, den) in values.items():
+            out[name].append(_safe_db(_per_source(num, channels), _per_source(den, channels)))
+    return {name: torch.cat(parts, dim=-1) for name, parts in out.items()}
 
 
 def _frame_correlation_chunks(references: torch.Tensor, estimates: torch.Tensor, starts: list[int],
@@ -315,7 +398,14 @@ def bss_eval(estimates: torch.Tensor, references: torch.Tensor, samplerate: int 
         parts = [framewise_projection_metrics(corr, est_energy[i:i + len(corr)], all_filters, own_filters,
                                               channels)
                  for i, corr in _frame_correlation_chunks(refs, ests, starts, win, filter_length, per_frame)]
-        values = {name: torch.cat([part[name] for part in parts], dim=-1) for name in ("isr", "sir", "sar")}
+        values = {name: torch.cat([part[0][name] for part in parts], dim=-1) for name in ("isr", "sir", "sar")}
+        # Frames where the expansion is not accurate enough: as museval, from the filtered signals.
+        redo = (torch.cat([part[1] for part in parts]) & ~silent).nonzero().flatten().tolist()
+        if redo:
+            exact = spectral_projection_metrics(refs, ests, [starts[i] for i in redo], win, all_filters,
+                                                own_filters, channels)
+            for name in values:
+                values[name][:, redo] = exact[name]
         out.update({name: values[name] for name in ("isr", "sir", "sar") if name in metrics})
     for name in out:
         out[name] = out[name].masked_fill(silent[None, :], math.nan)

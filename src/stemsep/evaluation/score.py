@@ -5,7 +5,8 @@
 Layout ``musdb``: references ``ROOT/[<split>/]<track>/<source>.wav|flac`` (found at any
 depth), estimates ``ROOT/<track>/<source>.wav|flac`` as ``stemsep separate`` writes them.
 Writes ``OUT/<track>.json|csv`` (framewise SDR/ISR/SIR/SAR, museval layout, plus nSDR) and
-``OUT/summary.json|csv``, and prints the summary table (:mod:`stemsep.evaluation.results` aggregates).
+``OUT/summary.json|csv``, and prints the summary table (:mod:`stemsep.evaluation.results` aggregates);
+``--report DIR`` adds an HTML report with figures (:mod:`stemsep.evaluation.report`).
 :func:`score` is the command as a library function.
 """
 
@@ -20,6 +21,7 @@ import torch
 from stemsep.contract import DEFAULT_SOURCES
 from stemsep.errors import BadAudioError, BadDataError, StemsepError
 from stemsep.evaluation.bss_eval import METRICS
+from stemsep.evaluation.report import require_matplotlib, write_report
 from stemsep.evaluation.results import (
     evaluate_track,
     format_summary,
@@ -90,23 +92,29 @@ def load_pair(track: str, ref_dir: Path, est_dir: Path, sources: list[str], *,
 
 class ScoreSummary(dict):
     """The summary of :func:`stemsep.evaluation.results.summarize` (a plain ``dict``: ``tracks``,
-    ``per_track``, ``sources``, ``all``), with :meth:`table` for printing."""
+    ``per_track``, ``sources``, ``all``), with :meth:`table` for printing; ``report``: the path of
+    the HTML report when one was written, else ``None``."""
+
+    report: Path | None = None
 
     def table(self) -> str:
-        return format_summary(self)
+        text = format_summary(self)
+        return text if self.report is None else f"{text}\nreport: {self.report}"
 
 
 def score(references: str | Path, estimates: str | Path, *, sources: Sequence[str] | None = None,
           out: str | Path | None = None, metrics: Sequence[str] = METRICS, window: float = 1.0, hop: float = 1.0,
           partial: bool = False, allow_silent: bool = False, layout: str = "musdb",
-          progress: bool | None = None) -> ScoreSummary:
+          progress: bool | None = None, report: str | Path | None = None) -> ScoreSummary:
     """``stemsep score``: BSS-eval the stems under ``estimates`` against those under ``references``.
 
     ``sources`` default: the stems of the first reference track; ``out``: folder for
     ``<track>.json|csv`` and ``summary.json|csv`` (nothing written when ``None``); ``metrics``: any
     of ``sdr``, ``isr``, ``sir``, ``sar``; ``window``/``hop`` in seconds; ``partial``: score only the
     reference tracks that have estimates; ``allow_silent``: accept all-zero stems (NaN frames);
-    ``progress`` default: when stderr is a terminal. Returns the summary.
+    ``progress`` default: when stderr is a terminal; ``report``: folder for an HTML report
+    (``report.html`` and PNG figures, :mod:`stemsep.evaluation.report`; needs matplotlib, the
+    ``report`` extra). Returns the summary.
     """
     from tqdm import tqdm
 
@@ -130,6 +138,9 @@ def score(references: str | Path, estimates: str | Path, *, sources: Sequence[st
                            f"track(s), e.g. {missing[0]!r} (use --partial to score the others)")
     if out is not None:
         out = ensure_writable_dir(out)
+    if report is not None:
+        require_matplotlib()  # before the scoring, not after it
+        report = ensure_writable_dir(report)
     records = []
     names = sorted(estimate_tracks)
     show = sys.stderr.isatty() if progress is None else progress
@@ -144,4 +155,6 @@ def score(references: str | Path, estimates: str | Path, *, sources: Sequence[st
     summary = ScoreSummary(summarize(records))
     if out is not None:
         write_summary(out, summary)
+    if report is not None:
+        summary.report = write_report(records, report, title=f"Evaluation: {estimates.resolve().name}")
     return summary

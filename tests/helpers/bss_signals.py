@@ -1,0 +1,96 @@
+"""Test signals for BSS-eval against museval, like the audio people evaluate, and museval itself.
+
+Each ``signal(name)`` is ``(references, estimates)``, float64 ``(sources, channels, time)``, a few
+seconds at 44.1 kHz, two stereo sources (four reference channels: the all-sources Gram matrix
+is 2048 x 2048, museval takes 1-3 s). Estimates are what separators make: the source with a
+gain, a copy delayed by a few samples (zeros shifted in, inside the 512-tap filters' reach),
+leakage of the other source, and noise.
+
+* ``lowpass_pcm16``: 1/f noise stems cut at 16 kHz (Butterworth, zero phase, as MP3/AAC
+  encoders cut) and stored as 16-bit PCM (a decoded MUSDB18 track); broadband estimate noise.
+* ``tonal``: harmonic stems with vibrato and tremolo, partials falling as 1/h^2 (little energy
+  above a few kHz): the Gram matrix is nearly singular and the filters large.
+* ``mono_as_stereo``: low-passed stems, one stored as two identical channels, the other with its
+  right channel half the left: the Gram matrix is exactly singular.
+* ``gated``: low-passed stems, one silent for a second, the other gated (NaN frames).
+* ``lowpass_exact``: the 16 kHz cut kept in float64: nothing at all near Nyquist, so with three
+  or more channels the Gram matrix has eigenvalues at the level of its rounding, and museval's
+  SIR and SAR are decided by that rounding (see docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.signal import butter, sosfiltfilt
+
+SR = 44100
+NAMES = ("lowpass_pcm16", "tonal", "mono_as_stereo", "gated", "lowpass_exact")
+SEEDS = {"mono_as_stereo": 1}  # the seed whose signal the old (relatively loaded, Levinson-only) solver failed worst
+
+
+def museval_bss_eval(refs: np.ndarray, ests: np.ndarray, **kwargs) -> dict[str, np.ndarray]:
+    """museval in the demucs / paper mode (1 s frames); inputs ``(sources, channels, time)`` like ours."""
+    import museval
+
+    kwargs.setdefault("window", SR)
+    kwargs.setdefault("hop", SR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = museval.metrics.bss_eval(refs.transpose(0, 2, 1), ests.transpose(0, 2, 1),
+                                       compute_permutation=False, framewise_filters=False,
+                                       bsseval_sources_version=False, **kwargs)
+    return dict(zip(("sdr", "isr", "sir", "sar"), out[:4], strict=True))
+
+
+def lowpass(x: np.ndarray, cutoff: float = 16000.0, order: int = 8) -> np.ndarray:
+    return sosfiltfilt(butter(order, cutoff, fs=SR, output="sos"), x, axis=-1)
+
+
+def pink(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Unit-variance noise with a 1/f power spectrum (the slope of music's long-term spectrum)."""
+    n = shape[-1]
+    freqs = np.fft.rfftfreq(n, 1 / SR)
+    freqs[0] = freqs[1]
+    noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(shape), axis=-1) / np.sqrt(freqs / 100), n=n, axis=-1)
+    return noise / noise.std()
+
+
+def separated(rng: np.random.Generator, refs: np.ndarray, noise: float = 0.02, gain: float = 0.9,
+              delay: int = 3, leakage: float = 0.15) -> np.ndarray:
+    """An estimate: gain, a delayed copy, leakage of the next source, broadband noise."""
+    delayed = np.zeros_like(refs)
+    delayed[..., delay:] = refs[..., :-delay]
+    other = refs[np.roll(np.arange(refs.shape[0]), 1)]
+    return gain * refs + 0.1 * delayed + leakage * other + noise * refs.std() * rng.standard_normal(refs.shape)
+
+
+def signal(name: str, seed: int | None = None, seconds: float = 3.0, sources: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(SEEDS.get(name, 0) if seed is None else seed)
+    n = int(seconds * SR) + 321
+    t = np.arange(n) / SR
+    if name == "lowpass_pcm16":
+        refs = np.round(lowpass(pink(rng, (sources, 2, n))) * 0.2 * 32768) / 32768
+        ests = separated(rng, refs)
+    elif name == "tonal":
+        f0 = (110 * 2 ** rng.uniform(0, 2, sources))[:, None, None]
+        phase = 2 * np.pi * f0 * t + 2 * np.sin(2 * np.pi * 4 * t)
+        refs = sum(np.sin(h * phase) / h ** 2 for h in range(1, 12)) * rng.uniform(0.3, 1, (sources, 2, 1))
+        refs = refs * (1 + 0.5 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6, (sources, 1, 1)))) * 0.2
+        ests = separated(rng, refs, noise=0.01)
+    elif name == "mono_as_stereo":
+        refs = np.repeat(lowpass(pink(rng, (sources, 1, n))) * 0.2, 2, axis=1)
+        refs[1:, 1] *= 0.5
+        ests = separated(rng, refs, noise=0.0) + 0.02 * refs.std() * lowpass(rng.standard_normal(refs.shape))
+    elif name == "gated":
+        refs = lowpass(pink(rng, (sources, 2, n))) * 0.2
+        refs[0, :, (t > 1.0) & (t < 2.0)] = 0
+        refs[1] *= np.sin(2 * np.pi * 0.4 * t) > -0.3
+        ests = separated(rng, refs, noise=0.0) + 0.02 * refs.std() * lowpass(rng.standard_normal(refs.shape))
+    elif name == "lowpass_exact":
+        refs = lowpass(pink(rng, (sources, 2, n))) * 0.2
+        ests = separated(rng, refs, noise=0.0) + 0.02 * refs.std() * lowpass(rng.standard_normal(refs.shape))
+    else:
+        raise ValueError(f"unknown signal {name!r}")
+    return np.ascontiguousarray(refs), np.ascontiguousarray(ests)
