@@ -37,8 +37,8 @@ ROOT_ALLOWED = {"": {"errors", "contract"}, "__main__": {"cli"}}
 # loads only the bottom layer (test_root_loads_only_the_bottom_layer); no other root import may be.
 LAZY_ROOT_EXPORTS = {"stemsep.inference.separator"}
 EVERYONE = {""}
-# Deprecated alias packages, part of the layer they alias.
-ALIASES = {"callbacks": "training"}
+# Former homes that now only name the new one (they import nothing): bottom layer.
+ALIASES = {"callbacks": "errors"}
 
 
 def module_name(path: Path) -> str:

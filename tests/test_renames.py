@@ -13,12 +13,16 @@ from stemsep.inference.bag import BagOfModels
 from stemsep.io.checkpoint import load_separator, save_checkpoint
 
 
-def test_old_callback_paths_still_resolve():
-    from stemsep.callbacks import CompileNetwork, WandbMedia
-    from stemsep.training.callbacks import CompileNetwork as NewCompile
-    from stemsep.training.callbacks import WandbMedia as NewMedia
+@pytest.mark.parametrize("name", ["WandbMedia", "CompileNetwork"])
+def test_old_callback_paths_fail_with_the_new_path(name, capsys):
+    import stemsep.callbacks
 
-    assert (CompileNetwork, WandbMedia) == (NewCompile, NewMedia)
+    with pytest.raises(AttributeError, match=f"moved to stemsep.training.callbacks.{name}"):
+        getattr(stemsep.callbacks, name)
+    assert main(["fit", "--config", str(REPO / "recipes" / "quickstart.yaml"), "--trainer.callbacks",
+                 f"stemsep.callbacks.{name}", "--print_config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"moved to stemsep.training.callbacks.{name}" in err
 
 
 @pytest.mark.parametrize("name,new", [("FromCheckpoint", "stemsep.io.FromCheckpoint"),
