@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import require_museval
 from helpers.bss_signals import museval_bss_eval
 from stemsep.evaluation.bss_eval import bss_eval, frame_starts, track_correlations, window_correlations
 from stemsep.evaluation.metrics import BSSEval, BSSEvalSDR, nanmedian
 from stemsep.evaluation.solver import dense_block_toeplitz, solve_block_toeplitz
 
 SR = 44100
-museval = pytest.importorskip("museval")
+museval = require_museval()
 
 
 def _signals(case: int) -> tuple[np.ndarray, np.ndarray]:

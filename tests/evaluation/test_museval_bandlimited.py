@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import require_museval
 from helpers.bss_signals import SR, museval_bss_eval, signal
 from stemsep.evaluation import bss_eval as bss_eval_module
 from stemsep.evaluation.bss_eval import bss_eval
 from stemsep.evaluation.solver import dense_block_toeplitz, solve_block_toeplitz, solve_regularized
 
-pytest.importorskip("museval")
+require_museval()
 METRICS = ("sdr", "isr", "sir", "sar")
 
 

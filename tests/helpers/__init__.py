@@ -4,10 +4,21 @@
 running recipes on the synthetic shards; ``helpers.slow_net``: a network slow enough to kill.
 """
 
+import shutil
 from pathlib import Path
+
+import pytest
 
 from helpers.nets import TinyNet
 
+
+def require_museval():
+    """museval (the BSS-eval oracle), or skip naming the system tool it needs: it imports stempeg,
+    which refuses to load without the ffmpeg binary (``apt-get install ffmpeg``; `.ci/run` installs it)."""
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        pytest.skip("museval needs the ffmpeg and ffprobe binaries: apt-get install ffmpeg", allow_module_level=True)
+    return pytest.importorskip("museval")
+
 REPO = Path(__file__).resolve().parents[2]
 
-__all__ = ["REPO", "TinyNet"]
+__all__ = ["REPO", "TinyNet", "require_museval"]
