@@ -157,11 +157,7 @@ def read_mix(path: str | os.PathLike, samplerate: int, channels: int = 2) -> tor
     if not np.isfinite(data).all():
         raise BadAudioError(f"{path}: contains NaN or Inf samples")
     data = to_channels(data, channels, name=str(path))
-    if sr != samplerate:
-        import soxr
-
-        data = soxr.resample(data.T, sr, samplerate, quality=RESAMPLE_QUALITY).T
-    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    return resample(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), sr, samplerate)
 
 
 def resample(wav: torch.Tensor, source: int, target: int) -> torch.Tensor:
