@@ -154,3 +154,13 @@ def test_apply_model_many_batches_files_of_different_lengths(demucs_nets):
             alone = apply_model(net, mix[None])[0]
             assert out.shape == alone.shape
             assert (out - alone).abs().max() <= 1e-4
+
+
+def test_shifts_longer_than_the_segment():
+    """A segment shorter than the largest shift (0.5 s): chunks wholly inside the shift's leading
+    zeros are zeros, not a crash (negative pad), and a linear net is still exact."""
+    mix = torch.randn(1, 2, 1234)
+    net = Gain(segment=0.2)  # 20 samples at 100 Hz, under the 50-sample (0.5 s) largest shift
+    torch.manual_seed(0)
+    out = apply_model(net, mix, shifts=2)
+    assert torch.allclose(out, net.scale[None, :, None, None] * mix[:, None], atol=1e-5)

@@ -191,8 +191,10 @@ def _chunk_input(mix: torch.Tensor, chunk: _Chunk, input_length: int, lead: int)
     total = mix.shape[-1]
     start = chunk.offset - (input_length - chunk.length) // 2 - lead
     end = start + input_length
-    lo, hi = min(max(0, start), total), max(0, min(total, end))
-    return nn.functional.pad(mix[:, lo:hi], (lo - start, end - max(hi, lo)))
+    if end <= 0 or start >= total:  # wholly in the shift's leading zeros (segments shorter than a shift)
+        return mix.new_zeros(mix.shape[0], input_length)
+    lo, hi = max(0, start), min(total, end)
+    return nn.functional.pad(mix[:, lo:hi], (lo - start, end - hi))
 
 
 def _batches(net: nn.Module, chunks: list[_Chunk], batch_size: int,
