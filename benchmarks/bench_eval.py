@@ -3,7 +3,10 @@
 Both single-threaded by default (``--threads``), so that the ratio measures the algorithms
 rather than how two thread pools share a machine. Runs alternate (ours, museval, ours, ...)
 so that a change of machine load hits both; the ratio is best museval time over best ours
-time. Prints the largest difference between the two results per metric (dB), where
+time (wall clock). The CPU time of each (this process's, so with one thread it is not
+inflated by other processes sharing the cores, though their cache traffic still counts) and
+its ratio are printed too: on a loaded machine museval's wall time grows faster than ours,
+so the CPU-time ratio is the one to compare across machines and loads. Prints the largest difference between the two results per metric (dB), where
 museval's time goes (its dense solves, its correlations, its per-window filtering), and
 the load average before and after each length.
 
@@ -84,13 +87,15 @@ def bench_length(args, seconds: float) -> float:
     est_t = torch.from_numpy(ests).permute(0, 2, 1).contiguous()
     load_before = os.getloadavg()[0]
     ours_times, museval_times, sdr_times = [], [], []
+    ours_cpu, museval_cpu = [], []  # process CPU time: what other processes' load does not inflate
     split: dict[str, float] = {}
     theirs = ours = None
     for rep in range(max(args.repeats, args.museval_repeats)):
         if rep < args.repeats:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             ours = bss_eval(est_t, ref_t, samplerate=args.samplerate)
             ours_times.append(time.perf_counter() - start)
+            ours_cpu.append(time.process_time() - cpu)
             if args.sdr_only:
                 start = time.perf_counter()
                 bss_eval(est_t, ref_t, samplerate=args.samplerate, metrics=("sdr",))
@@ -99,11 +104,12 @@ def bench_length(args, seconds: float) -> float:
             totals: dict[str, float] = {}
             with _timed(np.linalg, ["solve"], totals), \
                     _timed(museval.metrics, ["_compute_reference_correlations", "fftconvolve"], totals):
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 theirs = museval.metrics.bss_eval(refs, ests, compute_permutation=False,
                                                   window=args.samplerate, hop=args.samplerate,
                                                   framewise_filters=False, bsseval_sources_version=False)
                 museval_times.append(time.perf_counter() - start)
+                museval_cpu.append(time.process_time() - cpu)
             if not split or museval_times[-1] == min(museval_times):
                 split = totals
     for i, name in enumerate(("sdr", "isr", "sir", "sar")):
@@ -121,6 +127,8 @@ def bench_length(args, seconds: float) -> float:
           f"{split.get('_compute_reference_correlations', 0):.2f} s, per-window filtering (fftconvolve) "
           f"{split.get('fftconvolve', 0):.2f} s, rest {other:.2f} s")
     print(f"  load average: {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(f"  CPU time (process): ours {min(ours_cpu):.3f} s, museval {min(museval_cpu):.3f} s, "
+          f"ratio {min(museval_cpu) / min(ours_cpu):.1f}x")
     print(f"  speed-up: {ratio:.1f}x")
     return ratio
 

@@ -127,6 +127,22 @@ def test_track_and_window_correlations_are_direct_sums():
     assert torch.allclose(window_correlations(refs, ests, overlapping, window, lags), expected, atol=1e-9)
 
 
+
+def test_window_correlations_of_float32_strided_rows_and_a_cut_window():
+    """Rows that are strided views of float32 tensors (read in place, block by block) and a
+    window running past the track's end (cut there) give the plain sums, in float64."""
+    torch.manual_seed(5)
+    both = torch.randn(3, 2, 9000)
+    refs, ests = both[:, 0], both[:, 1]
+    window, lags, starts = 4000, 30, [0, 3100, 7000]
+    got = window_correlations(refs, ests, starts, window, lags)
+    signals, r = torch.cat([refs, ests]).double(), refs.double()
+    for i, s in enumerate(starts):
+        size = min(9000, s + window) - s
+        x, ref = signals[:, s:s + size], r[:, s:s + size]
+        expected = torch.stack([x[:, m:] @ ref[:, :size - m].T for m in range(lags)], dim=-1)
+        assert got.dtype == torch.float64 and torch.allclose(got[i], expected, atol=1e-9)
+
 def test_frames_computed_by_chunks_when_too_many_to_keep(monkeypatch):
     from stemsep.evaluation import bss_eval as bsseval
 

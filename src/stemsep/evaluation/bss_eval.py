@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import scipy.fft
 import torch
 
@@ -54,6 +55,7 @@ from stemsep.evaluation.solver import solve_regularized
 METRICS = ("sdr", "isr", "sir", "sar")
 FILTER_LENGTH = 512
 _CORRELATION_FFT = 4096  # size of the block FFTs of the correlations (raised to >= 2 * filter length)
+_FREQUENCY_TILE = 128  # frequencies whose cross-spectra are one batch of matrix products
 _WINDOWS_PER_CHUNK = 32  # windows whose correlations are reduced at once
 _KEPT_FRAMES_BYTES = 256 * 2 ** 20  # frame correlations kept between passes (beyond: computed twice)
 _SPECTRAL_BYTES = 64 * 2 ** 20  # frame spectra held at once by spectral_projection_metrics
@@ -74,29 +76,46 @@ def frame_starts(length: int, window: int, hop: int) -> tuple[list[int], int]:
 def silent_frames(signals: torch.Tensor, starts: list[int], window: int) -> torch.Tensor:
     """``(frames,)`` bool: some source of ``signals (S, C, T)`` sums to exactly 0 over channels
     at every sample of the frame (museval leaves such frames NaN)."""
-    mono = signals.sum(dim=1)  # (S, T)
-    return torch.stack([(mono[:, s:s + window] == 0).all(dim=-1).any() for s in starts])
+    return torch.stack([_silent(signals[:, :, s:s + window]) for s in starts])
+
+
+def _silent(frame: torch.Tensor) -> torch.Tensor:
+    if frame.device.type == "cpu":  # (on a GPU, the test would cost a synchronisation)
+        # Usually every source has a non-zero channel sum at one of a few samples: then no
+        # source is silent, without summing the whole frame.
+        probe = frame[:, :, ::max(1, frame.shape[-1] // 32)].sum(dim=1)
+        if bool((probe != 0).any(dim=-1).all()):
+            return torch.tensor(False)
+    return (frame.sum(dim=1) == 0).all(dim=-1).any()
 
 
 def _safe_db(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where(den == 0, torch.full_like(num, math.inf), 10 * torch.log10(num / den))
 
 
-def frame_energies(estimates: torch.Tensor, references: torch.Tensor, starts: list[int],
-                   window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def frame_energies(estimates: torch.Tensor, references: torch.Tensor, starts: list[int], window: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(||s||^2, ||e - s||^2, ||e||^2)`` per frame and channel, each ``(frames, S C)`` float64,
     for ``(sources, channels, time)`` inputs (dot products: no squared copies)."""
-    refs = references.flatten(0, 1)
-    ests = estimates.flatten(0, 1)
-    ref_energy, err_energy, est_energy = [], [], []
-    for s in starts:  # a frame at a time in float64: no track-long float64 copies
-        ref = refs[:, s:s + window].double()
-        est = ests[:, s:s + window].double()
+    return frame_statistics(estimates, references, starts, window)[:3]
+
+
+def frame_statistics(estimates: torch.Tensor, references: torch.Tensor, starts: list[int], window: int
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`frame_energies` and which frames are silent (:func:`silent_frames` of either
+    input), in one pass over the frames: a frame at a time, in float64, no track-long copies."""
+    ref_energy, err_energy, est_energy, silent = [], [], [], []
+    for s in starts:
+        ref = references[:, :, s:s + window]
+        est = estimates[:, :, s:s + window]
+        silent.append(_silent(ref) | _silent(est))
+        ref = ref.flatten(0, 1).double()
+        est = est.flatten(0, 1).double()
         err = est - ref
         ref_energy.append(torch.linalg.vecdot(ref, ref))
         err_energy.append(torch.linalg.vecdot(err, err))
         est_energy.append(torch.linalg.vecdot(est, est))
-    return torch.stack(ref_energy), torch.stack(err_energy), torch.stack(est_energy)
+    return torch.stack(ref_energy), torch.stack(err_energy), torch.stack(est_energy), torch.stack(silent)
 
 
 def _per_source(energy: torch.Tensor, channels: int) -> torch.Tensor:
@@ -112,36 +131,58 @@ def window_correlations(references: torch.Tensor, estimates: torch.Tensor, start
     in the window ``[s, s + window)`` (signals zero outside it), for lags ``0 <= m < max_lag``;
     rows ``x`` are the ``K`` reference channels, then the ``K`` estimate channels (both
     ``(K, T)``). A window is cut into blocks; each block with the ``max_lag - 1`` samples that
-    follow it inside the window is correlated with the block by small FFTs (they stay in
-    cache), the cross-spectra are summed over the window's blocks, then inverted once.
+    follow it inside the window is correlated with the block by small FFTs (SciPy's, faster
+    than torch's for these batches on CPU). The cross-spectra summed over the window's blocks
+    are, at each frequency, one small matrix product ``(2 K, blocks) @ (blocks, K)``: batched
+    over a tile of frequencies at a time (BLAS, in cache), rather than one pass over memory
+    per block; then inverted once per window.
     """
     k, length = references.shape
     fft = max(_CORRELATION_FFT, 1 << (2 * max_lag - 1).bit_length())
     blocks = -(-window // (fft - max_lag + 1))
     block = -(-window // blocks)
+    span = block + max_lag - 1
     bins = fft // 2 + 1
-    out = torch.empty(len(starts), 2 * k, k, max_lag, dtype=torch.float64, device=references.device)
-    # Buffers reused across windows (one at a time keeps the working set in cache): what lies
-    # past the window stays zero.
-    sig = references.new_zeros(2 * k, blocks * block + max_lag - 1, dtype=torch.float64)
-    ext = sig.new_zeros(2 * k, blocks, fft)   # block + following samples, zero-padded
-    blk = sig.new_zeros(k, blocks, fft)       # reference block, zero-padded
-    cross = torch.empty(2 * k, k, bins, dtype=torch.complex128, device=references.device)
+    workers = torch.get_num_threads()
+    refs = references.detach().cpu().numpy()
+    ests = estimates.detach().cpu().numpy()
+    out = np.empty((len(starts), 2 * k, k, max_lag))
+    # Buffers reused across windows (one at a time keeps the working set in cache); the
+    # zero padding past `span` is never written.
+    ext_padded = np.zeros((2 * k, blocks, fft))  # block + following samples, zero-padded
+    blk_padded = np.zeros((k, blocks, fft))      # reference block, zero-padded
+    cross = np.empty((2 * k, k, bins), dtype=np.complex128)
     for w, s in enumerate(starts):
         hi = min(length, s + window)
-        sig[:k, :hi - s] = references[:, s:hi]
-        sig[k:, :hi - s] = estimates[:, s:hi]
-        sig[:, hi - s:window] = 0
-        ext[..., :block + max_lag - 1] = sig.unfold(-1, block + max_lag - 1, block)
-        blk[..., :block] = sig[:k, :blocks * block].unflatten(-1, (blocks, block))
-        ext_spec = torch.fft.rfft(ext)
-        blk_conj = torch.fft.rfft(blk).conj_physical_()
-        # Sum over blocks by fused multiply-adds, no temporaries.
-        torch.mul(ext_spec[:, None, 0], blk_conj[None, :, 0], out=cross)
-        for b in range(1, blocks):
-            cross.addcmul_(ext_spec[:, None, b], blk_conj[None, :, b])
-        out[w] = torch.fft.irfft(cross, n=fft)[..., :max_lag]
-    return out
+        _frame_blocks(ext_padded[:k], refs, s, hi, block, span)
+        _frame_blocks(ext_padded[k:], ests, s, hi, block, span)
+        blk_padded[..., :block] = ext_padded[:k, :, :block]
+        ext_spec = scipy.fft.rfft(ext_padded, workers=workers)                     # (2 K, blocks, F)
+        blk_conj = scipy.fft.rfft(blk_padded, workers=workers)                     # (K, blocks, F)
+        np.conjugate(blk_conj, out=blk_conj)
+        for f in range(0, bins, _FREQUENCY_TILE):
+            tile = slice(f, f + _FREQUENCY_TILE)
+            cross[..., tile] = (np.ascontiguousarray(ext_spec[..., tile].transpose(2, 0, 1))
+                                @ np.ascontiguousarray(blk_conj[..., tile].transpose(2, 1, 0))).transpose(1, 2, 0)
+        out[w] = torch.fft.irfft(torch.from_numpy(cross), n=fft)[..., :max_lag].numpy()
+    return torch.from_numpy(out).to(references.device)
+
+
+def _frame_blocks(out: np.ndarray, signal: np.ndarray, start: int, stop: int, block: int, span: int) -> None:
+    """``out[c, b, :span] = signal[c, start + b block : ... + span]``, zero from ``stop`` on (the
+    window's end): overlapping blocks copied straight from the signal, no intermediate copy."""
+    blocks = out.shape[1]
+    inside = max(0, min(blocks, (stop - start - span) // block + 1))  # blocks that end inside
+    if inside:
+        row, step = signal.strides
+        view = np.lib.stride_tricks.as_strided(signal[:, start:], (signal.shape[0], inside, span),
+                                               (row, block * step, step), writeable=False)
+        out[:, :inside, :span] = view
+    for b in range(inside, blocks):
+        lo = start + b * block
+        size = max(0, min(stop, lo + span) - lo)
+        out[:, b, :size] = signal[:, lo:lo + size]
+        out[:, b, size:span] = 0
 
 
 def boundary_correlations(references: torch.Tensor, estimates: torch.Tensor, ends: list[int],
@@ -385,9 +426,8 @@ def bss_eval(estimates: torch.Tensor, references: torch.Tensor, samplerate: int 
         raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {METRICS}")
     length = references.shape[-1]
     starts, win = frame_starts(length, int(window * samplerate), int(hop * samplerate))
-    silent = silent_frames(references, starts, win) | silent_frames(estimates, starts, win)
     channels = references.shape[1]
-    ref_energy, err_energy, est_energy = frame_energies(estimates, references, starts, win)
+    ref_energy, err_energy, est_energy, silent = frame_statistics(estimates, references, starts, win)
     # SDR: in BSS-eval v4's image mode it reduces to framewise SNR (no filters).
     out = {"sdr": _safe_db(_per_source(ref_energy, channels), _per_source(err_energy, channels))}
     if set(metrics) & {"isr", "sir", "sar"}:

@@ -134,6 +134,10 @@ def _boxplots(summary: dict[str, Any], sources: list[str], metrics: list[str], t
             if values.size:
                 ax.annotate(f"median {np.median(values):.2f}", (np.median(values), row - 0.34), ha="center",
                             va="bottom", fontsize=8)
+        finite = np.concatenate([np.empty(0)] + [values[np.isfinite(values)] for values in data])
+        if finite.size:  # the extreme tracks' dots whole, not cut by the frame
+            pad = 0.06 * (finite.max() - finite.min()) or 1.0
+            ax.set_xlim(finite.min() - pad, finite.max() + pad)
         ax.set_yticks(range(1, len(sources) + 1), sources)
         ax.invert_yaxis()
         ax.set_xlabel(f"{metric} (dB), median over frames")
