@@ -19,6 +19,17 @@ overlap and share decoding, which no longer happens on 3-4 minute songs.)
 ``--train-step`` times a CPU training step of model configs at the same batch shape, to say
 how many times over one data worker keeps up with training.
 
+``--url http://HOST:PORT`` instead compares the same stream read over HTTP with reading the
+local files, in the same run: the generated shards are served by a separate
+``python -m http.server`` process bound to HOST:PORT (port 0: any free port), and the stream
+(same augmentations, without repitch) is timed from ``http://HOST:PORT/train.json`` and from
+the local ``train.json``, repeats interleaved. Remote shards are hashed (sha256) on every
+read, local ones only until they matched once, so local files hashed on every read are timed
+too: that ratio is the cost of the transport alone. The raw read rate of the shard bytes (MB/s,
+no hashing or decoding) is printed as well::
+
+    .venv/bin/python benchmarks/bench_data.py --url http://127.0.0.1:0 --songs 8 --seconds 30
+
 demucs.wav imports ``dora`` only for distributed helpers it does not use here, and reads audio
 with ``torchaudio.load``, which needs ffmpeg/torchcodec in recent torchaudio: the benchmark
 stubs the former and routes audio reads/writes (also those around soundstretch) through
@@ -35,15 +46,20 @@ training: each loader as it ships.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import types
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -57,10 +73,10 @@ from stemsep.io.audio import audio_info, read_audio, write_audio
 SR = 44100
 
 
-def ours(shards: Path, segment: float, batch: int, batches: int, repitch: bool) -> float:
+def ours(shards: Path | str, segment: float, batch: int, batches: int, repitch: bool) -> float:
     augs = ([Repitch(proba=0.2)] if repitch else []) + [Shift(SR), FlipChannels(), FlipSign(), Scale(),
                                                        Remix(group_size=4)]
-    dm = StemDataModule(train_manifest=str(shards / "train.json"), segment=segment, batch_size=batch,
+    dm = StemDataModule(train_manifest=f"{shards}/train.json", segment=segment, batch_size=batch,
                         num_workers=0, augmentations=augs, epoch_batches=None, shuffle=16)
     stream = iter(dm.train_dataset())
     next(stream)  # warm-up: fills the buffers
@@ -167,6 +183,86 @@ def train_step_seconds(config: Path, segment: float, batch: int, repeats: int) -
     return statistics.median(times[1:])
 
 
+def serve(folder: Path, url: str) -> tuple[subprocess.Popen, str]:
+    """Serve ``folder`` with ``python -m http.server`` at ``url`` (``http://HOST:PORT``, port 0: any)."""
+    parsed = urlparse(url)
+    if parsed.scheme != "http" or not parsed.hostname:
+        raise SystemExit(f"--url {url}: expected http://HOST:PORT (the benchmark serves its shards there)")
+    host, port = parsed.hostname, parsed.port or 0
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", host, "--directory",
+                               str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://{host}:{port}"
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(f"{base}/train.json", timeout=1):
+                return server, base
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise SystemExit(f"--url {url}: the HTTP server did not start")
+
+
+def read_rate(base: Path | str, names: list[str]) -> float:
+    """MB/s of reading the shards' bytes alone (no tar parsing or decoding)."""
+    from stemsep.data.tarstream import open_url
+
+    start, total = time.perf_counter(), 0
+    for name in names:
+        with open_url(f"{base}/{name}") as f:
+            while block := f.read(1 << 20):
+                total += len(block)
+    return total / 1e6 / (time.perf_counter() - start)
+
+
+class _NeverVerified(set):
+    def add(self, item) -> None:  # local shards are hashed on every read, as remote ones are
+        pass
+
+
+@contextlib.contextmanager
+def _hash_every_read():
+    from stemsep.data import tarstream
+
+    saved, tarstream._verified = tarstream._verified, _NeverVerified()
+    try:
+        yield
+    finally:
+        tarstream._verified = saved
+
+
+def compare_http(work: Path, args: argparse.Namespace) -> None:
+    shards = work / "shards"
+    names = sorted(p.name for p in shards.glob("train-*.tar"))
+    size = sum((shards / n).stat().st_size for n in names) / 1e6
+    server, base = serve(shards, args.url)
+    try:
+        print(f"{args.songs} songs x {args.seconds:.0f} s in {len(names)} shards ({size:.0f} MB), segment "
+              f"{args.segment} s, batch {args.batch}, {args.batches} batches, {args.repeats} interleaved repeats, "
+              f"1 thread = one worker; HTTP: python -m http.server at {base}")
+        local, hashed, remote, local_mb, remote_mb = [], [], [], [], []
+        for _ in range(args.repeats):
+            local.append(ours(shards, args.segment, args.batch, args.batches, False))
+            remote.append(ours(base, args.segment, args.batch, args.batches, False))
+            with _hash_every_read():
+                hashed.append(ours(shards, args.segment, args.batch, args.batches, False))
+            local_mb.append(read_rate(shards, names))
+            remote_mb.append(read_rate(base, names))
+        for label, other in (("local files", local), ("local files hashed on every read", hashed)):
+            ratios = [r / x for r, x in zip(remote, other, strict=True)]
+            print(f"training stream: HTTP {statistics.median(remote):6.2f} segments/s per worker vs {label} "
+                  f"{statistics.median(other):6.2f}: ratio HTTP/local {statistics.median(ratios):.2f}x (per repeat: "
+                  f"{', '.join(f'{r:.1f}/{x:.1f}' for r, x in zip(remote, other, strict=True))})")
+        print(f"shard bytes alone (no hashing, no decoding): HTTP {statistics.median(remote_mb):6.0f} MB/s   "
+              f"local files {statistics.median(local_mb):6.0f} MB/s")
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--songs", type=int, default=8)
@@ -184,6 +280,9 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=None,
                         help="batch size of the timed training step (default --batch; the released htdemucs "
                              "needs ~10 GB of RAM per example at 7.8 s)")
+    parser.add_argument("--url", default=None, metavar="http://HOST:PORT",
+                        help="compare the stream over HTTP (the shards served at this address) with local files, "
+                             "instead of the demucs comparison")
     args = parser.parse_args()
     torch.set_num_threads(1)
     tuned = keep_large_buffers()  # process-wide (see the docstring)
@@ -201,6 +300,9 @@ def main() -> None:
 
         songs = discover_songs(root, "folder", "train")
         shard_split(songs, work / "shards", "train", DEFAULT_SOURCES, max_shard_size=256 * 10**6)
+        if args.url:
+            compare_http(work, args)
+            return
         has_soundstretch = shutil.which("soundstretch") is not None
         print(f"{args.songs} songs x {args.seconds:.0f} s, segment {args.segment} s, batch {args.batch}, "
               f"{args.batches} batches, {args.repeats} interleaved repeats, 1 thread, "

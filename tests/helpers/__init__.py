@@ -1,7 +1,8 @@
 """Shared test helpers (tests/ is on pytest's ``pythonpath``): import them from here, not from conftest.
 
 ``helpers.nets``: tiny networks; ``helpers.data``: corpus and shard builders; ``helpers.recipes``:
-running recipes on the synthetic shards; ``helpers.slow_net``: a network slow enough to kill.
+running recipes on the synthetic shards; ``helpers.slow_net``: a network slow enough to kill;
+``helpers.remote``: a fault-injecting HTTP shard server and moto's S3 server on 127.0.0.1.
 """
 
 import shutil

@@ -9,7 +9,8 @@ Batches (the same contract as the folder data module):
 
 Sources follow the ``sources`` option (order, selection, or a mapping that sums stems).
 Shards may be local (paths, globs, brace patterns), behind ``pipe:`` commands, or remote
-(``s3://``, ``gs://``, ``http(s)://``...): see :mod:`stemsep.data.tarstream`.
+(``s3://``, ``gs://``, ``http(s)://``...): see :mod:`stemsep.data.tarstream`; remote reads
+retry and resume after network faults (:mod:`stemsep.data.remote`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from stemsep.data.augment import Augmentation
 from stemsep.data.folder import SyntheticCorpus
 from stemsep.data.manifest import Manifest, resolve_sources
 from stemsep.data.prepare import PrepareShards, prepare_shards
+from stemsep.data.remote import Retry
 from stemsep.data.streams import EvalStream, TrainStream
 from stemsep.data.tarstream import read_json
 from stemsep.errors import BadDataError
@@ -49,13 +51,18 @@ class StemDataModule(L.LightningDataModule):
             epochs with the trainer's ``limit_train_batches``).
         seed: base seed; streams differ by rank, worker and epoch.
         keep_list: JSON from ``stemsep audit``; training keeps only its ``keep`` songs.
-        policy: ``raise`` (stop) or ``warn`` (skip and count) on corrupt training data.
+        policy: ``raise`` (stop) or ``warn`` (skip and count) on corrupt training data, and on a
+            remote training shard still failing after ``retries`` (validation and test always raise).
         verify_sha: compare each shard's sha256 with the manifest while streaming.
         pin_memory: DataLoader ``pin_memory``.
         tune_malloc: in the process that streams training batches (a DataLoader worker, or
             the main process with ``num_workers: 0``), keep large freed buffers for reuse
             instead of returning them to the system (:mod:`stemsep.data.allocator`: glibc
             only; ~20 % faster, keeps up to 512 MB of freed memory).
+        retries: remote reads (``http(s)://``, ``s3://``, ...): failed attempts in a row retried
+            (resuming where the stream stopped) before the shard counts as failed.
+        timeout: remote reads: seconds a connect or read may wait for data before the attempt fails.
+        backoff: remote reads: seconds before the first retry, doubled for each further one.
         prepare: shard a dataset folder on first use (:class:`~stemsep.data.prepare.PrepareShards`,
             optionally generating a synthetic corpus); manifests left unset then default to
             the prepared ones. ``prepare_data`` does the work once, on local rank 0.
@@ -75,7 +82,7 @@ class StemDataModule(L.LightningDataModule):
                  epoch_batches: int | None = 1000, seed: int = 0, keep_list: str | None = None,
                  policy: Literal["raise", "warn"] = "raise", verify_sha: bool = True, pin_memory: bool = False,
                  prepare: PrepareShards | None = None, synthetic: SyntheticCorpus | None = None,
-                 tune_malloc: bool = True):
+                 tune_malloc: bool = True, retries: int = 5, timeout: float = 60.0, backoff: float = 1.0):
         super().__init__()
         self.manifests = {"train": train_manifest, "valid": valid_manifest, "test": test_manifest}
         self.prepare, self.synthetic = prepare, synthetic
@@ -90,6 +97,7 @@ class StemDataModule(L.LightningDataModule):
         self.epoch_batches, self.seed, self.keep_list = epoch_batches, seed, keep_list
         self.policy, self.verify_sha, self.pin_memory = policy, verify_sha, pin_memory
         self.tune_malloc = bool(tune_malloc)
+        self.retry = Retry(retries=int(retries), timeout=float(timeout), backoff=float(backoff))
         self._loaded: dict[str, Manifest] = {}
 
     def prepare_data(self) -> None:
@@ -106,7 +114,7 @@ class StemDataModule(L.LightningDataModule):
             url = self.manifests.get(split)
             if url is None:
                 raise BadDataError(f"data: no {split}_manifest configured")
-            self._loaded[split] = Manifest.load(url)
+            self._loaded[split] = Manifest.load(url, self.retry)
         return self._loaded[split]
 
     @property
@@ -149,7 +157,7 @@ class StemDataModule(L.LightningDataModule):
         default_rank, default_world = self._rank()
         keep = None
         if self.keep_list is not None:
-            data = read_json(self.keep_list)
+            data = read_json(self.keep_list, self.retry)
             if not isinstance(data, dict) or not isinstance(data.get("keep"), list):
                 raise BadDataError(f"{self.keep_list}: not a keep-list (expected a JSON object with a 'keep' list)")
             keep = set(data["keep"])
@@ -160,7 +168,7 @@ class StemDataModule(L.LightningDataModule):
             segments_per_song=self.segments_per_song, song_buffer=self.song_buffer, shuffle=self.shuffle,
             seed=self.seed, keep=keep, policy=self.policy, verify_sha=self.verify_sha,
             epoch_batches=self.epoch_batches, tune_malloc=self.tune_malloc, rank=default_rank if rank is None else rank,
-            world_size=default_world if world_size is None else world_size)
+            world_size=default_world if world_size is None else world_size, retry=self.retry)
         dataset.epoch = epoch  # a resumed run continues with new data, not epoch 0's
         return dataset
 
@@ -168,7 +176,7 @@ class StemDataModule(L.LightningDataModule):
         """Whole-song stream of ``split`` (``valid`` or ``test``) for ``rank``."""
         manifest, shards, mapping = self._checked(split)
         default_rank, default_world = self._rank()
-        return EvalStream(manifest, shards, mapping, verify_sha=self.verify_sha,
+        return EvalStream(manifest, shards, mapping, verify_sha=self.verify_sha, retry=self.retry,
                           rank=default_rank if rank is None else rank,
                           world_size=default_world if world_size is None else world_size)
 

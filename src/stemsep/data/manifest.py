@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from stemsep.data.codec import decode_flac, flac_header
+from stemsep.data.remote import Retry
 from stemsep.data.shard import MANIFEST_FORMAT, MANIFEST_VERSION
 from stemsep.data.tarstream import expand_urls, read_json, sibling_url
 from stemsep.errors import BadAudioError, BadDataError
@@ -26,8 +27,8 @@ class Manifest:
     song_by_name: dict[str, dict[str, Any]] = field(repr=False, default_factory=dict)
 
     @classmethod
-    def load(cls, url: str) -> Manifest:
-        data = read_json(url)
+    def load(cls, url: str, retry: Retry | None = None) -> Manifest:
+        data = read_json(url, retry)
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             raise BadDataError(f"{url}: not a stemsep shard manifest (written by `stemsep shard`)")
         if data.get("version") != MANIFEST_VERSION:

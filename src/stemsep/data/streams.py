@@ -20,6 +20,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from stemsep.data.allocator import keep_large_buffers
 from stemsep.data.augment import Augmentation, apply_augmentations, needed_length
 from stemsep.data.manifest import Manifest, check_sample, decode_rows, decode_sources
+from stemsep.data.remote import Retry
 from stemsep.data.stembatch import StemBatch
 from stemsep.data.tarstream import iter_shard
 from stemsep.errors import BadDataError, StemsepError
@@ -46,16 +47,19 @@ class TrainStream(IterableDataset):
     (:func:`~stemsep.data.allocator.keep_large_buffers`), which saves the page faults of
     fresh ``mmap`` memory for every decoded span and batch.
 
-    ``policy="warn"`` skips a corrupt shard or sample with a warning that counts the skips
-    so far; ``"raise"`` stops on it. ``epoch_batches`` (per rank) ends an epoch; ``None`` is
-    endless (then bound epochs with the trainer's ``limit_train_batches``).
+    ``policy="warn"`` skips a corrupt shard or sample, or a remote shard whose reads keep
+    failing after ``retry``'s retries, with a warning that counts the skips so far (songs of
+    a shard failing midway that are still in the song buffer are dropped; songs already taken
+    out were read whole); ``"raise"`` stops on it. ``epoch_batches`` (per rank) ends an epoch;
+    ``None`` is endless (then bound epochs with the trainer's ``limit_train_batches``).
     """
 
     def __init__(self, manifest: Manifest, shards: list[tuple[str, str]], mapping: dict[str, list[str]], *,
                  segment: int, batch_size: int, augmentations: Sequence[Augmentation] = (),
                  segments_per_song: int = 4, song_buffer: int = 4, shuffle: int = 64, seed: int = 0,
                  keep: set[str] | None = None, policy: str = "raise", verify_sha: bool = True,
-                 epoch_batches: int | None = None, rank: int = 0, world_size: int = 1, tune_malloc: bool = True):
+                 epoch_batches: int | None = None, rank: int = 0, world_size: int = 1, tune_malloc: bool = True,
+                 retry: Retry | None = None):
         if policy not in ("raise", "warn"):
             raise StemsepError(f"policy must be 'raise' or 'warn', got {policy!r}")
         if not shards:
@@ -70,6 +74,7 @@ class TrainStream(IterableDataset):
         self.epoch = 0
         self.skipped = 0
         self.tune_malloc = tune_malloc
+        self.retry = retry
         self._stems = sorted({s for stems in mapping.values() for s in stems})
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -115,7 +120,8 @@ class TrainStream(IterableDataset):
             entry = self.manifest.shards[name]
             added = []
             try:
-                for key, sample in iter_shard(url, name, entry["sha256"] if self.verify_sha else None, wanted):
+                for key, sample in iter_shard(url, name, entry["sha256"] if self.verify_sha else None, wanted,
+                                              entry.get("bytes"), self.retry):
                     added.append((f"shard {name}, sample {key}", sample))
                     buffer.append(added[-1])
                     if len(buffer) >= max(1, self.song_buffer):
@@ -200,12 +206,13 @@ class EvalStream(IterableDataset):
     Songs (in manifest order, restricted to the given shards) are dealt round-robin to the
     streams, so counts differ by at most one whatever the numbers of songs, shards, ranks and
     workers. A stream reads only shards holding its songs and decodes only its songs. Any bad
-    data is an error (evaluation must not silently drop songs).
+    data, or a remote shard whose reads keep failing after ``retry``'s retries, is an error
+    whatever the training ``policy`` (evaluation must not silently drop songs).
     """
 
     def __init__(self, manifest: Manifest, shards: list[tuple[str, str]], mapping: dict[str, list[str]], *,
-                 verify_sha: bool = True, rank: int = 0, world_size: int = 1):
-        self.manifest, self.shards, self.mapping = manifest, shards, mapping
+                 verify_sha: bool = True, rank: int = 0, world_size: int = 1, retry: Retry | None = None):
+        self.manifest, self.shards, self.mapping, self.retry = manifest, shards, mapping, retry
         self.verify_sha, self.rank, self.world_size = verify_sha, rank, world_size
         chosen = {name for _, name in shards}
         self.songs = [s for s in manifest.songs if s.get("shard") in chosen]
@@ -220,7 +227,8 @@ class EvalStream(IterableDataset):
             if not any(s["shard"] == name for s in mine):
                 continue
             sha = self.manifest.shards[name]["sha256"] if self.verify_sha else None
-            for key, sample in iter_shard(url, name, sha, keys.__contains__):
+            size = self.manifest.shards[name].get("bytes")
+            for key, sample in iter_shard(url, name, sha, keys.__contains__, size, self.retry):
                 song, _ = check_sample(self.manifest, name, key, sample, self._stems)
                 stems = decode_sources(sample, self.mapping, f"shard {name}, sample {key} (song {song!r})")
                 seen.add(key)

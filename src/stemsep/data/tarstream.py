@@ -2,10 +2,11 @@
 
 - Local paths (and ``file://``) are opened directly; globs and brace patterns
   (``train-{000000..000009}.tar``) are expanded.
-- ``pipe:CMD`` runs ``CMD`` and reads its stdout; ``http(s)://`` goes through curl; both via
-  webdataset's ``gopen``.
-- Other schemes (``s3://``, ``gs://``, ``az://``, ...) go through ``fsspec`` (with its
-  backend package installed, e.g. s3fs or gcsfs).
+- ``pipe:CMD`` runs ``CMD`` and reads its stdout (webdataset's ``gopen``).
+- ``http(s)://`` (the standard library) and other schemes (``s3://``, ``gs://``, ``az://``, ...,
+  through ``fsspec`` with its backend package installed, e.g. s3fs or gcsfs) are read by
+  :class:`~stemsep.data.remote.RemoteReader`: timeouts, retries with backoff, resuming where a
+  dropped connection stopped, and a one-line error naming the URL when a read keeps failing.
 
 A shard is read as a stream, once, front to back: its bytes are hashed on the way and compared
 with the manifest's sha256 when the tar ends, so corruption anywhere is reported naming the
@@ -26,9 +27,8 @@ from urllib.parse import urlparse
 
 import braceexpand
 
+from stemsep.data.remote import RemoteReader, Retry
 from stemsep.errors import BadDataError
-
-_GOPEN_SCHEMES = ("pipe", "http", "https")
 
 
 def _scheme(url: str) -> str:
@@ -46,28 +46,30 @@ def _local_path(url: str) -> str | None:
     return urlparse(url).path if scheme == "file" else url
 
 
-def open_url(url: str) -> IO[bytes]:
-    """A binary read stream for ``url`` (see the module docstring), or a one-line error."""
+def open_url(url: str, retry: Retry | None = None, size: int | None = None) -> IO[bytes]:
+    """A binary read stream for ``url`` (see the module docstring), or a one-line error.
+
+    ``retry``: timeouts and retries of remote reads (default :class:`~stemsep.data.remote.Retry`);
+    ``size``: the expected size in bytes (remote reads treat any other size as an error).
+    """
     scheme, path = _scheme(url), _local_path(url)
     try:
         if path is not None:
             return open(path, "rb")  # noqa: SIM115
-        if scheme in _GOPEN_SCHEMES:
+        if scheme == "pipe":
             from webdataset.gopen import gopen
 
             return gopen(url, "rb")
-        import fsspec
-
-        return fsspec.open(url, "rb").open()
+        return RemoteReader(url, retry, size)  # type: ignore[return-value]
     except FileNotFoundError:
         raise BadDataError(f"{url}: not found") from None
     except (OSError, ValueError, ImportError) as err:
         raise BadDataError(f"{url}: cannot open ({err})") from None
 
 
-def read_json(url: str) -> Any:
+def read_json(url: str, retry: Retry | None = None) -> Any:
     """Parse the JSON document at ``url``."""
-    with open_url(url) as f:
+    with open_url(url, retry) as f:
         data = f.read()
     try:
         return json.loads(data)
@@ -136,19 +138,21 @@ def _local_identity(url: str, sha256: str) -> tuple | None:
     return os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino, sha256
 
 
-def iter_shard(url: str, name: str, sha256: str | None = None,
-               wanted: Callable[[str], bool] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+def iter_shard(url: str, name: str, sha256: str | None = None, wanted: Callable[[str], bool] | None = None,
+               size: int | None = None, retry: Retry | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Yield ``(key, {extension: bytes})`` samples of the tar at ``url`` in order.
 
     Entries of samples ``wanted(key)`` rejects are skipped unread into memory. ``name`` (the
     manifest's shard name) is used in errors. A truncated or corrupt tar, or a sha256
     different from ``sha256`` (checked once the stream ends), is a :class:`BadDataError`. A
     local file is hashed until it has matched once in this process; while its path, size,
-    modification time and inode stay the same it is then read without hashing.
+    modification time and inode stay the same it is then read without hashing. Remote shards
+    (read with ``retry``; ``size``: the manifest's byte count) are hashed on every read; a read
+    that keeps failing is a :class:`BadDataError` naming the URL and the cause.
     """
     identity = _local_identity(url, sha256) if sha256 is not None else None
     check = sha256 is not None and (identity is None or identity not in _verified)
-    stream = open_url(url)
+    stream = open_url(url, retry, size)
     reader = _HashingReader(stream, hashing=check)
     key, sample = None, {}
     try:
@@ -171,11 +175,13 @@ def iter_shard(url: str, name: str, sha256: str | None = None,
         if check:  # the hash covers the whole file, tar padding included
             reader.drain()
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise BadDataError(f"shard {name}: truncated or corrupt tar ({err or type(err).__name__})") from None
+        raise BadDataError(f"shard {name}: truncated or corrupt tar ({err or type(err).__name__}), "
+                           f"read from {url}") from None
     finally:
         stream.close()
     if check:
         if reader.digest.hexdigest() != sha256:
-            raise BadDataError(f"shard {name}: sha256 mismatch with the manifest (file changed or corrupt)")
+            raise BadDataError(f"shard {name}: sha256 mismatch with the manifest (file changed or corrupt), "
+                               f"read from {url}")
         if identity is not None:
             _verified.add(identity)
