@@ -2,6 +2,7 @@
 
     stemsep separate song.wav other.flac --model htdemucs.ckpt -o separated/
     stemsep separate musdb/test --model a.ckpt --model b.ckpt --weights 1,0,1,1 0,1,0,0 -o out/
+    stemsep separate song.m4a --model m.ckpt -o karaoke/ --two-stems vocals --format mp3 --keep-rate
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ import argparse
 from pathlib import Path
 
 from stemsep.cli.common import weight_rows
-from stemsep.inference.separate import BACKENDS, BITS, FORMATS, separate_files
+from stemsep.inference.separate import (
+    BACKENDS,
+    BITS,
+    CLIP_MODES,
+    DEFAULT_FILENAME,
+    FORMATS,
+    MP3_BITRATES,
+    separate_files,
+)
 
 HELP = "Separate audio files into stems with trained models."
 
@@ -29,10 +38,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="chunks per network call (default: 1 on CPU, where batching does not pay, 8 on GPU)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available)")
-    parser.add_argument("--format", choices=FORMATS, default="wav", help="output format")
-    parser.add_argument("--bits", type=int, choices=BITS, default=24, help="output bit depth (32: float WAV)")
+    parser.add_argument("--format", choices=FORMATS, default="wav", help="output format (default wav)")
+    parser.add_argument("--bits", type=int, choices=BITS, default=24,
+                        help="WAV/FLAC bit depth (default 24; 32: float WAV)")
+    parser.add_argument("--mp3-bitrate", type=int, choices=MP3_BITRATES, default=320, metavar="KBPS",
+                        help="constant MP3 bitrate in kbit/s (default 320)")
+    parser.add_argument("--clip-mode", choices=CLIP_MODES, default="rescale",
+                        help="rescale: divide a track's stems by max(1, 1.01 * peak) so nothing clips (default); "
+                             "clamp: clip at +-0.99; none")
+    parser.add_argument("--filename", default=DEFAULT_FILENAME, metavar="TEMPLATE",
+                        help="output path under -o, with {track}, {trackext}, {stem}, {ext} "
+                             f"(default {DEFAULT_FILENAME!r})".replace("%", "%%"))
+    stems = parser.add_mutually_exclusive_group()
+    stems.add_argument("--two-stems", metavar="SOURCE",
+                       help="write SOURCE and no_SOURCE (the sum of all other sources), e.g. --two-stems vocals")
+    stems.add_argument("--stems", metavar="A,B", help="write only these sources, e.g. --stems drums,vocals")
+    parser.add_argument("--keep-rate", action="store_true",
+                        help="write stems at the input's sample rate (default: the model's)")
     parser.add_argument("--jobs", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    parser.add_argument("--overwrite", action="store_true", help="redo tracks whose stems already exist")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo every track, replacing existing outputs (also those of another input)")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="torch: --model is a checkpoint (default); onnxruntime / torchscript: --model "
                              "is a `stemsep export` file (CPU)")
@@ -41,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = separate_files(args.inputs, args.out, models=args.model, weights=args.weights, shifts=args.shifts,
                             overlap=args.overlap, segment=args.segment, batch_size=args.batch_size,
-                            device=args.device, format=args.format, bits=args.bits, jobs=args.jobs,
+                            device=args.device, format=args.format, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
+                            clip_mode=args.clip_mode, filename=args.filename, two_stems=args.two_stems,
+                            stems=args.stems, keep_rate=args.keep_rate, jobs=args.jobs,
                             overwrite=args.overwrite, backend=args.backend)
     print(f"separated {result.done} file(s) into {args.out}"
           + (f", skipped {result.skipped} already done" if result.skipped else ""))

@@ -3,36 +3,58 @@
     stemsep separate song.wav other.flac --model htdemucs.ckpt -o separated/
     stemsep separate musdb/test --model a.ckpt --model b.ckpt --weights 1,0,1,1 0,1,0,0 -o out/
 
-Writes ``OUTDIR/<track>/<source>.<wav|flac>`` (``<track>`` is the file name without suffix,
-or the parent folder's name for MUSDB's ``<track>/mixture.wav``). A track's folder appears only
-once all its stems are written (hidden ``.<track>.part`` folder, then renamed), so a rerun of a
-killed run skips exactly the finished tracks; ``--overwrite`` redoes them. Several ``--model``
-make a bag whose estimates are averaged per source (``--weights``: one list per model).
-Chunks of one long file — or of many short files — go through the network ``--batch-size``
-at a time (:func:`stemsep.inference.apply_model`). Memory: the mix and the stems of one
-file at a time. :func:`separate_files` is the command as a library function.
+Writes ``OUTDIR/<track>/<source>.<wav|flac|mp3>`` (``<track>`` is the file name without suffix,
+or the parent folder's name for MUSDB's ``<track>/mixture.wav``; other layouts with a
+``--filename`` template; :class:`WriteOptions`). A track's files are staged in a hidden
+``.<track>.part`` folder and moved into place once all are written, so a rerun of a killed run
+skips exactly the finished tracks (each stem records the input and options that produced it:
+:func:`provenance`); ``--overwrite`` redoes them. Several ``--model`` make a bag whose estimates
+are averaged per source (``--weights``: one list per model). Chunks of one long file — or of many
+short files — go through the network ``--batch-size`` at a time
+(:func:`stemsep.inference.apply_model`). Memory: short files are separated whole; a file longer
+than one window streams (:func:`separate_stream`: one window in memory, whatever the duration).
+:func:`separate_files` is the command as a library function.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import random
 import shutil
+import string
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from stemsep.contract import check_same_kind, segment_of
-from stemsep.errors import BadAudioError, StemsepError
+from stemsep.contract import bag_members, check_same_kind, input_length, segment_of, uses_train_segment
+from stemsep.errors import BadArgumentError, BadAudioError, StemsepError
 from stemsep.inference.bag import BagOfModels, check_weights
 from stemsep.inference.chunked import apply_model_many, check_options, chunk_stride
 from stemsep.inference.cpu import optimize_for_cpu
-from stemsep.io.audio import MIX_EXTENSIONS, probe_mix, read_mix, write_audio
+from stemsep.io.audio import (
+    MIX_EXTENSIONS,
+    MP3_BITRATES,
+    READ_BLOCK,
+    WRITE_FORMATS,
+    Resampler,
+    is_integer_format,
+    iter_mix,
+    open_writer,
+    probe_mix,
+    read_comment,
+    read_mix,
+)
 from stemsep.io.checkpoint import load_separator
-from stemsep.io.files import ensure_writable_dir
+from stemsep.io.files import atomic_path, ensure_writable_dir
 
-FORMATS = ("wav", "flac")
+FORMATS = WRITE_FORMATS
 BACKENDS = ("torch", "onnxruntime", "torchscript")
 BITS = (16, 24, 32)
 
@@ -87,47 +109,314 @@ def load_models(paths: Sequence[Path], weights: Sequence[Sequence[float]] | None
     return optimize_for_cpu(net) if device.type == "cpu" and backend == "torch" else net
 
 
-def check_write_options(format: str, bits: int) -> None:
-    """Refuse a ``format``/``bits`` pair :func:`write_track` cannot write."""
-    if format not in FORMATS or bits not in BITS:
-        raise StemsepError(f"--format {format} --bits {bits}: choose --format wav or flac and --bits 16, 24 or 32")
+CLIP_MODES = ("rescale", "clamp", "none")
+TEMPLATE_FIELDS = ("track", "trackext", "stem", "ext")
+DEFAULT_FILENAME = "{track}/{stem}.{ext}"
+WINDOW_SECONDS = 120.0  # output samples per streaming window (plus the context each side it needs)
+_STATS_BLOCK = 1 << 16  # the mix statistics are summed in blocks of this many samples, in float64
+
+
+def _names(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(s.strip() for s in items if s.strip())
+
+
+def check_template(template: str) -> None:
+    """Refuse a ``--filename`` template with unknown variables, without ``{stem}``, or leaving ``OUT``."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise BadArgumentError(f"--filename {template!r}: not a valid template ({err})") from None
+    unknown = sorted({f for f in fields if f not in TEMPLATE_FIELDS})
+    if unknown:
+        raise BadArgumentError(f"--filename {template!r}: unknown variable {{{unknown[0]}}} (use "
+                               + ", ".join(f"{{{f}}}" for f in TEMPLATE_FIELDS) + ")")
+    if "stem" not in fields:
+        raise BadArgumentError(f"--filename {template!r}: must contain {{stem}} (each stem needs its own file)")
+    if template.startswith(("/", "\\")) or ".." in Path(template).parts:
+        raise BadArgumentError(f"--filename {template!r}: must be a relative path inside the output directory")
+
+
+def check_write_options(format: str, bits: int, *, mp3_bitrate: int = 320, clip_mode: str = "rescale",
+                        filename: str = DEFAULT_FILENAME, two_stems: str | None = None,
+                        stems: Sequence[str] | str | None = None) -> None:
+    """Refuse writing options :func:`write_track` cannot honour (one-line :class:`BadArgumentError`)."""
+    if format not in FORMATS:
+        raise BadArgumentError(f"--format {format}: choose {', '.join(FORMATS)}")
+    if format != "mp3" and bits not in BITS:
+        raise BadArgumentError(f"--format {format} --bits {bits}: choose --bits 16, 24 or 32")
     if format == "flac" and bits == 32:
-        raise StemsepError("--bits 32 is float WAV only; use --format wav or --bits 24 for FLAC")
+        raise BadArgumentError("--bits 32 is float WAV only; use --format wav or --bits 24 for FLAC")
+    if format == "mp3" and mp3_bitrate not in MP3_BITRATES:
+        raise BadArgumentError(f"--mp3-bitrate {mp3_bitrate}: choose one of {', '.join(map(str, MP3_BITRATES))}")
+    if clip_mode not in CLIP_MODES:
+        raise BadArgumentError(f"--clip-mode {clip_mode}: choose {', '.join(CLIP_MODES)}")
+    if two_stems is not None and _names(stems):
+        raise BadArgumentError("--two-stems and --stems: choose one")
+    if stems is not None and not _names(stems):
+        raise BadArgumentError("--stems: name at least one source (e.g. --stems drums,vocals)")
+    check_template(filename)
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How a track's stems are written: ``stemsep separate``'s writing options.
+
+    ``format`` wav/flac/mp3 (``mp3_bitrate`` kbit/s, constant), ``bits`` 16/24/32 (32: float WAV;
+    not for MP3), ``clip_mode`` rescale (all stems of a track divided by ``max(1, 1.01 * peak)``,
+    the peak over every written stem: nothing clips and the stems still add up), clamp (to
+    ±0.99) or none, ``filename`` template (variables ``{track}``, ``{trackext}``, ``{stem}``,
+    ``{ext}``), ``two_stems`` (that source and ``no_<source>``, the sum of all the others),
+    ``stems`` (a subset), ``keep_rate`` (write at the input's sample rate, not the model's).
+    """
+
+    format: str = "wav"
+    bits: int = 24
+    mp3_bitrate: int = 320
+    clip_mode: str = "rescale"
+    filename: str = DEFAULT_FILENAME
+    two_stems: str | None = None
+    stems: tuple[str, ...] | None = None
+    keep_rate: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "stems", _names(self.stems) if self.stems is not None else None)
+        check_write_options(self.format, self.bits, mp3_bitrate=self.mp3_bitrate, clip_mode=self.clip_mode,
+                            filename=self.filename, two_stems=self.two_stems, stems=self.stems)
+
+    def output_stems(self, sources: Sequence[str]) -> list[str]:
+        """Names of the files written for a model with ``sources`` (one-line error for unknown names)."""
+        sources = list(sources)
+        if self.two_stems is not None:
+            if self.two_stems not in sources:
+                raise BadArgumentError(f"--two-stems {self.two_stems}: the model has no such source "
+                                       f"(its sources: {', '.join(sources)})")
+            return [self.two_stems, f"no_{self.two_stems}"]
+        if self.stems:
+            unknown = [s for s in self.stems if s not in sources]
+            if unknown:
+                raise BadArgumentError(f"--stems: unknown source(s) {', '.join(unknown)} "
+                                       f"(the model's sources: {', '.join(sources)})")
+            return [s for s in sources if s in self.stems]
+        return sources
+
+    def mix_outputs(self, stems: torch.Tensor, sources: Sequence[str]) -> list[torch.Tensor]:
+        """``(sources, channels, time)`` -> the written stems, in :meth:`output_stems`' order."""
+        sources = list(sources)
+        if self.two_stems is not None:
+            keep = sources.index(self.two_stems)
+            rest = [stems[j] for j in range(len(sources)) if j != keep]
+            others = rest[0].clone()
+            for other in rest[1:]:
+                others += other
+            return [stems[keep], others]
+        return [stems[sources.index(name)] for name in self.output_stems(sources)]
+
+    def paths(self, out: Path, track: str, trackext: str, names: Sequence[str]) -> dict[str, Path]:
+        """``{stem: OUT/<rendered template>}``; one-line error for a name leaving ``out`` or a clash."""
+        paths = {}
+        for name in names:
+            rel = self.filename.format(track=track, trackext=trackext, stem=name, ext=self.format)
+            if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise BadArgumentError(f"--filename {self.filename!r}: {rel!r} (track {track!r}) is not a path "
+                                       "inside the output directory")
+            paths[name] = out / rel
+        if len(set(paths.values())) < len(paths):
+            raise BadArgumentError(f"--filename {self.filename!r}: two stems of track {track!r} get the same file")
+        return paths
+
+    def content_key(self) -> dict:
+        """The options that change what is written (not where): part of a track's provenance."""
+        return {k: v for k, v in asdict(self).items() if k != "filename"}
 
 
 def stem_paths(out: Path, track: str, sources: list[str], fmt: str) -> dict[str, Path]:
+    """Where the default template puts a track's stems: ``out/<track>/<source>.<fmt>``."""
     return {source: out / track / f"{source}.{fmt}" for source in sources}
 
 
-def write_track(out: Path, track: str, stems: dict[str, torch.Tensor], samplerate: int, *,
-                format: str = "wav", bits: int = 24) -> Path:
-    """Write the stems of one track into a hidden folder, then rename it to ``OUT/<track>``.
+def trackext(path: Path) -> str:
+    """demucs' ``{trackext}``: the input's extension without the dot (``stem.mp4`` for MUSDB18 files)."""
+    return "stem.mp4" if path.name.lower().endswith(".stem.mp4") else path.suffix.lstrip(".")
 
-    A killed or failing run thus never leaves a track folder that looks done (the rerun skip
-    test); leftovers are hidden ``.<track>.part`` folders, removed by the next attempt.
-    An existing ``OUT/<track>`` (``--overwrite``, or an incomplete one) is swapped out whole;
-    other files in it are carried over.
-    """
-    final, part, old = out / track, out / f".{track}.part", out / f".{track}.old"
-    shutil.rmtree(part, ignore_errors=True)
+
+# ---------------------------------------------------------------------------------------- provenance
+def input_identity(path: Path) -> dict:
+    """Which input file produced a track: its absolute path, size and modification time."""
+    stat = path.stat()
+    return {"input": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def provenance(identity: dict, key: dict) -> str:
+    """The record stored in every written stem's comment tag (JSON, one line)."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json.dumps({"stemsep": "separate", **identity, "options": digest}, sort_keys=True)
+
+
+def read_provenance(path: Path) -> dict | None:
+    """The record :func:`provenance` stored in ``path``, or None."""
+    text = read_comment(path)
     try:
-        for source, stem in stems.items():
-            write_audio(part / f"{source}.{format}", stem, samplerate, bits=bits, fmt=format)
+        record = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and record.get("stemsep") == "separate" else None
+
+
+def track_state(input_path: Path, track: str, targets: dict[str, Path], record: str,
+                folder: Path | None = None) -> str:
+    """``"todo"``, or ``"done"`` (every target written from this input with these options);
+    a :class:`StemsepError` when a target holds the output of another input (or of no recorded one),
+    or when the track's ``folder`` holds other stems that another input produced."""
+    wanted = json.loads(record)
+    if folder is not None and folder.is_dir():
+        for sibling in sorted(folder.rglob("*")):
+            found = read_provenance(sibling) if sibling.is_file() and sibling not in targets.values() else None
+            if found is not None and found.get("input") != wanted["input"]:
+                raise StemsepError(f"{input_path}: track {track!r} already has outputs of {found['input']} "
+                                   f"({sibling}); add --overwrite to replace them, or write elsewhere with -o")
+    existing = [p for p in targets.values() if p.exists()]
+    if not existing:
+        return "todo"
+    records = [read_provenance(p) for p in existing]
+    for path, found in zip(existing, records, strict=True):
+        if found is None or found.get("input") != wanted["input"]:
+            origin = f"of {found['input']}" if found else "with no record of their input"
+            raise StemsepError(f"{input_path}: track {track!r} already has outputs {origin} ({path}); "
+                               "add --overwrite to replace them, or write elsewhere with -o")
+    return "done" if len(existing) == len(targets) and all(r == wanted for r in records) else "todo"
+
+
+# ------------------------------------------------------------------------------------------- writing
+class _Layout:
+    """Where a track's files are staged and how they are committed.
+
+    ``{track}/...`` templates (one folder per track): staged in a hidden ``.<folder>.part`` that is
+    renamed onto the folder once every stem is written (files already in it that are not rewritten
+    are carried over), so a visible track folder is always complete. Other templates: staged in
+    ``.<track>.part`` and each file renamed into place, complete files only.
+    """
+
+    def __init__(self, out: Path, track: str, targets: dict[str, Path], template: str):
+        self.out, self.targets = out, targets
+        rels = {name: path.relative_to(out) for name, path in targets.items()}
+        first = {r.parts[0] for r in rels.values()}
+        per_track = "{track}" in Path(template).parts[0] and len(Path(template).parts) > 1
+        self.folder = out / first.pop() if per_track and len(first) == 1 else None
+        if self.folder is not None:
+            self.staging = out / f".{self.folder.name}.part"
+            self.staged = {n: self.staging / Path(*r.parts[1:]) for n, r in rels.items()}
+        else:
+            self.staging = out / f".{track}.part"
+            self.staged = {n: self.staging / r for n, r in rels.items()}
+        self.old = out / f".{self.folder.name}.old" if self.folder is not None else None
+
+    def commit(self, input_name: str | None = None) -> None:
+        """Move the staged files into place; ``input_name``: files of an existing track folder that
+        record another input are dropped, not carried over (``--overwrite`` replaces that track)."""
+        if self.folder is None:
+            for name, staged in self.staged.items():
+                self.targets[name].parent.mkdir(parents=True, exist_ok=True)
+                staged.rename(self.targets[name])
+            return
+        final, part, old = self.folder, self.staging, self.old
+        for leftover in part.glob(".raw*"):
+            leftover.unlink()
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)
             final.rename(old)
-            for extra in old.iterdir():
-                if not (part / extra.name).exists():
-                    extra.rename(part / extra.name)
+            for extra in old.rglob("*"):
+                if input_name is not None and extra.is_file():
+                    found = read_provenance(extra)
+                    if found is not None and found.get("input") != input_name:
+                        continue
+                if extra.is_file() and not (part / extra.relative_to(old)).exists():
+                    (part / extra.relative_to(old)).parent.mkdir(parents=True, exist_ok=True)
+                    extra.rename(part / extra.relative_to(old))
         part.rename(final)
+
+    def cleanup(self) -> None:
+        if self.old is not None and self.old.exists() and not self.folder.exists():
+            self.old.rename(self.folder)  # failed between the two renames: put it back
+        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.old is not None:
+            shutil.rmtree(self.old, ignore_errors=True)
+
+
+class _StemSink:
+    """A track's written stems, block by block: float32 temporaries (raw, interleaved) in the staging
+    folder while the peak is tracked (``--clip-mode rescale`` needs it), then the final files."""
+
+    def __init__(self, staging: Path, names: list[str], channels: int, model_rate: int, out_rate: int):
+        staging.mkdir(parents=True, exist_ok=True)
+        self.names, self.channels, self.peak = names, channels, 0.0
+        self.raw = {n: staging / f".raw{i}.f32" for i, n in enumerate(names)}
+        self.handles = {n: open(p, "wb") for n, p in self.raw.items()}  # noqa: SIM115 (closed in close())
+        self.resamplers = {n: Resampler(model_rate, out_rate, channels) for n in names}
+
+    def add(self, outputs: Sequence[torch.Tensor]) -> None:
+        for name, wav in zip(self.names, outputs, strict=True):
+            self._put(name, self.resamplers[name](wav.detach().cpu().numpy()))
+
+    def _put(self, name: str, data: np.ndarray) -> None:
+        if data.shape[-1]:
+            self.peak = max(self.peak, float(np.abs(data).max()))
+            self.handles[name].write(np.ascontiguousarray(data.T, dtype=np.float32).tobytes())
+
+    def close(self) -> None:
+        for name, handle in self.handles.items():
+            if not handle.closed:
+                self._put(name, self.resamplers[name].flush())
+                handle.close()
+
+    def write(self, staged: dict[str, Path], length: int, samplerate: int, opts: WriteOptions, comment: str) -> None:
+        """Convert the temporaries into the final files (``length`` frames each: trimmed or zero-padded)."""
+        self.close()
+        scale = 1.0 / max(1.01 * self.peak, 1.0) if opts.clip_mode == "rescale" else 1.0
+        integer = is_integer_format(opts.format, opts.bits)
+        for name in self.names:
+            with atomic_path(staged[name]) as tmp, open(self.raw[name], "rb") as raw, \
+                    open_writer(tmp, samplerate, self.channels, fmt=opts.format, bits=opts.bits,
+                                mp3_bitrate=opts.mp3_bitrate, comment=comment) as writer:
+                left = length
+                while left > 0:
+                    block = np.fromfile(raw, np.float32, count=min(READ_BLOCK, left) * self.channels)
+                    block = block.reshape(-1, self.channels)
+                    if block.shape[0] == 0:
+                        block = np.zeros((min(READ_BLOCK, left), self.channels), np.float32)
+                    if scale != 1.0:
+                        block *= np.float32(scale)
+                    if opts.clip_mode == "clamp":
+                        np.clip(block, -0.99, 0.99, out=block)
+                    if integer:
+                        np.clip(block, -1.0, 1.0, out=block)
+                    writer.write(block)
+                    left -= block.shape[0]
+            self.raw[name].unlink()
+
+
+def write_track(out: Path, track: str, stems: dict[str, torch.Tensor], samplerate: int, *,
+                format: str = "wav", bits: int = 24, clip_mode: str = "none") -> Path:
+    """Write in-memory stems ``{name: (channels, time)}`` to ``OUT/<track>/<name>.<format>`` atomically
+    (the track folder appears once all are written; other files in an existing one are kept)."""
+    opts = WriteOptions(format=format, bits=bits, clip_mode=clip_mode)
+    names = list(stems)
+    targets = opts.paths(out, track, "", names)
+    layout = _Layout(out, track, targets, opts.filename)
+    shutil.rmtree(layout.staging, ignore_errors=True)
+    try:
+        first = next(iter(stems.values()))
+        sink = _StemSink(layout.staging, names, first.shape[0], samplerate, samplerate)
+        sink.add([stems[n] for n in names])
+        sink.write(layout.staged, first.shape[-1], samplerate, opts, "")
+        layout.commit()
     except OSError as err:
-        raise StemsepError(f"{final}: cannot write the separated track ({err.strerror or err})") from None
+        raise StemsepError(f"{out / track}: cannot write the separated track ({err.strerror or err})") from None
     finally:
-        if old.exists() and not final.exists():  # failed between the two renames: put it back
-            old.rename(final)
-        shutil.rmtree(part, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+        layout.cleanup()
+    return out / track
 
 
 def load_mix(path: Path, samplerate: int, channels: int) -> torch.Tensor:
@@ -136,23 +425,139 @@ def load_mix(path: Path, samplerate: int, channels: int) -> torch.Tensor:
     return read_mix(path, samplerate, channels)
 
 
+class _Stats:
+    """Mean and standard deviation (unbiased) of a mix's channel average, fed block by block.
+
+    Sums run in float64 over fixed blocks of :data:`_STATS_BLOCK` samples, whatever sizes the
+    blocks arrive in, so the whole-file and streaming paths get bit-identical statistics.
+    """
+
+    def __init__(self):
+        self.carry = np.zeros(0, np.float32)
+        self.count, self.total, self.squares = 0, 0.0, 0.0
+
+    def add(self, mix: np.ndarray) -> None:
+        ref = np.concatenate([self.carry, mix.mean(0, dtype=np.float32)])
+        full = ref.shape[0] - ref.shape[0] % _STATS_BLOCK
+        for start in range(0, full, _STATS_BLOCK):
+            self._sum(ref[start:start + _STATS_BLOCK])
+        self.carry = ref[full:].copy()
+
+    def _sum(self, block: np.ndarray) -> None:
+        wide = block.astype(np.float64)
+        self.count += wide.shape[0]
+        self.total += float(wide.sum())
+        self.squares += float(np.square(wide).sum())
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, scale)`` as float32 scalars; ``scale`` is the std, or 1 for a (near) silent mix."""
+        if self.carry.shape[0]:
+            self._sum(self.carry)
+            self.carry = np.zeros(0, np.float32)
+        n = max(self.count, 1)
+        mean = self.total / n
+        std = math.sqrt(max(self.squares - n * mean * mean, 0.0) / max(n - 1, 1))
+        return torch.tensor(mean, dtype=torch.float32), torch.tensor(std if std > 1e-8 else 1.0, dtype=torch.float32)
+
+
+def mix_stats(mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, scale)`` of a ``(channels, time)`` mix (see :class:`_Stats`)."""
+    stats = _Stats()
+    stats.add(mix.detach().cpu().numpy())
+    return stats.result()
+
+
 def separate_mixes(net: torch.nn.Module, mixes: list[torch.Tensor], *, segment: float | None = None,
                    overlap: float = 0.25, shifts: int = 1, batch_size: int = 1) -> list[torch.Tensor]:
     """``(channels, time)`` each -> ``(sources, channels, time)`` each, chunks batched across them.
 
-    Each mix is normalised (in place) by its own mean and standard deviation and the stems
-    scaled back, as demucs' command does.
+    Each mix is normalised (in place) by the mean and standard deviation of its channel average
+    (:func:`mix_stats`) and the stems scaled back, as demucs' command does.
     """
     stats, normalised = [], []
     for mix in mixes:
-        reference = mix.mean(0)
-        mean, std = reference.mean(), reference.std()
-        scale = std if std > 1e-8 else torch.ones(())
+        mean, scale = mix_stats(mix)
         stats.append((mean, scale))
         normalised.append(mix.sub_(mean).div_(scale))  # in place: one copy of the audio, not two
     outs = apply_model_many(net, normalised, segment=segment, overlap=overlap, shifts=shifts,
                             batch_size=batch_size, progress=sys.stderr.isatty())
     return [out.mul_(scale).add_(mean) for out, (mean, scale) in zip(outs, stats, strict=True)]
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Sliding windows for :func:`separate_stream`: window starts are multiples of ``align`` (every
+    chunk grid's stride, so each window's chunks are the whole-file chunks), and ``margin``
+    samples each side of what a window emits give every chunk covering an emitted sample its
+    full input. ``length``: samples per window."""
+
+    align: int
+    margin: int
+    length: int
+
+
+def window_plan(net: torch.nn.Module, *, segment: float | Fraction | None = None, overlap: float = 0.25,
+                window: float = WINDOW_SECONDS) -> WindowPlan | None:
+    """How to stream ``net`` (``window`` seconds emitted per window), or None when it cannot be
+    streamed (a network without a segment runs on whole inputs; very different bag strides)."""
+    members = bag_members(net)
+    nets = [member for member, _ in members] if members is not None else [net]
+    strides, margin = [], 0
+    for member in nets:
+        seconds = segment if segment is not None else segment_of(member)
+        if seconds is None:
+            return None
+        length = max(1, int(member.samplerate * seconds))
+        needed = length if uses_train_segment(member) else input_length(member, length)
+        margin = max(margin, length + max(0, needed - length) + 1)
+        strides.append(chunk_stride(length, overlap))
+    align = math.lcm(*strides)
+    emitted = max(1, int(window * net.samplerate))
+    if align > 4 * emitted:
+        return None
+    return WindowPlan(align=align, margin=margin, length=emitted + 2 * margin + align)
+
+
+def separate_stream(net: torch.nn.Module, path: Path, sink: Callable[[torch.Tensor], None], scratch: Path, plan: WindowPlan,
+                    *, segment: float | Fraction | None = None, overlap: float = 0.25, shifts: int = 1,
+                    batch_size: int = 1) -> tuple[int, int]:
+    """Separate the file ``path`` window by window, handing ``sink`` the stems ``(sources, channels, n)``
+    in order; returns ``(frames at the model's rate, frames of the input)``.
+
+    Pass 1 decodes the mix block by block (resampled, channels converted) into the float32
+    file ``scratch`` while summing its statistics; pass 2 separates windows of it with
+    :func:`~stemsep.inference.chunked.apply_model_many`, whose chunks and cross-fade weights
+    are those of the whole file. Memory: one window, whatever the file's duration. Output equals
+    :func:`separate_mixes` on the whole mix (with ``shifts``, the same random offsets are
+    drawn for every window, so it equals the whole-file path started from the same ``random`` state).
+    """
+    channels, rate = int(net.audio_channels), int(net.samplerate)
+    stats, total, info = _Stats(), 0, {}
+    with open(scratch, "wb") as handle:
+        for block in iter_mix(path, rate, channels, info=info):
+            stats.add(block)
+            handle.write(np.ascontiguousarray(block.T).tobytes())
+            total += block.shape[1]
+    mean, scale = stats.result()
+    state = random.getstate()
+    emitted = 0
+    with open(scratch, "rb") as handle:
+        while emitted < total:
+            start = max(0, emitted - plan.margin) // plan.align * plan.align
+            stop = min(total, start + plan.length)
+            end = stop if stop == total else stop - plan.margin
+            handle.seek(start * channels * 4)
+            window = np.fromfile(handle, np.float32, count=(stop - start) * channels).reshape(-1, channels)
+            mix = torch.from_numpy(np.ascontiguousarray(window.T)).sub_(mean).div_(scale)
+            random.setstate(state)  # the same shift offsets in every window
+            out = apply_model_many(net, [mix], segment=segment, overlap=overlap, shifts=shifts,
+                                   batch_size=batch_size)[0]
+            del mix, window
+            sink(out[..., emitted - start:end - start].mul_(scale).add_(mean))
+            del out
+            emitted = end
+    scratch.unlink()
+    return total, info.get("frames", total)
 
 
 def _chunk_estimate(frames: int, net: torch.nn.Module, segment: float | None, overlap: float) -> int:
@@ -161,23 +566,6 @@ def _chunk_estimate(frames: int, net: torch.nn.Module, segment: float | None, ov
     if segment is None:
         return 1
     return -(-frames // chunk_stride(int(float(segment) * net.samplerate), overlap))
-
-
-def group_files(jobs: list[tuple[Path, str]], net: torch.nn.Module, *, segment: float | None = None,
-                overlap: float = 0.25, batch_size: int = 1) -> Iterator[list[tuple[Path, str]]]:
-    """Consecutive files whose chunks together fill about one batch (long files go alone)."""
-    group, chunks = [], 0
-    for job in jobs:
-        info = probe_mix(job[0])
-        frames = info.frames * net.samplerate // max(info.samplerate, 1)
-        count = _chunk_estimate(frames, net, segment, overlap)
-        if group and chunks + count > batch_size:
-            yield group
-            group, chunks = [], 0
-        group.append(job)
-        chunks += count
-    if group:
-        yield group
 
 
 @dataclass(frozen=True)
@@ -193,25 +581,142 @@ def _as_list(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
 
+@dataclass
+class _Job:
+    path: Path
+    name: str
+    targets: dict[str, Path]
+    record: str
+    frames: int = 0  # at the model's rate, from the header (estimated for some formats)
+    samplerate: int = 0  # the input's
+
+
+class TrackWriter:
+    """Separates files with one network and one set of options and writes their tracks
+    (the engine of :func:`separate_files` and :meth:`~stemsep.inference.Separator.separate_file`)."""
+
+    def __init__(self, net: torch.nn.Module, out: Path, opts: WriteOptions, *, run_key: dict,
+                 segment: float | Fraction | None = None, overlap: float = 0.25, shifts: int = 1,
+                 batch_size: int = 1, window: float = WINDOW_SECONDS):
+        self.net, self.out, self.opts = net, out, opts
+        self.sources = list(net.sources)
+        self.names = opts.output_stems(self.sources)
+        self.key = {**run_key, **opts.content_key()}
+        self.segment, self.overlap, self.shifts, self.batch_size = segment, overlap, shifts, batch_size
+        self.plan = window_plan(net, segment=segment, overlap=overlap, window=window)
+
+    def job(self, path: Path, name: str) -> _Job:
+        targets = self.opts.paths(self.out, name, trackext(path), self.names)
+        return _Job(path, name, targets, provenance(input_identity(path), self.key))
+
+    def state(self, job: _Job) -> str:
+        folder = _Layout(self.out, job.name, job.targets, self.opts.filename).folder
+        return track_state(job.path, job.name, job.targets, job.record, folder)
+
+    def _probe(self, job: _Job) -> _Job:
+        info = probe_mix(job.path)
+        job.samplerate = info.samplerate
+        job.frames = info.frames * int(self.net.samplerate) // max(info.samplerate, 1)
+        return job
+
+    def streams(self, job: _Job) -> bool:
+        """Whether ``job`` is separated window by window (longer than one window) or in memory."""
+        return self.plan is not None and job.frames > self.plan.length
+
+    def groups(self, jobs: list[_Job]) -> Iterator[list[_Job]]:
+        """In order: a long file alone; consecutive short files whose chunks fill about one batch."""
+        group, chunks = [], 0
+        for job in map(self._probe, jobs):
+            if self.streams(job):
+                if group:
+                    yield group
+                group, chunks = [], 0
+                yield [job]
+                continue
+            count = _chunk_estimate(job.frames, self.net, self.segment, self.overlap)
+            if group and chunks + count > self.batch_size:
+                yield group
+                group, chunks = [], 0
+            group.append(job)
+            chunks += count
+        if group:
+            yield group
+
+    def run(self, group: list[_Job]) -> None:
+        if len(group) == 1 and self.streams(group[0]):
+            job = group[0]
+            self._write(job, lambda sink, scratch: separate_stream(
+                self.net, job.path, lambda stems: sink.add(self.opts.mix_outputs(stems, self.sources)),
+                scratch, self.plan, segment=self.segment, overlap=self.overlap, shifts=self.shifts,
+                batch_size=self.batch_size))
+            return
+        rate, channels = int(self.net.samplerate), int(self.net.audio_channels)
+        loaded = []
+        for job in group:
+            info: dict = {}
+            blocks = list(iter_mix(job.path, rate, channels, info=info))
+            loaded.append((torch.from_numpy(np.concatenate(blocks, axis=1)), info["frames"]))
+            del blocks
+        stems = separate_mixes(self.net, [mix for mix, _ in loaded], segment=self.segment, overlap=self.overlap,
+                               shifts=self.shifts, batch_size=self.batch_size)
+        for job, track_stems, (mix, frames) in zip(group, stems, loaded, strict=True):
+            length = mix.shape[-1]
+            self._write(job, lambda sink, _, s=track_stems, n=length, f=frames: (
+                sink.add(self.opts.mix_outputs(s, self.sources)), (n, f))[1])
+        del loaded, stems
+
+    def _write(self, job: _Job, produce: Callable) -> None:
+        """Stage the track's files (``produce(sink, scratch)`` feeds the sink, returns the frame counts),
+        then commit them."""
+        layout = _Layout(self.out, job.name, job.targets, self.opts.filename)
+        shutil.rmtree(layout.staging, ignore_errors=True)
+        rate = int(self.net.samplerate)
+        out_rate = job.samplerate if self.opts.keep_rate else rate
+        try:
+            sink = _StemSink(layout.staging, self.names, int(self.net.audio_channels), rate, out_rate)
+            try:
+                frames, input_frames = produce(sink, layout.staging / ".mix.f32")
+            finally:
+                sink.close()
+            sink.write(layout.staged, input_frames if self.opts.keep_rate else frames, out_rate, self.opts,
+                       job.record)
+            layout.commit(json.loads(job.record)["input"])
+        except OSError as err:
+            raise StemsepError(f"{layout.folder or job.targets[self.names[0]]}: cannot write the separated "
+                               f"track ({err.strerror or err})") from None
+        finally:
+            layout.cleanup()
+
+
 def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *,
                    models: str | Path | Sequence[str | Path],
                    weights: Sequence[Sequence[float]] | None = None, shifts: int = 1, overlap: float = 0.25,
                    segment: float | None = None, batch_size: int | None = None, device: str | None = None,
-                   format: str = "wav", bits: int = 24, jobs: int | None = None, overwrite: bool = False,
-                   backend: str = "torch") -> Separated:
-    """``stemsep separate``: write ``out/<track>/<source>.<format>`` for every audio file of ``inputs``.
+                   format: str = "wav", bits: int = 24, mp3_bitrate: int = 320, clip_mode: str = "rescale",
+                   filename: str = DEFAULT_FILENAME, two_stems: str | None = None,
+                   stems: str | Sequence[str] | None = None, keep_rate: bool = False,
+                   jobs: int | None = None, overwrite: bool = False, backend: str = "torch",
+                   window: float = WINDOW_SECONDS) -> Separated:
+    """``stemsep separate``: write every audio file of ``inputs`` as ``out/<filename template>``.
 
     ``inputs``: files (any of :data:`~stemsep.io.audio.MIX_EXTENSIONS`, any rate and channel count),
     or folders searched for them; ``models``: checkpoints (several:
     a bag, mixed with ``weights[model][source]``), or ``stemsep export`` files with ``backend``
     ``"onnxruntime"``/``"torchscript"``. ``batch_size`` default: 1 on CPU, 8 on GPU; ``device``
-    default: cuda when available; ``jobs``: torch CPU threads. Tracks whose stems all exist are
-    skipped unless ``overwrite``.
+    default: cuda when available; ``jobs``: torch CPU threads. Writing options: see
+    :class:`WriteOptions`. Every written stem records (in its comment tag) the input file that
+    produced it and a digest of the options: a track whose outputs all come from the same input
+    with the same options is skipped; outputs of another input are a one-line error unless
+    ``overwrite`` (which redoes every track). Files longer than ``window`` seconds are read,
+    separated and written window by window (:func:`separate_stream`: memory does not grow with duration).
     """
     from tqdm import tqdm
 
     check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=1 if batch_size is None else batch_size)
-    check_write_options(format, bits)
+    opts = WriteOptions(format=format, bits=bits, mp3_bitrate=mp3_bitrate, clip_mode=clip_mode, filename=filename,
+                        two_stems=two_stems, stems=stems, keep_rate=keep_rate)
+    if not window > 0:
+        raise BadArgumentError(f"window must be positive, got {window}")
     if jobs:
         torch.set_num_threads(jobs)
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -226,25 +731,24 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
         clash = [str(f) for f, n in zip(files, names, strict=True) if n == name]
         raise StemsepError(f"inputs {clash[0]} and {clash[1]} would both be written to track {name!r}")
     ensure_writable_dir(out)
-    net = load_models([Path(m) for m in _as_list(models)], weights, torch_device, backend)
+    model_paths = [Path(m) for m in _as_list(models)]
+    net = load_models(model_paths, weights, torch_device, backend)
+    run_key = {"models": [str(p.resolve()) for p in model_paths], "weights": weights, "shifts": shifts,
+               "overlap": overlap, "segment": segment, "backend": backend}
+    writer = TrackWriter(net, out, opts, run_key=run_key, segment=segment, overlap=overlap, shifts=shifts,
+                         batch_size=batch_size, window=window)
     todo, skipped = [], 0
     for path, name in zip(files, names, strict=True):
-        targets = stem_paths(out, name, net.sources, format)
-        if not overwrite and all(p.is_file() for p in targets.values()):
-            skipped += 1
+        job = writer.job(path, name)
+        if overwrite or writer.state(job) == "todo":
+            todo.append(job)
         else:
-            todo.append((path, name))
+            skipped += 1
     done = 0
     bar = tqdm(total=len(todo), unit="file", desc="separating", disable=not sys.stderr.isatty())
-    for group in group_files(todo, net, segment=segment, overlap=overlap, batch_size=batch_size):
-        mixes = [load_mix(path, net.samplerate, net.audio_channels) for path, _ in group]
-        stems = separate_mixes(net, mixes, segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size)
-        del mixes
-        for (_, name), track_stems in zip(group, stems, strict=True):
-            write_track(out, name, dict(zip(net.sources, track_stems, strict=True)), net.samplerate,
-                        format=format, bits=bits)
+    for group in writer.groups(todo):
+        writer.run(group)
         done += len(group)
         bar.update(len(group))
-        del stems
     bar.close()
     return Separated(done=done, skipped=skipped, out=out)

@@ -5,6 +5,7 @@
     sep = Separator.from_checkpoint("last.ckpt", shifts=1)
     stems = sep.separate(mix, samplerate=48000)          # {"drums": (channels, time), ...}
     paths = sep.separate_file("song.m4a", "separated/")  # {"drums": separated/song/drums.wav, ...}
+    sep.separate_file("song.m4a", "karaoke/", two_stems="vocals", format="mp3", keep_rate=True)
 
 Built on :mod:`stemsep.inference.separate` (the same loading, normalisation, chunking and atomic
 track writing as the command), so a file separated here and by the command with the same options
@@ -21,17 +22,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stemsep.errors import BadAudioError
+from stemsep.errors import BadArgumentError, BadAudioError
 from stemsep.inference.chunked import check_options
 from stemsep.inference.separate import (
-    check_write_options,
+    WINDOW_SECONDS,
+    TrackWriter,
+    WriteOptions,
     default_batch_size,
-    load_mix,
     load_models,
     separate_mixes,
-    stem_paths,
     track_name,
-    write_track,
 )
 from stemsep.io.audio import resample, to_channels
 from stemsep.io.files import ensure_writable_dir
@@ -47,11 +47,16 @@ class Separator:
     """
 
     def __init__(self, net: torch.nn.Module, *, device: torch.device, shifts: int = 1, overlap: float = 0.25,
-                 segment: float | Fraction | None = None, batch_size: int | None = None):
+                 segment: float | Fraction | None = None, batch_size: int | None = None,
+                 window: float = WINDOW_SECONDS, models: Sequence[str] | None = None):
         batch_size = default_batch_size(device) if batch_size is None else batch_size
         check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size)
         self.net, self.device = net, device
         self.shifts, self.overlap, self.segment, self.batch_size = shifts, overlap, segment, batch_size
+        self.window = window  # files longer than this many seconds are separated window by window
+        # what the written stems' provenance records about the model and the chunking options
+        self._run_key = {"models": list(models) if models else [type(net).__name__], "shifts": shifts,
+                         "overlap": overlap, "segment": segment}
 
     @classmethod
     def from_checkpoint(cls, path: PathLike | Sequence[PathLike], device: str | torch.device | None = None, *,
@@ -69,7 +74,10 @@ class Separator:
         batch_size = default_batch_size(torch_device) if batch_size is None else batch_size
         check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size)
         net = load_models([Path(p) for p in paths], weights, torch_device, backend)
-        return cls(net, device=torch_device, shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size)
+        sep = cls(net, device=torch_device, shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size,
+                  models=[str(Path(p).resolve()) for p in paths])
+        sep._run_key.update(weights=weights, backend=backend)
+        return sep
 
     @property
     def sources(self) -> list[str]:
@@ -110,23 +118,37 @@ class Separator:
         index = 1 if batched else 0
         return {source: stacked.select(index, j) for j, source in enumerate(self.sources)}
 
-    def separate_file(self, path: PathLike, out_dir: PathLike, *, format: str = "wav",
-                      bits: int = 24) -> dict[str, Path]:
-        """Separate one file (any supported format, rate, channel count) into ``out_dir/<track>/<source>.<format>``.
+    def separate_file(self, path: PathLike, out_dir: PathLike, *, overwrite: bool = False,
+                      **write_options) -> dict[str, Path]:
+        """Separate one file (any supported format, rate, channel count) as ``stemsep separate`` does.
 
-        Written as ``stemsep separate`` writes a track (at the model's rate, atomically: a failure
-        leaves no track folder; an existing one is replaced). Returns ``{source: written path}``.
+        ``write_options`` are those of :class:`~stemsep.inference.separate.WriteOptions`: ``format``
+        (wav/flac/mp3), ``bits``, ``mp3_bitrate``, ``clip_mode`` (rescale/clamp/none), ``filename``
+        (template, default ``"{track}/{stem}.{ext}"``), ``two_stems``, ``stems``, ``keep_rate``.
+        Written atomically (a failure leaves no track folder). Outputs of the same input are
+        replaced; outputs of another input mapping to the same files are a one-line error unless
+        ``overwrite``. Files longer than ``window`` seconds stream (constant memory).
+        Returns ``{stem: written path}``.
         """
-        check_write_options(format, bits)
+        try:
+            opts = WriteOptions(**write_options)
+        except TypeError:
+            known = ", ".join(WriteOptions.__dataclass_fields__)
+            raise BadArgumentError(f"separate_file: unknown write option(s) {', '.join(sorted(write_options))} "
+                                   f"(known: {known})") from None
         path, out = Path(path), Path(out_dir)
-        mix = load_mix(path, self.samplerate, self.audio_channels)
-        with torch.no_grad():
-            stems = separate_mixes(self.net, [mix], segment=self.segment, overlap=self.overlap, shifts=self.shifts,
-                                   batch_size=self.batch_size)[0]
-        name = track_name(path)
+        if not path.is_file():
+            raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+        writer = TrackWriter(self.net, out, opts, run_key=self._run_key, segment=self.segment,
+                             overlap=self.overlap, shifts=self.shifts, batch_size=self.batch_size, window=self.window)
+        job = writer.job(path, track_name(path))
+        if not overwrite:
+            writer.state(job)  # raises for outputs of another input
         ensure_writable_dir(out)
-        write_track(out, name, dict(zip(self.sources, stems, strict=True)), self.samplerate, format=format, bits=bits)
-        return stem_paths(out, name, self.sources, format)
+        with torch.no_grad():
+            for group in writer.groups([job]):
+                writer.run(group)
+        return dict(job.targets)
 
     def __repr__(self) -> str:
         return (f"Separator({type(self.net).__name__}, sources={self.sources}, samplerate={self.samplerate}, "

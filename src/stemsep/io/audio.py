@@ -3,14 +3,19 @@
 Mixtures to separate (:func:`read_mix`) may be any of :data:`MIX_EXTENSIONS`: libsndfile
 (soundfile) decodes WAV/FLAC/AIFF/OGG/Opus/MP3, PyAV (FFmpeg, bundled in its wheels) decodes
 M4A/AAC/MP4/WebM/ALAC/Matroska and MUSDB18's ``.stem.mp4`` (first audio stream: the mixture).
-Other sample rates are converted with soxr at quality ``"VHQ"``.
+Other sample rates are converted with soxr at quality ``"VHQ"``. :func:`iter_mix` is ``read_mix``
+block by block (constant memory; soxr's streaming resampler gives the same samples), and
+:func:`open_writer` writes WAV/FLAC/MP3 block by block with a comment tag (``stemsep separate``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +38,20 @@ RESAMPLE_QUALITY = "VHQ"  # soxr's very high quality
 _SHORTFALL_SAMPLES = 4096
 _SUBTYPES = {("wav", 16): "PCM_16", ("wav", 24): "PCM_24", ("wav", 32): "FLOAT",
              ("flac", 16): "PCM_16", ("flac", 24): "PCM_24"}
+WRITE_FORMATS = ("wav", "flac", "mp3")
+# MPEG-1 layer III bitrates (kbit/s). libsndfile's LAME encoder takes a "compression level" in [0, 1)
+# that it maps linearly onto the bitrate range of the MPEG version the sample rate needs, rounded to
+# a standard rate (measured, libsndfile 1.2): MPEG-1 (32-48 kHz) 320..32, MPEG-2 (16-24 kHz)
+# 160..8, MPEG-2.5 (8-12 kHz) 64..8. A bitrate above a rate's maximum is written at that maximum.
+MP3_BITRATES = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+READ_BLOCK = 1 << 16  # frames decoded at a time by iter_mix
+
+
+def mp3_bitrate_range(samplerate: int) -> tuple[int, int]:
+    """``(lowest, highest)`` constant bitrate in kbit/s MP3 allows at ``samplerate``."""
+    if samplerate >= 32000:
+        return 32, 320
+    return (8, 160) if samplerate >= 16000 else (8, 64)
 
 
 def find_audio(folder: str | os.PathLike, stem: str) -> Path | None:
@@ -99,6 +118,51 @@ def write_audio(path: str | os.PathLike, wav: torch.Tensor | np.ndarray, sampler
     return path
 
 
+def open_writer(path: str | os.PathLike, samplerate: int, channels: int, *, fmt: str = "wav", bits: int = 24,
+                mp3_bitrate: int = 320, comment: str | None = None) -> sf.SoundFile:
+    """An open :class:`soundfile.SoundFile` writing ``path`` block by block (float32 ``(time, channels)``
+    blocks): WAV 16/24/32-bit (32: float), FLAC 16/24-bit, or constant-bitrate MP3 (LAME through
+    libsndfile; ``bits`` does not apply). ``comment`` is stored in the file's tags (WAV INFO, FLAC
+    Vorbis comment, MP3 ID3). The caller makes it atomic (write a temporary, then rename) and
+    clips integer formats."""
+    fmt = fmt.lower()
+    extra: dict = {}
+    if fmt == "mp3":
+        if mp3_bitrate not in MP3_BITRATES:
+            raise BadAudioError(f"{path}: MP3 bitrate {mp3_bitrate} kbit/s is not one of "
+                                f"{', '.join(map(str, MP3_BITRATES))}")
+        subtype = "MPEG_LAYER_III"
+        low, high = mp3_bitrate_range(int(samplerate))
+        level = (high - min(max(mp3_bitrate, low), high)) / (high - low)
+        extra = dict(compression_level=min(level, 0.999), bitrate_mode="CONSTANT")
+    else:
+        subtype = _SUBTYPES.get((fmt, bits))
+        if subtype is None:
+            raise BadAudioError(f"{path}: cannot write {bits}-bit {fmt!r} (choose wav 16/24/32 or flac 16/24)")
+    try:
+        handle = sf.SoundFile(str(path), "w", int(samplerate), int(channels), subtype=subtype, format=fmt.upper(),
+                              **extra)
+    except (RuntimeError, sf.LibsndfileError) as err:
+        raise BadAudioError(f"{path}: cannot write {fmt.upper()} at {samplerate} Hz ({short_error(err)})") from None
+    if comment is not None:
+        handle.comment = comment
+    return handle
+
+
+def is_integer_format(fmt: str, bits: int) -> bool:
+    """Whether samples are stored as integers (clipped to [-1, 1]); float WAV and MP3 are not clipped here."""
+    return fmt.lower() in ("wav", "flac") and bits != 32
+
+
+def read_comment(path: str | os.PathLike) -> str | None:
+    """The comment tag :func:`open_writer` stored in ``path``, or None (no tag, or not readable)."""
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            return handle.comment or None
+    except (RuntimeError, sf.LibsndfileError, OSError):
+        return None
+
+
 def short_error(err: Exception) -> str:
     """The reason in a soundfile/libsndfile error's last line, without "Error opening <file>: "."""
     text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
@@ -158,6 +222,129 @@ def read_mix(path: str | os.PathLike, samplerate: int, channels: int = 2) -> tor
         raise BadAudioError(f"{path}: contains NaN or Inf samples")
     data = to_channels(data, channels, name=str(path))
     return resample(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), sr, samplerate)
+
+
+class Resampler:
+    """Streaming :func:`resample`: blocks ``(channels, n)`` in, blocks out, as one whole-signal call
+    would give (soxr's ``ResampleStream``, same quality; bit-identical, measured)."""
+
+    def __init__(self, source: int, target: int, channels: int):
+        self.identity = source == target
+        if not self.identity:
+            import soxr
+
+            self._stream = soxr.ResampleStream(source, target, channels, dtype="float32", quality=RESAMPLE_QUALITY)
+        self.channels = channels
+
+    def __call__(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        if self.identity:
+            return block
+        data = np.ascontiguousarray(block.T, dtype=np.float32)
+        return np.ascontiguousarray(self._stream.resample_chunk(data, last=last).T)
+
+    def flush(self) -> np.ndarray:
+        return self(np.zeros((self.channels, 0), np.float32), last=True)
+
+
+def iter_mix(path: str | os.PathLike, samplerate: int, channels: int = 2, block: int = READ_BLOCK,
+             info: dict | None = None) -> Iterator[np.ndarray]:
+    """:func:`read_mix` block by block: float32 ``(channels, n)`` blocks at ``samplerate`` whose
+    concatenation equals ``read_mix``'s result, holding one block in memory (soundfile reads
+    ``block`` frames at a time; PyAV decodes frame by frame; soxr resamples as a stream).
+    Errors are :func:`read_mix`'s, raised when met (a truncated file: after its last block).
+    ``info``, when given, receives the input's ``samplerate`` and decoded ``frames``."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    state = {"resampler": None, "noted": False, "count": 0}
+
+    def convert(data: np.ndarray, sr: int, have: int) -> np.ndarray:
+        if not np.isfinite(data).all():
+            raise BadAudioError(f"{path}: contains NaN or Inf samples")
+        if state["resampler"] is None:
+            state["resampler"] = Resampler(sr, samplerate, channels)
+        if have != channels and have != 1 and not state["noted"]:
+            state["noted"] = True
+            data = to_channels(data, channels, name=str(path))  # prints its note once
+        else:
+            with contextlib.redirect_stderr(io.StringIO()):
+                data = to_channels(data, channels, name=str(path))
+        state["count"] += data.shape[1]
+        if info is not None:
+            info["samplerate"], info["frames"] = sr, state["count"]
+        return state["resampler"](np.ascontiguousarray(data, dtype=np.float32))
+
+    blocks = _iter_decode(path, block)
+    for data, sr in blocks:
+        out = convert(data, sr, data.shape[0])
+        if out.shape[1]:
+            yield out
+    if state["count"] == 0:
+        raise BadAudioError(f"{path}: audio is empty (zero samples)")
+    tail = state["resampler"].flush()
+    if tail.shape[1]:
+        yield tail
+
+
+def _iter_decode(path: Path, block: int) -> Iterator[tuple[np.ndarray, int]]:
+    """``((channels, n) float32, rate)`` blocks of the first audio stream; soundfile first, else PyAV."""
+    if _uses_av(path):
+        yield from _iter_decode_av(path)
+        return
+    try:
+        info = sf.info(str(path))
+        handle = sf.SoundFile(str(path))
+    except (RuntimeError, sf.LibsndfileError) as err:
+        try:
+            yield from _iter_decode_av(path)
+            return
+        except BadAudioError as av_err:
+            reason = short_error(err)
+            if "unsupported audio codec" in str(av_err) or "does not exist" in reason:
+                raise
+            raise BadAudioError(f"{path}: not a readable audio file ({reason})") from None
+    decoded = 0
+    with handle:
+        try:
+            while True:
+                data = handle.read(block, dtype="float32", always_2d=True)
+                if data.shape[0] == 0:
+                    break
+                decoded += data.shape[0]
+                yield np.ascontiguousarray(data.T), info.samplerate
+        except (RuntimeError, sf.LibsndfileError) as err:
+            raise BadAudioError(f"{path}: cannot decode its audio ({short_error(err)})") from None
+    _check_length(path, decoded, _stated_frames_sf(info), info.samplerate,
+                  fraction=10 if info.format == "MP3" else 100)
+
+
+def _iter_decode_av(path: Path) -> Iterator[tuple[np.ndarray, int]]:
+    import av
+
+    with _open_av(path) as container:
+        stream = _first_audio(path, container)
+        sr = stream.codec_context.sample_rate
+        resampler = av.AudioResampler(format="fltp")
+        decoded = 0
+        try:
+            for frame in container.decode(stream):
+                for f in resampler.resample(frame):
+                    data = f.to_ndarray().astype(np.float32, copy=False)
+                    decoded += data.shape[1]
+                    yield data, sr
+            for f in resampler.resample(None):
+                data = f.to_ndarray().astype(np.float32, copy=False)
+                decoded += data.shape[1]
+                yield data, sr
+        except av.error.DecoderNotFoundError as err:
+            raise BadAudioError(f"{path}: unsupported codec {stream.codec_context.name!r} "
+                                f"({_av_error(err)})") from None
+        except (av.error.FFmpegError, ValueError) as err:
+            raise BadAudioError(f"{path}: cannot decode its audio ({_av_error(err)})") from None
+        stated = None if container.format.name in ("aac", "mp3") else _stated_frames(container, stream)
+    if decoded == 0:
+        raise BadAudioError(f"{path}: audio is empty (no decodable samples)")
+    _check_length(path, decoded, stated, sr)
 
 
 def resample(wav: torch.Tensor, source: int, target: int) -> torch.Tensor:
@@ -309,3 +496,79 @@ def to_channels(data: np.ndarray, channels: int, *, name: str = "input") -> np.n
         print(f"note: {path}: {have} channels downmixed to stereo", file=sys.stderr)
         return matrix @ data
     raise BadAudioError(f"{path}: has {have} channel(s), the model takes {channels} (or mono)")
+
+
+# ---------------------------------------------------------------- multi-stream files (MUSDB18 .stem.mp4)
+# The NI Stems order of MUSDB18's ``.stem.mp4``: audio stream k holds this source.
+STEM_MP4_STREAMS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
+
+
+def probe_streams(path: str | os.PathLike) -> list[MixInfo]:
+    """Rate, channels and stated frames of every audio stream of a PyAV-readable file (header only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadAudioError(f"{path}: file not found")
+    with _open_av(path) as container:
+        if not container.streams.audio:
+            raise BadAudioError(f"{path}: holds no audio stream")
+        return [MixInfo(s.codec_context.sample_rate or 0, s.codec_context.channels or 0,
+                        _stated_frames(container, s) or 0) for s in container.streams.audio]
+
+
+def read_stream(path: str | os.PathLike, index: int) -> tuple[torch.Tensor, int]:
+    """Audio stream ``index`` of a file as float32 ``(channels, time)`` at its own rate, and the rate.
+
+    For MUSDB18's ``.stem.mp4``: stream 0 is the mixture, 1-4 drums, bass, other, vocals
+    (:data:`STEM_MP4_STREAMS`). Decoded audio is cut to the length the container states (AAC pads
+    its last frame); a stream that decodes shorter than stated, is empty, holds NaN/Inf or cannot
+    be decoded is a one-line :class:`BadAudioError` naming the file and the stream.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    with _open_av(path) as container:
+        streams = container.streams.audio
+        if not 0 <= index < len(streams):
+            raise BadAudioError(f"{path}: has {len(streams)} audio stream(s), no stream {index}")
+        stream = streams[index]
+        if stream.codec_context is None or not stream.codec_context.sample_rate:
+            raise BadAudioError(f"{path}: audio stream {index}: unsupported codec or no sample rate")
+        sr = stream.codec_context.sample_rate
+        resampler = av.AudioResampler(format="fltp")
+        chunks: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                chunks += [f.to_ndarray() for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray() for f in resampler.resample(None)]
+        except (av.error.FFmpegError, ValueError) as err:
+            raise BadAudioError(f"{path}: audio stream {index}: cannot decode ({_av_error(err)})") from None
+        stated = _stated_frames(container, stream)
+    if not chunks:
+        raise BadAudioError(f"{path}: audio stream {index} is empty (no decodable samples)")
+    data = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    _check_length(path, data.shape[1], stated, sr)
+    if stated:
+        data = data[:, :stated]
+    if not np.isfinite(data).all():
+        raise BadAudioError(f"{path}: audio stream {index} contains NaN or Inf samples")
+    return torch.from_numpy(np.ascontiguousarray(data)), sr
+
+
+def decode_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+    """Any file :func:`read_mix` reads, as float32 ``(channels, time)`` at its own rate and channel
+    count (nothing converted), and the rate; a ``.stem.mp4`` gives its first stream (the mixture).
+
+    Errors as :func:`read_mix`: one line naming the file (missing, undecodable, empty, NaN/Inf, or
+    decoding shorter than the container states).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    data, sr = _decode(path)
+    if data.shape[1] == 0:
+        raise BadAudioError(f"{path}: audio is empty (zero samples)")
+    if not np.isfinite(data).all():
+        raise BadAudioError(f"{path}: contains NaN or Inf samples")
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), sr
