@@ -1,8 +1,10 @@
 """Finding and checking the songs of a multitrack dataset on disk, for three layouts.
 
-- ``musdb``: MUSDB18-HQ, ``root/{train,test}/<song>/{mixture,<source>}.wav``. Split ``train`` is
-  ``train/`` minus the validation songs, ``valid`` is those songs (default: the 14 standard
-  MUSDB18 validation tracks, present only in the real dataset), ``test`` is ``test/``.
+- ``musdb``: MUSDB18-HQ, ``root/{train,test}/<song>/{mixture,<source>}.wav``, or the MUSDB18
+  release, ``root/{train,test}/<song>.stem.mp4`` (AAC; audio streams mixture, drums, bass, other,
+  vocals, decoded with PyAV). Split ``train`` is ``train/`` minus the validation songs, ``valid`` is
+  those songs (default: the 14 standard MUSDB18 validation tracks, present only in the real
+  dataset), ``test`` is ``test/``.
 - ``moisesdb``: ``root/<song>/data.json`` plus one folder per stem type (``vocals/``,
   ``guitar/``, ...), each holding one or more audio files. Files are summed into the chosen
   ``sources``: a stem type named like a source goes to it, others through ``source_map``,
@@ -23,9 +25,20 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from stemsep.contract import DEFAULT_SOURCES
 from stemsep.errors import BadAudioError, BadDataError
-from stemsep.io.audio import AUDIO_EXTENSIONS, audio_info, find_audio
+from stemsep.io.audio import (
+    AUDIO_EXTENSIONS,
+    STEM_MP4_STREAMS,
+    audio_info,
+    find_audio,
+    is_stem_mp4,
+    probe_streams,
+    read_audio,
+    read_stream,
+)
 
 LAYOUTS = ("musdb", "moisesdb", "folder")
 
@@ -57,7 +70,9 @@ class SongFiles:
 
     ``stems[source]`` lists the files summed into that source (one for musdb/folder, zero or
     more for moisesdb: zero means silence). ``mixture`` is the mixture file when the layout has
-    one. ``samplerate``, ``channels`` and ``frames`` are common to all its files.
+    one. ``samplerate``, ``channels`` and ``frames`` are common to all its files. ``streams``: for a
+    multi-stream file (MUSDB18 ``.stem.mp4``), the audio stream of each source and of ``mixture``
+    (all of them read from that one file, see :func:`read_stem`).
     """
 
     name: str
@@ -67,6 +82,7 @@ class SongFiles:
     channels: int = 0
     frames: int = 0
     folder: Path | None = field(default=None, repr=False)
+    streams: dict[str, int] | None = None
 
     @property
     def seconds(self) -> float:
@@ -108,6 +124,8 @@ def discover_songs(root: str | os.PathLike, layout: str = "musdb", split: str = 
 
 def check_song(song: SongFiles, *, samplerate: int | None = None, channels: int | None = 2) -> SongFiles:
     """Read every file header of ``song``; fill its rate/channels/frames or raise naming the file."""
+    if song.streams is not None:
+        return _check_stream_song(song, samplerate=samplerate, channels=channels)
     files = [p for paths in song.stems.values() for p in paths]
     if song.mixture is not None:
         files.append(song.mixture)
@@ -139,6 +157,54 @@ def check_song(song: SongFiles, *, samplerate: int | None = None, channels: int 
     return song
 
 
+def _check_stream_song(song: SongFiles, *, samplerate: int | None, channels: int | None) -> SongFiles:
+    """:func:`check_song` for a multi-stream file: every stream used shares rate, channels and length.
+
+    Lengths are those the container states; streams of lossy codecs may differ by a few
+    frames (encoder padding), so the song's length is the shortest of them.
+    """
+    path = song.mixture if song.mixture is not None else next(p for ps in song.stems.values() for p in ps)
+    infos = probe_streams(path)
+    used = sorted(set(song.streams.values()))
+    if used[-1] >= len(infos):
+        raise BadAudioError(f"{path}: has {len(infos)} audio stream(s), a MUSDB18 .stem.mp4 has "
+                            f"{len(STEM_MP4_STREAMS)} (mixture, drums, bass, other, vocals)")
+    first = infos[used[0]]
+    for index in used:
+        info = infos[index]
+        if samplerate is not None and info.samplerate != samplerate:
+            raise BadAudioError(f"{path}: stream {index} sample rate is {info.samplerate} Hz, expected {samplerate} Hz")
+        if channels is not None and info.channels != channels:
+            raise BadAudioError(f"{path}: stream {index} has {info.channels} channel(s), expected {channels}")
+        if (info.samplerate, info.channels) != (first.samplerate, first.channels):
+            raise BadAudioError(f"{path}: stream {index} ({info.samplerate} Hz, {info.channels} ch) differs from "
+                                f"stream {used[0]} ({first.samplerate} Hz, {first.channels} ch)")
+    frames = min(infos[index].frames for index in used)
+    if frames == 0:
+        raise BadAudioError(f"{path}: states no length or an empty stream")
+    song.samplerate, song.channels, song.frames = first.samplerate, first.channels, frames
+    return song
+
+
+def read_stem(song: SongFiles, path: Path, source: str) -> torch.Tensor:
+    """One file of ``source`` in ``song`` as float32 ``(channels, song.frames)`` at the song's rate.
+
+    A multi-stream song reads the source's stream (cut, or zero-padded by the few samples a lossy
+    codec may miss, to the song's length); other songs read the file, which must have that length.
+    """
+    if song.streams is not None:
+        wav, sr = read_stream(path, song.streams[source])
+        if sr != song.samplerate or wav.shape[0] != song.channels:
+            raise BadAudioError(f"{path}: stream {song.streams[source]} decodes as {sr} Hz, {wav.shape[0]} ch; "
+                                f"its header said {song.samplerate} Hz, {song.channels} ch")
+        wav = wav[:, :song.frames]
+        return torch.nn.functional.pad(wav, (0, song.frames - wav.shape[-1]))
+    wav, _ = read_audio(path, samplerate=song.samplerate, channels=song.channels)
+    if wav.shape[-1] != song.frames:
+        raise BadAudioError(f"{path}: decoded length {wav.shape[-1]} differs from header {song.frames}")
+    return wav
+
+
 def _song_dirs(folder: Path) -> list[Path]:
     """Visible sub-directories (hidden ones are leftovers of interrupted writers)."""
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -165,8 +231,29 @@ def _musdb(root: Path, split: str, sources: list[str], valid_songs: list[str] | 
     else:
         raise BadDataError(f"unknown musdb split {split!r} (choose train, valid or test)")
     if not folder.is_dir():
-        raise BadDataError(f"{folder}: split folder not found (expected MUSDB18-HQ layout root/{{train,test}})")
-    return [_stem_folder_song(d, sources) for d in _song_dirs(folder) if keep(d.name)]
+        raise BadDataError(f"{folder}: split folder not found (expected MUSDB18-HQ layout root/{{train,test}}/<song>/ "
+                           "or MUSDB18 root/{train,test}/<song>.stem.mp4)")
+    songs = [_stem_folder_song(d, sources) for d in _song_dirs(folder) if keep(d.name)]
+    songs += [_stem_mp4_song(p, sources) for p in _stem_mp4_files(folder) if keep(_stem_mp4_name(p))]
+    return sorted(songs, key=lambda song: song.name)
+
+
+def _stem_mp4_name(path: Path) -> str:
+    return path.name[: -len(".stem.mp4")]
+
+
+def _stem_mp4_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_stem_mp4(p) and not p.name.startswith("."))
+
+
+def _stem_mp4_song(path: Path, sources: list[str]) -> SongFiles:
+    """A MUSDB18 ``<song>.stem.mp4``: every source and the mixture read from its own audio stream."""
+    unknown = [s for s in sources if s not in STEM_MP4_STREAMS or s == "mixture"]
+    if unknown:
+        raise BadDataError(f"{path}: a MUSDB18 .stem.mp4 holds drums, bass, other and vocals; no stream for "
+                           f"{', '.join(map(repr, unknown))}")
+    streams = {source: STEM_MP4_STREAMS[source] for source in sources} | {"mixture": 0}
+    return SongFiles(_stem_mp4_name(path), {s: [path] for s in sources}, path, folder=path.parent, streams=streams)
 
 
 def _folder(root: Path, split: str | None, sources: list[str]) -> list[SongFiles]:

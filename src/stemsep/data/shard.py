@@ -34,9 +34,8 @@ from tqdm import tqdm
 from stemsep.contract import DEFAULT_SOURCES
 from stemsep.data.activity import activity_db
 from stemsep.data.codec import encode_flac
-from stemsep.data.layouts import SongFiles, discover_songs
+from stemsep.data.layouts import SongFiles, discover_songs, read_stem
 from stemsep.errors import BadAudioError, BadDataError, StemsepError
-from stemsep.io.audio import read_audio
 from stemsep.io.files import atomic_path, ensure_writable_dir, remove_stale_temporaries
 
 MANIFEST_FORMAT = "stemsep-shards"
@@ -70,10 +69,7 @@ def encode_song(song: SongFiles, key: str, sources: list[str]) -> tuple[dict[str
     for source in sources:
         total = torch.zeros(song.channels, song.frames)
         for path in song.stems[source]:
-            wav, _ = read_audio(path, samplerate=song.samplerate, channels=song.channels)
-            if wav.shape[-1] != song.frames:
-                raise BadAudioError(f"{path}: decoded length {wav.shape[-1]} differs from header {song.frames}")
-            total += wav
+            total += read_stem(song, path, source)
         stems.append(total)
     stems = torch.stack(stems)
     peak = float(stems.abs().max())

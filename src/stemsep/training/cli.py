@@ -20,6 +20,9 @@ They are added after ``trainer.callbacks``. ``model.max_nonfinite_steps`` stays 
 of the non-finite guard (``null`` there switches it off too, as before); a ``max_consecutive`` given
 to the guard itself takes precedence.
 
+After ``stemsep fit`` saved a checkpoint, its last lines name the checkpoint and the
+``stemsep separate ... --model <checkpoint>`` command to try it (:func:`next_command`).
+
 Checkpoints given to ``--ckpt_path`` (resume) load with ``weights_only=True`` (set here
 explicitly, whatever torch's default or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``; a config may
 still say ``weights_only: false`` for a trusted file): a checkpoint holding pickled code is
@@ -29,14 +32,18 @@ refused with one line, without running it.
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
+import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 
 from stemsep.errors import BadCheckpointError, StemsepError
 from stemsep.io.checkpoint import REFUSED, SAFE_GLOBALS
@@ -75,6 +82,66 @@ class StemsepCLI(LightningCLI):
             callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
             kwargs["callbacks"] = callbacks + extra
         return super().instantiate_trainer(**kwargs)
+
+    def after_fit(self) -> None:
+        """Name the checkpoint a fit saved and the command that separates with it."""
+        ckpt = saved_checkpoint(self.trainer)
+        if ckpt is not None:
+            print_next_command(ckpt, example_input(self.datamodule))
+
+
+def saved_checkpoint(trainer: L.Trainer) -> Path | None:
+    """The checkpoint to use after a fit: the ``last`` one a ``ModelCheckpoint`` saved, else its best."""
+    for callback in trainer.checkpoint_callbacks:
+        for name in ("last_model_path", "best_model_path"):
+            path = getattr(callback, name, "") or ""
+            if path and Path(path).is_file():
+                return Path(path)
+    return None
+
+
+def example_input(datamodule: L.LightningDataModule | None) -> str:
+    """A mixture file of the data the model was trained on (a test song of a prepared corpus),
+    for the printed command; ``song.wav`` when there is none to point at."""
+    prepare = getattr(datamodule, "prepare", None)
+    root = getattr(prepare, "root_path", None)
+    if root is not None:
+        for split in ("test", "valid", "train"):
+            folder = root / split
+            if not folder.is_dir():
+                continue
+            found = sorted(folder.glob("*/mixture.*")) + sorted(folder.glob("*.stem.mp4"))
+            if found:
+                return _shell_path(found[0])
+    return "song.wav"
+
+
+def _shell_path(path: Path) -> str:
+    """``path`` for a shell command line: relative to the working directory when under it, ``~/...``
+    when under the home folder, quoted where needed."""
+    path = Path(os.path.abspath(path))
+    try:
+        return shlex.quote(str(path.relative_to(Path.cwd())))
+    except ValueError:
+        pass
+    try:
+        rest = path.relative_to(Path.home())
+    except ValueError:
+        return shlex.quote(str(path))
+    quoted = shlex.quote(str(rest))
+    return f"~/{rest}" if quoted == str(rest) else shlex.quote(str(path))
+
+
+def next_command(ckpt: str | os.PathLike, song: str = "song.wav") -> str:
+    """The ``stemsep separate`` command line that separates ``song`` with checkpoint ``ckpt``."""
+    return f"stemsep separate {song} --model {_shell_path(Path(ckpt))} -o separated"
+
+
+@rank_zero_only
+def print_next_command(ckpt: str | os.PathLike, song: str = "song.wav") -> None:
+    """The last lines of a fit that saved a checkpoint (on stdout, flushed)."""
+    print(f"checkpoint: {_shell_path(Path(ckpt))}\n"
+          f"separate with it (any audio file or folder):\n  {next_command(ckpt, song)}", flush=True)
 
 
 def reconcile_nonfinite(config, fitting: bool) -> None:
