@@ -1,6 +1,7 @@
-"""Model speed: our HTDemucs / HDemucs against demucs 4.x, and sparse vs dense attention.
+"""Model speed: our HTDemucs / HDemucs against demucs 4.x, our RoFormers against bs-roformer, and
+sparse vs dense attention.
 
-Two parts:
+Three parts:
 
 1. **Models** — forward (eval, no grad) and training step (train mode, forward + L1 loss +
    backward) of ours and of the demucs reference built with the same config, the same weights
@@ -21,6 +22,16 @@ Two parts:
    memory-efficient kernels, O(L) memory); ``dense_explicit`` materialises the softmax
    weights, the O(L^2)-memory baseline sparse attention papers compare with.
 
+3. **RoFormers** — our BSRoFormer / MelBandRoFormer against the ``bs-roformer`` package (0.5.x)
+   built from the same ``configs/model/<name>.yaml`` (``--roformer-configs``; the reference gets
+   our extra keys' equivalents: BS-RoFormer's value residual, no DC zeroing, MSST's mask MLP
+   width), same weights, same input of ``--roformer-segment`` seconds: forward and training
+   step, interleaved, medians and ours/ref. Then the peak memory of our training step (forward
+   + backward, batch ``--batch``) at ``--memory-segment`` seconds (default 8) with and without
+   ``checkpoint_blocks``, each in a fresh process (CPU: resident-set growth, with glibc's mmap
+   threshold fixed at 64 KiB so that freed buffers leave the resident set; CUDA:
+   ``max_memory_allocated``), and their ratio.
+
 Run (CPU figures in the report; about 4 minutes on 2 busy cores)::
 
     .venv/bin/python benchmarks/bench_models.py --segment 3 --batch 1 --reps 3
@@ -29,7 +40,9 @@ GPU, bf16 autocast::
 
     .venv/bin/python benchmarks/bench_models.py --device cuda --dtype bf16 --segment 7.8 --batch 4 --reps 10
 
-``--only models`` / ``--only attention`` runs one part.
+``--only models`` / ``--only attention`` / ``--only roformers`` runs one part, e.g.::
+
+    .venv/bin/python benchmarks/bench_models.py --only roformers --threads 1 --reps 3 --roformer-segment 3
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -281,6 +295,128 @@ def bench_attention(args, device: torch.device) -> list[dict]:
     return rows
 
 
+# -- part 3: RoFormers against bs-roformer ------------------------------------------------------
+ROFORMER_CONFIGS = ("bs_roformer_small", "mel_band_roformer_small", "bs_roformer", "mel_band_roformer")
+_OURS_ONLY = ("sources", "segment", "samplerate", "checkpoint_blocks", "value_residual", "zero_dc",
+              "mlp_expansion_factor")
+
+
+def _roformer_pair(name: str, checkpoint_blocks: bool = False):
+    """(ours, reference) from configs/model/<name>.yaml with the same (random) weights."""
+    from pathlib import Path
+
+    import yaml
+
+    from stemsep.models import BSRoFormer, MelBandRoFormer
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "model" / f"{name}.yaml")
+                            .read_text())["init_args"]
+    bs = name.startswith("bs")
+    import bs_roformer.bs_roformer as ref_bs
+    import bs_roformer.mel_band_roformer as ref_mel
+
+    module = ref_bs if bs else ref_mel
+    ref_kwargs = {k: v for k, v in config.items() if k not in _OURS_ONLY}
+    ref_kwargs["num_stems"] = len(config["sources"])
+    if "freqs_per_bands" in ref_kwargs:
+        ref_kwargs["freqs_per_bands"] = tuple(ref_kwargs["freqs_per_bands"])
+    if not bs:
+        ref_kwargs.setdefault("linear_transformer_depth", 0)  # MSST's default, which ours follows
+    torch.manual_seed(0)
+    original = module.MaskEstimator  # 0.5.1 has no mlp_expansion_factor keyword: build with it
+    module.MaskEstimator = functools.partial(original, mlp_expansion_factor=config.get("mlp_expansion_factor", 4))
+    try:
+        ref = (module.BSRoformer if bs else module.MelBandRoformer)(**ref_kwargs)
+    finally:
+        module.MaskEstimator = original
+    extra = {"value_residual": True} if bs else {}
+    ours = (BSRoFormer if bs else MelBandRoFormer)(**config, zero_dc=False, checkpoint_blocks=checkpoint_blocks,
+                                                  **extra)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ours, ref
+
+
+def bench_roformers(args, device: torch.device) -> list[dict]:
+    rows = []
+    length = int(args.roformer_segment * SR)
+    for name in args.roformer_configs:
+        ours, ref = _roformer_pair(name)
+        models = {"ours": ours.to(device), "ref": ref.to(device)}
+        torch.manual_seed(1)
+        mix = torch.randn(args.batch, 2, length, device=device)
+        target = torch.randn(args.batch, len(ours.sources), 2, length, device=device)
+        for step_name, step in (("forward", _forward), ("train step", _roformer_train_step)):
+            times: dict[str, list[float]] = {"ours": [], "ref": []}
+            run = functools.partial(step, mix=mix, target=target, device=device, dtype=args.dtype)
+            for model in models.values():
+                run(model)
+            for rep in range(args.reps):
+                order = ("ours", "ref") if rep % 2 == 0 else ("ref", "ours")
+                for impl in order:
+                    times[impl].append(_timed(functools.partial(run, models[impl]), device))
+            med = {impl: statistics.median(t) for impl, t in times.items()}
+            rows.append({"config": name, "step": step_name, "ours_s": med["ours"], "ref_s": med["ref"],
+                         "ratio": med["ours"] / med["ref"]})
+            print(f"  {name:24s} {step_name:10s} ours {med['ours']:8.3f} s   ref {med['ref']:8.3f} s   "
+                  f"ours/ref {med['ours'] / med['ref']:.3f}", flush=True)
+        del models, ours, ref
+        if args.memory_segment <= 0:
+            continue
+        peaks = {}
+        for blocks in (False, True):
+            if device.type == "cuda":
+                peaks[blocks] = roformer_memory_probe(name, blocks, args.memory_segment, args.batch, device, args.dtype)
+            else:
+                cmd = [sys.executable, __file__, "--_roformer-memory", name, "--_blocks", str(int(blocks)),
+                       "--memory-segment", str(args.memory_segment), "--batch", str(args.batch), "--device",
+                       args.device, "--dtype", args.dtype] + (["--threads", str(args.threads)] if args.threads else [])
+                # glibc's dynamic mmap threshold keeps freed large buffers in the heap, so the resident
+                # set would track past peaks rather than live tensors: fix the threshold in the probe
+                env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+                peaks[blocks] = float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
+        ratio = peaks[True] / peaks[False]
+        rows.append({"config": name, "step": f"train step memory at {args.memory_segment} s",
+                     "plain_mib": peaks[False], "checkpoint_blocks_mib": peaks[True], "ratio": ratio})
+        print(f"  {name:24s} train-step peak memory at {args.memory_segment:g} s: plain {peaks[False]:9.1f} MiB   "
+              f"checkpoint_blocks {peaks[True]:9.1f} MiB   ratio {ratio:.3f}", flush=True)
+    return rows
+
+
+def _roformer_train_step(model, *, mix, target, device, dtype) -> None:
+    model.train()
+    model.zero_grad(set_to_none=True)
+    with _autocast(device, dtype):
+        out = model(mix)
+    out = out if out.dim() == 4 else out[:, None]  # the reference drops the stem axis for one stem
+    loss = (out.float() - target[..., :out.shape[-1]]).abs().mean()
+    loss.backward()
+
+
+def roformer_memory_probe(name: str, blocks: bool, segment: float, batch: int, device: torch.device,
+                          dtype: str) -> float:
+    """Peak extra memory (MiB) of one training step of our network (the first step is a warm-up)."""
+    ours, _ = _roformer_pair(name, checkpoint_blocks=blocks)
+    ours = ours.to(device)
+    mix = torch.randn(batch, 2, int(segment * SR), device=device)
+    target = torch.randn(batch, len(ours.sources), 2, mix.shape[-1], device=device)
+    short = mix[..., :SR // 4], target[..., :SR // 4]
+    _roformer_train_step(ours, mix=short[0], target=short[1], device=device, dtype=dtype)  # lazy init
+    ours.zero_grad(set_to_none=False)  # gradients allocated before the peak is taken
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        _roformer_train_step(ours, mix=mix, target=target, device=device, dtype=dtype)
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    base = _proc_status_kib("VmRSS")
+    reset = _reset_peak_rss()
+    _roformer_train_step(ours, mix=mix, target=target, device=device, dtype=dtype)
+    peak = _proc_status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return max(0.0, (peak - base) / 1024)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -291,15 +427,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", nargs="+", default=["htdemucs", "hdemucs"], choices=["htdemucs", "htdemucs_paper", "hdemucs"])
     parser.add_argument("--attn-segment", type=float, default=12.2, help="segment for the attention part")
     parser.add_argument("--attn-batch", type=int, default=1)
-    parser.add_argument("--only", choices=["models", "attention"])
+    parser.add_argument("--roformer-configs", nargs="+", default=list(ROFORMER_CONFIGS[:2]),
+                        choices=ROFORMER_CONFIGS, help="configs/model names for the RoFormer part")
+    parser.add_argument("--roformer-segment", type=float, default=3.0, help="input seconds for RoFormer timing")
+    parser.add_argument("--memory-segment", type=float, default=8.0, help="segment of the RoFormer memory probe (0: no probe)")
+    parser.add_argument("--only", choices=["models", "attention", "roformers"])
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     parser.add_argument("--_memory-probe", dest="memory_probe", help=argparse.SUPPRESS)
     parser.add_argument("--_lengths", dest="lengths", help=argparse.SUPPRESS)
+    parser.add_argument("--_roformer-memory", dest="roformer_memory", help=argparse.SUPPRESS)
+    parser.add_argument("--_blocks", dest="blocks", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.roformer_memory:
+        peak = roformer_memory_probe(args.roformer_memory, bool(args.blocks), args.memory_segment, args.batch,
+                                     device, args.dtype)
+        print(json.dumps({"peak_mib": peak}))
+        return 0
     if args.memory_probe:
         lf, lt = map(int, args.lengths.split(","))
         peak = attention_memory_probe(args.memory_probe, lf, lt, args.batch, device, args.dtype)
@@ -314,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "attention"):
         print(f"attention kernels alone: median of {args.reps} interleaved reps")
         results["attention"] = bench_attention(args, device)
+    if args.only in (None, "roformers"):
+        print(f"roformers: ours vs bs-roformer, batch {args.batch}, {args.roformer_segment} s input, median of "
+              f"{args.reps} interleaved reps; memory at {args.memory_segment} s")
+        results["roformers"] = bench_roformers(args, device)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -14,7 +14,10 @@ Optional attributes, read only through the functions below (never probed elsewhe
 * ``use_train_segment: bool``: it pads every input to its training segment itself;
 * ``init_args: dict``: its constructor arguments, so checkpoints can rebuild it
   (:func:`records_init_args` sets it);
-* ``models`` and ``weights``: a bag of member networks mixed per source with ``weights``.
+* ``models`` and ``weights``: a bag of member networks mixed per source with ``weights``;
+* ``export_parts() -> ExportParts``: a spectral network split into a real-valued core (what
+  ``stemsep export`` traces) and the front end that runs around it in PyTorch (STFT before,
+  masking / ISTFT after); see :class:`ExportParts` and :class:`ExportFrontEnd`.
 
 This module is the bottom layer with :mod:`stemsep.errors`: every package may import it, and it
 imports nothing else of stemsep.
@@ -26,7 +29,7 @@ import functools
 import inspect
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 
@@ -45,6 +48,36 @@ class SeparationNetwork(Protocol):
     audio_channels: int
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor: ...
+
+
+class ExportFrontEnd(Protocol):
+    """What runs in PyTorch around an exported core; rebuilt on load as ``cls(**config())``.
+
+    The class must live under ``stemsep.models`` (the export loader imports nothing else).
+    """
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor keyword arguments."""
+        ...
+
+    def prepare(self, mix: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+        """``mix (B, C, L)`` -> the core's inputs (real tensors) and a state for :meth:`finish`."""
+        ...
+
+    def finish(self, outputs: tuple[torch.Tensor, ...], state: Any, length: int) -> torch.Tensor:
+        """The core's outputs (and the state) -> waveforms ``(B, S, C, length)``."""
+        ...
+
+
+class ExportParts(NamedTuple):
+    """A network split for export: ``core(*inputs) -> tuple of outputs``, real tensors only, dim 0
+    of every input the (dynamic) batch; ``front_end`` prepares the inputs and finishes the outputs;
+    ``input_names`` / ``output_names`` name the graph's inputs and outputs."""
+
+    core: torch.nn.Module
+    front_end: ExportFrontEnd
+    input_names: list[str]
+    output_names: list[str]
 
 
 def check_network(net: Any, origin: str | None = None) -> None:
@@ -102,6 +135,12 @@ def bag_members(net: Any) -> list[tuple[Any, list[float]]] | None:
     if models is None or weights is None:
         return None
     return list(zip(models, weights, strict=True))
+
+
+def export_parts(net: Any) -> ExportParts | None:
+    """The network's :class:`ExportParts` (its ``export_parts()``), or ``None`` when it has none."""
+    method = getattr(net, "export_parts", None)
+    return method() if callable(method) else None
 
 
 def describe(net: Any) -> dict[str, Any]:

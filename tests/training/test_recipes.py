@@ -12,7 +12,8 @@ from helpers import REPO
 from helpers.recipes import RECIPES, command_of, resolved_config, save_tiny, tiny_overrides
 from stemsep.cli import main
 
-PAPER_RECIPES = ["htdemucs.yaml", "htdemucs_sparse.yaml", "hdemucs.yaml", "htdemucs_ft.yaml"]
+PAPER_RECIPES = ["htdemucs.yaml", "htdemucs_sparse.yaml", "hdemucs.yaml", "htdemucs_ft.yaml",
+                 "bs_roformer.yaml", "mel_band_roformer.yaml"]
 
 
 def test_the_recipes_are_there():
@@ -45,6 +46,8 @@ def test_recipe_fast_dev_run(recipe: Path, shards, tmp_path, monkeypatch, capsys
         args += ["--trainer.callbacks.dirpath", str(tmp_path / "checkpoints")]  # sets the last callback's
     if config["model"].get("init_from"):
         args += ["--model.init_from", str(save_tiny(tmp_path / "pretrained.ckpt"))]
+    if config["model"].get("lora"):  # adapters on TinyNet's two convolutions instead of the recipe's layers
+        args += ["--model.lora.target_modules", '["body.0", "body.2"]']
     if command_of(recipe) == "test":
         args += ["--model.test_results_dir", str(tmp_path / "results")]
     try:

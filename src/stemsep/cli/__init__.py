@@ -34,6 +34,8 @@ TOOL_COMMANDS = {
     "score": "stemsep.cli.score",
     "report": "stemsep.cli.report",
     "import-demucs": "stemsep.cli.import_demucs",
+    "import-checkpoint": "stemsep.cli.import_checkpoint",
+    "merge-lora": "stemsep.cli.merge_lora",
     "bag": "stemsep.cli.bag",
     "export": "stemsep.cli.export",
     "quantize": "stemsep.cli.quantize",

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or torchscript")
     parser.add_argument("-o", "--out", required=True, type=Path, help="output file (.onnx / .pt)")
     parser.add_argument("--segment", type=float, default=None,
-                        help="fixed segment in seconds (Hybrid Demucs only; default the model's)")
+                        help="fixed segment in seconds (not for HT Demucs; default the model's)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,27 +1,32 @@
 """Running a model written by ``stemsep export``: the thin wrapper around the exported core.
 
-An exported file holds only the network core of a hybrid model (:meth:`HybridBase.core`):
-``(mix (B, C, L), spectrogram as channels (B, C', F, frames)) -> (spectral branch output,
-time branch output)``, real tensors, dynamic batch ``B``, the fixed segment ``L`` it was
-exported with. ONNX has no inverse STFT and handles complex tensors poorly, so everything
-around the core runs here in PyTorch (:class:`stemsep.models.spectral.FrontEnd`):
+An exported file holds only the real-valued core of a spectral network
+(:class:`stemsep.contract.ExportParts`): real tensors in and out, dynamic batch ``B``, the fixed
+segment ``L`` it was exported with. ONNX has no inverse STFT and handles complex tensors poorly,
+so everything around the core runs here in PyTorch, through the network's front end
+(:class:`stemsep.contract.ExportFrontEnd`, rebuilt from the file's metadata):
 
 1. framing: an input shorter than ``L`` is zero-padded at the end to ``L`` (as HT Demucs
    does with its training segment) and the output cut back; longer inputs are refused;
    :func:`stemsep.inference.apply_model` chunks long mixes into ``L``-sample windows with
    real neighbouring context and overlap-adds them (this object says ``use_train_segment``);
-2. STFT of the mix, as channels (or magnitude);
+2. ``front_end.prepare(mix)``: the core's inputs, e.g. the STFT as channels (HT Demucs:
+   ``(mix, spec)``; RoFormers: the STFT as real values);
 3. the exported core (ONNX Runtime or TorchScript);
-4. masking, inverse STFT, plus the time branch.
+4. ``front_end.finish(outputs, ...)``: masking, inverse STFT (plus HT Demucs' time branch).
 
-The separation contract (sources, sample rate, channels, ``nfft``, ``L``...) travels with the
-file as JSON: ONNX ``metadata_props`` key ``stemsep``, or the TorchScript extra file
-``stemsep.json``. :class:`ExportedSeparator` is an ``nn.Module`` without parameters, so it
-goes wherever a separation network goes (``apply_model``, ``stemsep separate --backend``).
+The separation contract (sources, sample rate, channels, ``L``, input and output names, the front
+end's class path and settings) travels with the file as JSON: ONNX ``metadata_props`` key
+``stemsep``, or the TorchScript extra file ``stemsep.json``. Only front-end classes under
+``stemsep.models`` are imported; files written before the front end was recorded (Hybrid
+(Transformer) Demucs: ``nfft``, ``hybrid``, ``reflect``, ``cac`` keys) still load.
+:class:`ExportedSeparator` is an ``nn.Module`` without parameters, so it goes wherever a
+separation network goes (``apply_model``, ``stemsep separate --backend``).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from fractions import Fraction
@@ -39,8 +44,32 @@ TORCHSCRIPT_EXTRA = "stemsep.json"
 BACKENDS = ("onnxruntime", "torchscript")
 
 
+FRONT_END_PACKAGE = "stemsep.models."
+
+
+def front_end_of(meta: dict[str, Any]):
+    """The front end an exported file names (``meta["front_end"]``), or Hybrid Demucs' from the
+    keys of older files."""
+    entry = meta.get("front_end")
+    if entry is None:
+        return FrontEnd(int(meta["nfft"]), hybrid=bool(meta["hybrid"]), reflect=bool(meta["reflect"]),
+                        cac=bool(meta["cac"]))
+    class_path = str(entry["class_path"])
+    module_name, _, name = class_path.rpartition(".")
+    if not class_path.startswith(FRONT_END_PACKAGE):
+        raise ValueError(f"front end {class_path!r} is not a stemsep.models class")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError):
+        raise ValueError(f"front end {class_path!r} not found in this stemsep") from None
+    front = cls(**entry["config"])
+    if not (callable(getattr(front, "prepare", None)) and callable(getattr(front, "finish", None))):
+        raise ValueError(f"{class_path!r} is not an export front end (prepare / finish)")
+    return front
+
+
 class ExportedSeparator(nn.Module):
-    """``forward(mix (B, C, T <= L)) -> (B, S, C, T)`` with an exported core ``run(mix, spec)``."""
+    """``forward(mix (B, C, T <= L)) -> (B, S, C, T)`` with an exported core ``run(*inputs) -> outputs``."""
 
     def __init__(self, run, meta: dict[str, Any]):
         super().__init__()
@@ -51,8 +80,7 @@ class ExportedSeparator(nn.Module):
         self.length = int(meta["segment_samples"])
         self.segment = Fraction(self.length, self.samplerate)
         self.use_train_segment = True
-        self.front_end = FrontEnd(int(meta["nfft"]), hybrid=bool(meta["hybrid"]), reflect=bool(meta["reflect"]),
-                                  cac=bool(meta["cac"]))
+        self.front_end = front_end_of(meta)
 
     def valid_length(self, length: int) -> int:
         if length > self.length:
@@ -63,9 +91,9 @@ class ExportedSeparator(nn.Module):
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         length = mix.shape[-1]
         mix = nn.functional.pad(mix.float(), (0, self.valid_length(length) - length))
-        z = self.front_end.spectrogram(mix)
-        spec_out, time_out = self._run(mix, self.front_end.channels(z))
-        return self.front_end.waveforms(z, spec_out, time_out, self.length)[..., :length]
+        inputs, state = self.front_end.prepare(mix)
+        outputs = self._run(*inputs)
+        return self.front_end.finish(outputs, state, self.length)[..., :length]
 
 
 def _onnx_runner(path: Path):
@@ -79,11 +107,11 @@ def _onnx_runner(path: Path):
         raise BadCheckpointError(f"{path}: not a loadable ONNX model ({str(err).strip().splitlines()[0]})") from None
     meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     names = [o.name for o in session.get_outputs()]
+    inputs = [i.name for i in session.get_inputs()]
 
-    def run(mix: torch.Tensor, spec: torch.Tensor):
-        outs = session.run(names, {"mix": mix.cpu().numpy(), "spec": spec.cpu().numpy()})
-        outs = [torch.from_numpy(o).to(mix.device) for o in outs]
-        return outs[0], (outs[1] if len(outs) > 1 else None)
+    def run(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feed = {name: t.detach().float().cpu().numpy() for name, t in zip(inputs, tensors, strict=True)}
+        return tuple(torch.from_numpy(o).to(tensors[0].device) for o in session.run(names, feed))
 
     return run, meta
 
@@ -96,10 +124,10 @@ def _torchscript_runner(path: Path):
         raise BadCheckpointError(f"{path}: not a loadable TorchScript model ({str(err).strip().splitlines()[0]})"
                                  ) from None
 
-    def run(mix: torch.Tensor, spec: torch.Tensor):
+    def run(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         with torch.no_grad():
-            outs = module(mix.cpu(), spec.cpu())
-        return outs[0].to(mix.device), (outs[1].to(mix.device) if len(outs) > 1 else None)
+            outs = module(*(t.cpu() for t in tensors))
+        return tuple(o.to(tensors[0].device) for o in outs)
 
     return run, extra[TORCHSCRIPT_EXTRA] or None
 

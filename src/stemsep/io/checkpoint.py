@@ -14,6 +14,7 @@ Lightning writes it for trained models (``SeparationModule`` records the network
 from __future__ import annotations
 
 import importlib
+import io
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -34,14 +35,38 @@ SAFE_GLOBALS = [Fraction]
 REFUSED = "refused, it holds pickled code or objects, not only weights"
 
 
+def _is_url(path: str | os.PathLike) -> bool:
+    """``scheme://...`` other than ``file://`` (``s3://``, ``gs://``, ``http(s)://``...: read through fsspec)."""
+    scheme = str(path).split("://", 1)[0] if "://" in str(path) else ""
+    return len(scheme) > 1 and scheme != "file"
+
+
+def _read_remote(url: str) -> io.BytesIO:
+    import fsspec
+
+    try:
+        with fsspec.open(url, "rb") as f:
+            return io.BytesIO(f.read())
+    except FileNotFoundError:
+        raise BadCheckpointError(f"{url}: checkpoint not found") from None
+    except Exception as err:  # noqa: BLE001 - network/backend failures become one line naming the URL
+        raise BadCheckpointError(f"{url}: cannot read ({' '.join(str(err).split()) or type(err).__name__})") from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """``torch.load`` with ``weights_only=True``: refuses any pickled code, names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadCheckpointError(f"{path}: checkpoint not found")
+    """``torch.load`` with ``weights_only=True``: refuses any pickled code, names the file.
+
+    ``path`` may be a URL fsspec reads (``s3://bucket/run/last.ckpt``, ...): the same rules apply.
+    """
+    if _is_url(path):
+        path, source = str(path), _read_remote(str(path))
+    else:
+        path = source = Path(str(path).removeprefix("file://"))
+        if not path.is_file():
+            raise BadCheckpointError(f"{path}: checkpoint not found")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            ckpt = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - every failure becomes one line naming the file
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if "Weights only load failed" in str(err) or "Unsupported global" in str(err):
@@ -102,6 +127,9 @@ def load_separator(path: str | os.PathLike, map_location: str | torch.device = "
 def load_network(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """The network stored in a stemsep checkpoint, with its weights, and the checkpoint itself."""
     ckpt = load_checkpoint(path, map_location)
+    if "stemsep_lora" in ckpt:  # written by a run with model.lora (stemsep.training.lora)
+        raise BadCheckpointError(f"{path}: holds LoRA adapters only, not a whole network; merge them into their "
+                                 f"base first: stemsep merge-lora {Path(path).name} -o merged.ckpt")
     hparams = ckpt.get("hyper_parameters") or {}
     if not isinstance(hparams.get("net"), dict):
         raise BadCheckpointError(f"{path}: checkpoint does not say which network it holds (no hyper_parameters.net)")

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stemsep.contract import ExportParts
 from stemsep.errors import StemsepError
 from stemsep.models import spectral
 from stemsep.models.layers import DecoderLayer, EncoderLayer, ScaledEmbedding
@@ -122,6 +123,11 @@ class HybridBase(nn.Module):
         """STFT before and masking / ISTFT after :meth:`core` (also used by exported models)."""
         return spectral.FrontEnd(self.nfft, hybrid=self.hybrid, reflect=not self.hybrid_old, cac=self.cac)
 
+    def export_parts(self) -> ExportParts:
+        """:meth:`core` and :attr:`front_end` for ``stemsep export`` (:func:`stemsep.contract.export_parts`)."""
+        return ExportParts(core=HybridCore(self), front_end=self.front_end, input_names=["mix", "spec"],
+                           output_names=["spec_out", "time_out"] if self.hybrid else ["spec_out"])
+
     # -- the network ------------------------------------------------------------------------
     def _bottleneck(self, x: torch.Tensor, xt: torch.Tensor | None):
         """Transform the deepest encodings; ``None`` means "start the decoder from zeros"."""
@@ -189,3 +195,15 @@ class HybridBase(nn.Module):
         if not self.hybrid:
             return x, None
         return x, torch.addcmul(meant[:, None], xt.view(batch, n_sources, -1, length), stdt[:, None])
+
+
+class HybridCore(nn.Module):
+    """``(mix, spec) -> (spec_out, time_out)`` of a hybrid model, ``time_out`` left out when absent."""
+
+    def __init__(self, net: HybridBase):
+        super().__init__()
+        self.net = net
+
+    def forward(self, mix: torch.Tensor, spec: torch.Tensor):
+        spec_out, time_out = self.net.core(mix, spec)
+        return (spec_out,) if time_out is None else (spec_out, time_out)

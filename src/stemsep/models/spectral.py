@@ -10,7 +10,8 @@ each side are dropped afterwards. The inverse undoes exactly this.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -153,3 +154,15 @@ class FrontEnd:
         else:
             out = plain_inverse(sources, length)
         return out if time_out is None else out + time_out
+
+    # -- stemsep.contract.ExportFrontEnd: what runs around an exported hybrid core ---------------
+    def config(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def prepare(self, mix: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The core's inputs ``(mix, spectrogram as channels)``; the complex spectrogram is the state."""
+        z = self.spectrogram(mix)
+        return (mix, self.channels(z)), z
+
+    def finish(self, outputs: tuple[torch.Tensor, ...], state: torch.Tensor, length: int) -> torch.Tensor:
+        return self.waveforms(state, outputs[0], outputs[1] if len(outputs) > 1 else None, length)

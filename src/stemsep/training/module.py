@@ -24,6 +24,12 @@ from stemsep.evaluation.metrics import NSDR
 from stemsep.inference import optimize_for_cpu, restore_plain
 from stemsep.io.checkpoint import load_checkpoint
 from stemsep.io.weights import load_weights, net_state_dict
+from stemsep.training.lora import CHECKPOINT_KEY as LORA_CHECKPOINT_KEY
+from stemsep.training.lora import LoRA, is_adapter_key
+from stemsep.training.lora import base_reference as lora_base_reference
+from stemsep.training.lora import check_base as lora_check_base
+from stemsep.training.lora import inject as lora_inject
+from stemsep.training.lora import load_base_weights as lora_load_base
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -81,6 +87,11 @@ class SeparationModule(L.LightningModule):
         max_nonfinite_steps: optimizer steps with a NaN/Inf loss or gradient are skipped and
             counted (:class:`~stemsep.training.callbacks.NonFiniteGuard`); this many in a row write a
             checkpoint and stop with an error. ``None`` disables the guard.
+        lora: LoRA fine-tuning (``{r, alpha, target_modules, dropout}``, :mod:`stemsep.training.lora`;
+            needs ``peft``): adapters are added to the named layers of ``net`` and only they train;
+            ``init_from`` (required) is the base checkpoint, loaded in every run, resumed ones
+            included; checkpoints hold the adapters and the base's path and sha256
+            (``stemsep merge-lora`` writes the merged network).
 
     Callbacks: from Python, :meth:`configure_callbacks` adds a ``LoggerGuard``, a
     ``NonFiniteGuard(max_nonfinite_steps)`` and a ``TestResultWriter`` unless the trainer already
@@ -103,6 +114,7 @@ class SeparationModule(L.LightningModule):
         test_metrics: Sequence[str] = ("sdr", "isr", "sir", "sar"),
         test_results_dir: str | None = None,
         max_nonfinite_steps: int | None = 10,
+        lora: LoRA | None = None,
     ):
         super().__init__()
         check_network(net)
@@ -112,9 +124,16 @@ class SeparationModule(L.LightningModule):
         if self.callbacks_from_config:  # built by the stemsep LightningCLI: hparams are the plain config
             self.save_hyperparameters(ignore=EVAL_OPTIONS)
         else:  # built in Python: keep plain values, describe the network by class and init args
-            self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", *EVAL_OPTIONS])
+            self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "lora", *EVAL_OPTIONS])
             self.hparams["net"] = network_config(net)
+            self.hparams["lora"] = None if lora is None else LoRA.of(lora).as_dict()
         self.net = net
+        self.lora = None if lora is None else LoRA.of(lora)
+        self.lora_base: dict[str, str] | None = None  # the base checkpoint's reference, once loaded
+        if self.lora is not None:
+            if not init_from:
+                raise StemsepError("model.lora needs model.init_from: the base checkpoint the adapters are trained on")
+            lora_inject(self.net, self.lora)
         self.loss = loss if loss is not None else nn.L1Loss()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -147,7 +166,9 @@ class SeparationModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.check_data(stage)
-        if stage == "fit" and self.init_from and getattr(self.trainer, "ckpt_path", None) is None:
+        if self.lora is not None:  # the base weights, in every run: adapters alone are no model
+            self.load_lora_base()
+        elif stage == "fit" and self.init_from and getattr(self.trainer, "ckpt_path", None) is None:
             ckpt = load_checkpoint(self.init_from)
             load_weights(self.net, net_state_dict(ckpt), origin=self.init_from)
             rank_zero_info(f"stemsep: initialised network weights from {self.init_from}")
@@ -175,6 +196,45 @@ class SeparationModule(L.LightningModule):
             raise StemsepError(f"model.net segment {float(net_segment):g} s differs from data segment "
                                f"{float(data_segment):g} s: the network pads its inputs to its training segment; "
                                "give both the same length")
+
+    def count_parameters(self, trainable_only: bool) -> int:
+        return sum(p.numel() for p in self.net.parameters() if p.requires_grad or not trainable_only)
+
+    # -------------------------------------------------------------------- LoRA
+    def load_lora_base(self) -> None:
+        """Load the base weights of a LoRA run from ``init_from`` (once) and record its sha256."""
+        if self.lora is None or self.lora_base is not None:
+            return
+        self.lora_base = lora_base_reference(self.init_from)
+        ckpt = load_checkpoint(self.init_from)
+        lora_load_base(self.net, net_state_dict(ckpt), origin=self.init_from)
+        rank_zero_info(f"stemsep: LoRA on base {self.init_from}: {self.count_parameters(True):,} trainable "
+                       f"parameters (adapters) of {self.count_parameters(False):,}")
+
+    def _base_keys(self) -> list[str]:
+        return [k for k in self.state_dict() if k.startswith("net.") and not is_adapter_key(k)]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """With LoRA: keep the adapters only (and a reference to the base) in the checkpoint."""
+        if self.lora is None:
+            return
+        base = set(self._base_keys())
+        for key in ("state_dict", "current_model_state"):  # the latter: EMAWeightAveraging's copy
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint[key] = {k: v for k, v in checkpoint[key].items() if k not in base}
+        checkpoint[LORA_CHECKPOINT_KEY] = {"base": self.lora_base, "lora": self.lora.as_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """With LoRA: check the base is the one the adapters were trained on; put its weights back for loading."""
+        if self.lora is None or LORA_CHECKPOINT_KEY not in checkpoint:
+            return
+        self.load_lora_base()  # already done by setup in a trainer run
+        lora_check_base(checkpoint[LORA_CHECKPOINT_KEY]["base"], self.init_from, self.lora_base["sha256"],
+                        origin="checkpoint")
+        own = self.state_dict()
+        for key in ("state_dict", "current_model_state"):
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint[key] = {**{k: own[k] for k in self._base_keys()}, **checkpoint[key]}
 
     # ---------------------------------------------------------------- training
     def source_losses(self, estimate: torch.Tensor, stems: torch.Tensor) -> torch.Tensor:
@@ -263,7 +323,10 @@ class SeparationModule(L.LightningModule):
         return [callback for callback in defaults if not any(isinstance(c, type(callback)) for c in present)]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.net.parameters())
+        params = self.net.parameters()
+        if self.lora is not None:  # the adapters only
+            params = [p for p in params if p.requires_grad]
+        optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
