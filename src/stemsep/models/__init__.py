@@ -1,13 +1,17 @@
-"""Separation networks as plain ``nn.Module``s: Hybrid Demucs (v3) and Hybrid Transformer Demucs (v4).
+"""Separation networks as plain ``nn.Module``s: Hybrid Demucs (v3), Hybrid Transformer Demucs (v4), SCNet,
+BS-RoFormer and Mel-Band RoFormer.
 
 Models know nothing of Lightning, checkpoints or inference: they import only
 :mod:`stemsep.errors` and :mod:`stemsep.contract`.
 """
 
+from stemsep.models.bs_roformer import BSRoFormer
 from stemsep.models.hdemucs import HDemucs
 from stemsep.models.htdemucs import HTDemucs
+from stemsep.models.mel_band_roformer import MelBandRoFormer
+from stemsep.models.scnet import SCNet
 
-__all__ = ["HDemucs", "HTDemucs"]
+__all__ = ["BSRoFormer", "HDemucs", "HTDemucs", "MelBandRoFormer", "SCNet"]
 
 # Names that lived here before the packages were split by layer: a one-line error names the new home.
 MOVED = {
