@@ -48,7 +48,6 @@ GPU, bf16 autocast::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import os
@@ -56,10 +55,10 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from fractions import Fraction
 
 import torch
+from _timing import alternating_medians, autocast, forward_step, l1_train_step, timed
 
 from stemsep import DEFAULT_SOURCES
 from stemsep.inference.cpu import optimize_for_cpu, restore_plain
@@ -70,26 +69,6 @@ from stemsep.models.attention.lsh import LSHAttention
 
 SR = 44100
 HT_RELEASED = dict(bottom_channels=512, dconv_mode=3, t_dropout=0.02)
-
-
-# -- timing helpers ---------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device, dtype: str):
-    if dtype == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _timed(fn, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 # -- part 1: models ---------------------------------------------------------------------------
@@ -110,18 +89,12 @@ def _model_pair(name: str, segment: float):
     return ours, ref
 
 
-def _forward(model, *, mix, target, device, dtype) -> None:
-    model.eval()
-    with torch.no_grad(), _autocast(device, dtype):
-        model(mix)
-
-
-def _train_step(model, *, mix, target, device, dtype) -> None:
-    model.train()
-    model.zero_grad(set_to_none=True)
-    with _autocast(device, dtype):
-        loss = (model(mix).float() - target).abs().mean()
-    loss.backward()
+def _report(rows: list[dict], name: str, step_name: str, med: dict[str, float], width: int) -> None:
+    """One row (ours / ref medians and their ratio) into ``rows`` and onto stdout."""
+    rows.append({"config": name, "step": step_name, "ours_s": med["ours"], "ref_s": med["ref"],
+                 "ratio": med["ours"] / med["ref"]})
+    print(f"  {name:{width}s} {step_name:10s} ours {med['ours']:8.3f} s   ref {med['ref']:8.3f} s   "
+          f"ours/ref {med['ours'] / med['ref']:.3f}", flush=True)
 
 
 def bench_models(args, device: torch.device) -> list[dict]:
@@ -134,23 +107,13 @@ def bench_models(args, device: torch.device) -> list[dict]:
         mix = torch.randn(args.batch, 2, length, device=device)
         target = torch.randn(args.batch, len(DEFAULT_SOURCES), 2, length, device=device)
 
-        for step_name, step in (("forward", _forward), ("train step", _train_step)):
+        for step_name, step in (("forward", forward_step), ("train step", l1_train_step)):
             # inference on CPU runs what `stemsep separate` runs (the load-time CPU rewrites);
             # training runs the plain modules
             (optimize_for_cpu if step_name == "forward" and device.type == "cpu" else restore_plain)(ours)
-            times: dict[str, list[float]] = {"ours": [], "ref": []}
-            run = functools.partial(step, mix=mix, target=target, device=device, dtype=args.dtype)
-            for model in models.values():  # warm-up (allocator, cuDNN/oneDNN plans)
-                run(model)
-            for rep in range(args.reps):
-                order = ("ours", "ref") if rep % 2 == 0 else ("ref", "ours")
-                for impl in order:
-                    times[impl].append(_timed(functools.partial(run, models[impl]), device))
-            med = {impl: statistics.median(t) for impl, t in times.items()}
-            rows.append({"config": name, "step": step_name, "ours_s": med["ours"], "ref_s": med["ref"],
-                         "ratio": med["ours"] / med["ref"]})
-            print(f"  {name:9s} {step_name:10s} ours {med['ours']:8.3f} s   ref {med['ref']:8.3f} s   "
-                  f"ours/ref {med['ours'] / med['ref']:.3f}", flush=True)
+            med = alternating_medians(models, step, reps=args.reps, mix=mix, target=target, device=device,
+                                      dtype=args.dtype)
+            _report(rows, name, step_name, med, 9)
         del models, ours, ref
     return rows
 
@@ -267,9 +230,9 @@ def bench_attention(args, device: torch.device) -> list[dict]:
         for name in order:
             with torch.no_grad():
                 times[name]["forward"].append(
-                    _timed(functools.partial(_run_attention, kernels[name], fwd_inputs, False), device))
+                    timed(functools.partial(_run_attention, kernels[name], fwd_inputs, False), device))
             times[name]["fwd+bwd"].append(
-                _timed(functools.partial(_run_attention, kernels[name], bwd_inputs, True), device))
+                timed(functools.partial(_run_attention, kernels[name], bwd_inputs, True), device))
             for q, k, v in bwd_inputs:
                 q.grad = k.grad = v.grad = None
     lsh: LSHAttention = kernels["lsh"]
@@ -345,20 +308,10 @@ def bench_roformers(args, device: torch.device) -> list[dict]:
         torch.manual_seed(1)
         mix = torch.randn(args.batch, 2, length, device=device)
         target = torch.randn(args.batch, len(ours.sources), 2, length, device=device)
-        for step_name, step in (("forward", _forward), ("train step", _roformer_train_step)):
-            times: dict[str, list[float]] = {"ours": [], "ref": []}
-            run = functools.partial(step, mix=mix, target=target, device=device, dtype=args.dtype)
-            for model in models.values():
-                run(model)
-            for rep in range(args.reps):
-                order = ("ours", "ref") if rep % 2 == 0 else ("ref", "ours")
-                for impl in order:
-                    times[impl].append(_timed(functools.partial(run, models[impl]), device))
-            med = {impl: statistics.median(t) for impl, t in times.items()}
-            rows.append({"config": name, "step": step_name, "ours_s": med["ours"], "ref_s": med["ref"],
-                         "ratio": med["ours"] / med["ref"]})
-            print(f"  {name:24s} {step_name:10s} ours {med['ours']:8.3f} s   ref {med['ref']:8.3f} s   "
-                  f"ours/ref {med['ours'] / med['ref']:.3f}", flush=True)
+        for step_name, step in (("forward", forward_step), ("train step", _roformer_train_step)):
+            med = alternating_medians(models, step, reps=args.reps, mix=mix, target=target, device=device,
+                                      dtype=args.dtype)
+            _report(rows, name, step_name, med, 24)
         del models, ours, ref
         if args.memory_segment <= 0:
             continue
@@ -386,7 +339,7 @@ def bench_roformers(args, device: torch.device) -> list[dict]:
 def _roformer_train_step(model, *, mix, target, device, dtype) -> None:
     model.train()
     model.zero_grad(set_to_none=True)
-    with _autocast(device, dtype):
+    with autocast(device, dtype):
         out = model(mix)
     out = out if out.dim() == 4 else out[:, None]  # the reference drops the stem axis for one stem
     loss = (out.float() - target[..., :out.shape[-1]]).abs().mean()

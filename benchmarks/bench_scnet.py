@@ -28,13 +28,10 @@ GPU, bf16 autocast::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import json
-import statistics
-import time
 
 import torch
+from _timing import alternating_medians, forward_step, l1_train_step
 
 from stemsep import DEFAULT_SOURCES
 from stemsep.inference.cpu import optimize_for_cpu, restore_plain
@@ -57,37 +54,6 @@ def build(name: str, segment: float) -> torch.nn.Module:
     raise ValueError(name)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device, dtype: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else contextlib.nullcontext()
-
-
-def _forward(model, *, mix, target, device, dtype) -> None:
-    model.eval()
-    with torch.no_grad(), _autocast(device, dtype):
-        model(mix)
-
-
-def _train_step(model, *, mix, target, device, dtype) -> None:
-    model.train()
-    model.zero_grad(set_to_none=True)
-    with _autocast(device, dtype):
-        loss = (model(mix).float() - target).abs().mean()
-    loss.backward()
-
-
-def _timed(fn, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
 def bench(args, device: torch.device) -> list[dict]:
     rows = []
     length = int(args.segment * SR)
@@ -99,17 +65,11 @@ def bench(args, device: torch.device) -> list[dict]:
         torch.manual_seed(1)
         mix = torch.randn(args.batch, 2, length, device=device)
         target = torch.randn(args.batch, len(DEFAULT_SOURCES), 2, length, device=device)
-        for step_name, step in (("forward", _forward), ("train step", _train_step)):
+        for step_name, step in (("forward", forward_step), ("train step", l1_train_step)):
             for model in models.values():
                 (optimize_for_cpu if step_name == "forward" and device.type == "cpu" else restore_plain)(model)
-            run = functools.partial(step, mix=mix, target=target, device=device, dtype=args.dtype)
-            for model in models.values():  # warm-up
-                run(model)
-            times: dict[str, list[float]] = {name: [] for name in names}
-            for rep in range(args.reps):
-                for name in (names if rep % 2 == 0 else names[::-1]):
-                    times[name].append(_timed(functools.partial(run, models[name]), device))
-            med = {name: statistics.median(t) for name, t in times.items()}
+            med = alternating_medians(models, step, reps=args.reps, mix=mix, target=target, device=device,
+                                      dtype=args.dtype)
             row = {"step": step_name, "segment_s": args.segment, "batch": args.batch,
                    **{f"{name}_s": med[name] for name in names},
                    **{f"{name}_audio_s_per_s": audio / med[name] for name in names},

@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
-import yaml
 
-from helpers import REPO, TinyNet
+from helpers import TinyNet
+from helpers.tools import SR, check_onnx_separate_matches_torch, small_checkpoint, small_network
 from stemsep.cli import main
 from stemsep.inference.bag import BagOfModels
-from stemsep.io.audio import read_audio, write_audio
 from stemsep.io.checkpoint import save_checkpoint
-
-SR = 44100
-
-
-def _small(name: str, **overrides):
-    """A ``configs/model/<name>.yaml`` network (random weights) and its config."""
-    from stemsep.io.checkpoint import build_from_config
-
-    config = yaml.safe_load((REPO / "configs" / "model" / f"{name}.yaml").read_text())
-    config["init_args"].update(overrides)
-    torch.manual_seed(0)
-    return build_from_config(config).eval(), config
-
-
-def _song(path: Path, seconds: float) -> Path:
-    rng = np.random.default_rng(1)
-    t = np.arange(int(seconds * SR)) / SR
-    song = 0.3 * np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 331 * t)])
-    write_audio(path, song + 0.05 * rng.standard_normal(song.shape), SR, bits=32)
-    return path
-
-
-def _stems(folder: Path, sources) -> torch.Tensor:
-    return torch.stack([read_audio(folder / f"{s}.wav")[0] for s in sources])
 
 
 @pytest.mark.parametrize("name, seconds, options", [
@@ -51,26 +23,15 @@ def test_onnx_separate_matches_torch(tmp_path, capsys, name, seconds, options):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     overrides = {"segment": 0.25} if name == "hdemucs_small" else {}
-    net, config = _small(name, **overrides)
-    ckpt = save_checkpoint(tmp_path / "model.ckpt", net, config)
-    song = _song(tmp_path / "in" / "song.wav", seconds)
-    assert main(["export", str(ckpt), "--format", "onnx", "-o", str(tmp_path / "model.onnx")]) == 0
-    assert "exported" in capsys.readouterr().out
-    common = [str(song), "--shifts", "0", "--bits", "32", "--batch-size", "3", *options]
-    assert main(["separate", *common, "--model", str(ckpt), "-o", str(tmp_path / "torch")]) == 0
-    assert main(["separate", *common, "--model", str(tmp_path / "model.onnx"), "--backend", "onnxruntime",
-                 "-o", str(tmp_path / "onnx")]) == 0
-    ours, theirs = _stems(tmp_path / "torch" / "song", net.sources), _stems(tmp_path / "onnx" / "song", net.sources)
-    assert ours.shape == theirs.shape == (4, 2, int(seconds * SR))
-    assert ours.abs().max() > 1e-3  # a real signal, not silence on both sides
-    assert (ours - theirs).abs().max() < 1e-4
+    net, ckpt = small_checkpoint(name, tmp_path / "model.ckpt", **overrides)
+    check_onnx_separate_matches_torch(net, ckpt, tmp_path, capsys, seconds=seconds, options=tuple(options))
 
 
 def test_torchscript_export_runs_the_same_core(tmp_path):
     from stemsep.inference.export import export_model
     from stemsep.inference.exported import load_exported
 
-    net, _ = _small("htdemucs_small", depth=2, channels=8, t_layers=1, segment=0.5)
+    net, _ = small_network("htdemucs_small", depth=2, channels=8, t_layers=1, segment=0.5)
     meta = export_model(net, tmp_path / "model.pt", "torchscript")
     exported = load_exported(tmp_path / "model.pt", "torchscript")
     assert exported.sources == net.sources and meta["segment_samples"] == exported.length == SR // 2

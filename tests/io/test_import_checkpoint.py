@@ -7,12 +7,12 @@ Oracle: the ``bs-roformer`` package (0.5.x), whose models MSST's RoFormer checkp
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers.imports import RunsShell, import_error
 from stemsep.cli import main
 from stemsep.errors import BadCheckpointError, StemsepError
 from stemsep.io.checkpoint import load_checkpoint, load_separator
@@ -115,26 +115,16 @@ def test_mel_band_roformer_multi_stem_wrapped_from_data_parallel(tmp_path):
         import_checkpoint(tmp_path / "model.pth", config, tmp_path / "o2.ckpt", model_type="bs_roformer")
 
 
-class _RunsShell:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("zip_format", [True, False])
 def test_malicious_pickle_is_refused_without_running(tmp_path, capsys, zip_format):
     marker = tmp_path / "PWNED"
     state = dict(bs_model(1).state_dict())
-    state["band_split.payload"] = _RunsShell(marker)
+    state["band_split.payload"] = RunsShell(marker)
     torch.save(state, tmp_path / "evil.ckpt", _use_new_zipfile_serialization=zip_format)
     config = write_config(tmp_path / "config.yaml", {**SMALL, "stereo": True}, instruments=["vocals"], target=None)
-    assert main(["import-checkpoint", str(tmp_path / "evil.ckpt"), "--config", str(config),
-                 "--model-type", "bs_roformer", "-o", str(tmp_path / "out.ckpt")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("stemsep: error: ") and "evil.ckpt" in err[0], err
-    assert "refused" in err[0] and "posix.system" in err[0] if zip_format else "refused" in err[0]
+    err = import_error(tmp_path / "evil.ckpt", config, "bs_roformer", tmp_path / "out.ckpt", capsys)
+    assert err.startswith("stemsep: error: ") and "evil.ckpt" in err, err
+    assert "refused" in err and "posix.system" in err if zip_format else "refused" in err
     assert not marker.exists() and not (tmp_path / "out.ckpt").exists()
 
 
@@ -152,10 +142,8 @@ def test_unknown_model_key_is_a_one_line_error_naming_it(tmp_path, capsys):
     torch.save(bs_model(1).state_dict(), tmp_path / "m.ckpt")
     config = write_config(tmp_path / "config.yaml", {**SMALL, "stereo": True, "use_quantum_attention": True},
                           instruments=["vocals"], target=None)
-    assert main(["import-checkpoint", str(tmp_path / "m.ckpt"), "--config", str(config),
-                 "--model-type", "bs_roformer", "-o", str(tmp_path / "out.ckpt")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "config.yaml: model.use_quantum_attention: unknown option" in err[0], err
+    err = import_error(tmp_path / "m.ckpt", config, "bs_roformer", tmp_path / "out.ckpt", capsys)
+    assert "config.yaml: model.use_quantum_attention: unknown option" in err, err
 
 
 def test_inconsistent_inputs_are_one_line_errors(tmp_path):

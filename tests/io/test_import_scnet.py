@@ -7,13 +7,13 @@ code), so an imported package must reproduce the reference's outputs.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from helpers.imports import RunsShell, import_error
 from stemsep.cli import main
 from stemsep.io.checkpoint import load_checkpoint, load_separator
 from stemsep.models import SCNet
@@ -102,30 +102,18 @@ def test_wrong_layout_is_a_one_line_error(small, tmp_path, capsys):
     del state["decoder.0.0.conv.bias"]
     torch.save({"best_state": state}, tmp_path / "SCNet.th")
     config = reference_config(tmp_path / "config.yaml", small["config"])
-    assert main(["import-checkpoint", str(tmp_path / "SCNet.th"), "--config", str(config), "--model-type", "scnet",
-                 "-o", str(tmp_path / "out.ckpt")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "SCNet.th" in err[0] and "decoder.0.0.conv.bias" in err[0], err
+    err = import_error(tmp_path / "SCNet.th", config, "scnet", tmp_path / "out.ckpt", capsys)
+    assert "SCNet.th" in err and "decoder.0.0.conv.bias" in err, err
     assert not (tmp_path / "out.ckpt").exists()
-
-
-class _RunsShell:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.mark.parametrize("zip_format", [True, False])
 def test_malicious_package_is_refused_without_running(small, tmp_path, capsys, zip_format):
     marker = tmp_path / "PWNED"
-    package = {"best_state": dict(small["state_dict"]), "epoch": 3, "hook": _RunsShell(marker)}
+    package = {"best_state": dict(small["state_dict"]), "epoch": 3, "hook": RunsShell(marker)}
     torch.save(package, tmp_path / "SCNet.th", _use_new_zipfile_serialization=zip_format)
     config = reference_config(tmp_path / "config.yaml", small["config"])
-    assert main(["import-checkpoint", str(tmp_path / "SCNet.th"), "--config", str(config), "--model-type", "scnet",
-                 "-o", str(tmp_path / "out.ckpt")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("stemsep: error: ") and "SCNet.th" in err[0], err
-    assert "refused" in err[0]
+    err = import_error(tmp_path / "SCNet.th", config, "scnet", tmp_path / "out.ckpt", capsys)
+    assert err.startswith("stemsep: error: ") and "SCNet.th" in err, err
+    assert "refused" in err
     assert not marker.exists() and not (tmp_path / "out.ckpt").exists()

@@ -213,13 +213,7 @@ def read_mix(path: str | os.PathLike, samplerate: int, channels: int = 2) -> tor
     :class:`BadAudioError` naming it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
-    data, sr = _decode(path)
-    if data.shape[1] == 0:
-        raise BadAudioError(f"{path}: audio is empty (zero samples)")
-    if not np.isfinite(data).all():
-        raise BadAudioError(f"{path}: contains NaN or Inf samples")
+    data, sr = _decode_checked(path)
     data = to_channels(data, channels, name=str(path))
     return resample(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), sr, samplerate)
 
@@ -253,9 +247,7 @@ def iter_mix(path: str | os.PathLike, samplerate: int, channels: int = 2, block:
     ``block`` frames at a time; PyAV decodes frame by frame; soxr resamples as a stream).
     Errors are :func:`read_mix`'s, raised when met (a truncated file: after its last block).
     ``info``, when given, receives the input's ``samplerate`` and decoded ``frames``."""
-    path = Path(path)
-    if not path.is_file():
-        raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    path = _existing_file(path)
     state = {"resampler": None, "noted": False, "count": 0}
 
     def convert(data: np.ndarray, sr: int, have: int) -> np.ndarray:
@@ -319,29 +311,15 @@ def _iter_decode(path: Path, block: int) -> Iterator[tuple[np.ndarray, int]]:
 
 
 def _iter_decode_av(path: Path) -> Iterator[tuple[np.ndarray, int]]:
-    import av
-
     with _open_av(path) as container:
         stream = _first_audio(path, container)
         sr = stream.codec_context.sample_rate
-        resampler = av.AudioResampler(format="fltp")
         decoded = 0
-        try:
-            for frame in container.decode(stream):
-                for f in resampler.resample(frame):
-                    data = f.to_ndarray().astype(np.float32, copy=False)
-                    decoded += data.shape[1]
-                    yield data, sr
-            for f in resampler.resample(None):
-                data = f.to_ndarray().astype(np.float32, copy=False)
+        with _av_decode_errors(path, stream):
+            for data in _decoded_frames(container, stream):
                 decoded += data.shape[1]
                 yield data, sr
-        except av.error.DecoderNotFoundError as err:
-            raise BadAudioError(f"{path}: unsupported codec {stream.codec_context.name!r} "
-                                f"({_av_error(err)})") from None
-        except (av.error.FFmpegError, ValueError) as err:
-            raise BadAudioError(f"{path}: cannot decode its audio ({_av_error(err)})") from None
-        stated = None if container.format.name in ("aac", "mp3") else _stated_frames(container, stream)
+        stated = _stated_frames_av(container, stream)
     if decoded == 0:
         raise BadAudioError(f"{path}: audio is empty (no decodable samples)")
     _check_length(path, decoded, stated, sr)
@@ -356,6 +334,24 @@ def resample(wav: torch.Tensor, source: int, target: int) -> torch.Tensor:
     flat = wav.detach().cpu().reshape(-1, wav.shape[-1]).numpy().astype(np.float32, copy=False)
     out = soxr.resample(np.ascontiguousarray(flat.T), source, target, quality=RESAMPLE_QUALITY).T
     return torch.from_numpy(np.ascontiguousarray(out)).reshape(*wav.shape[:-1], -1).to(wav.device)
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or a one-line :class:`BadAudioError`: file not found, or not a file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    return path
+
+
+def _decode_checked(path: Path) -> tuple[np.ndarray, int]:
+    """:func:`_decode` of an existing, non-empty file holding finite samples (else a one-line error)."""
+    data, sr = _decode(_existing_file(path))
+    if data.shape[1] == 0:
+        raise BadAudioError(f"{path}: audio is empty (zero samples)")
+    if not np.isfinite(data).all():
+        raise BadAudioError(f"{path}: contains NaN or Inf samples")
+    return data, sr
 
 
 def _decode(path: Path) -> tuple[np.ndarray, int]:
@@ -436,26 +432,47 @@ def _stated_frames(container, stream) -> int | None:
     return None
 
 
-def _decode_av(path: Path) -> tuple[np.ndarray, int]:
-    """First audio stream of a PyAV/FFmpeg-readable file as ``(channels, time)`` float32."""
+def _decoded_frames(container, stream) -> Iterator[np.ndarray]:
+    """Every frame of ``stream`` as float32 planar ``(channels, n)`` arrays, the resampler flushed at
+    the end (PyAV's errors propagate)."""
     import av
 
+    resampler = av.AudioResampler(format="fltp")
+    for frame in container.decode(stream):
+        for f in resampler.resample(frame):
+            yield f.to_ndarray().astype(np.float32, copy=False)
+    for f in resampler.resample(None):
+        yield f.to_ndarray().astype(np.float32, copy=False)
+
+
+@contextlib.contextmanager
+def _av_decode_errors(path: Path, stream):
+    """PyAV's decoding errors on the first audio stream of ``path`` as one-line :class:`BadAudioError`."""
+    import av
+
+    try:
+        yield
+    except av.error.DecoderNotFoundError as err:
+        raise BadAudioError(f"{path}: unsupported codec {stream.codec_context.name!r} "
+                            f"({_av_error(err)})") from None
+    except (av.error.FFmpegError, ValueError) as err:
+        raise BadAudioError(f"{path}: cannot decode its audio ({_av_error(err)})") from None
+
+
+def _stated_frames_av(container, stream) -> int | None:
+    """:func:`_stated_frames`, except for raw ADTS AAC / MP3 streams: FFmpeg estimates their duration
+    from the bitrate (not a stated length)."""
+    return None if container.format.name in ("aac", "mp3") else _stated_frames(container, stream)
+
+
+def _decode_av(path: Path) -> tuple[np.ndarray, int]:
+    """First audio stream of a PyAV/FFmpeg-readable file as ``(channels, time)`` float32."""
     with _open_av(path) as container:
         stream = _first_audio(path, container)
         sr = stream.codec_context.sample_rate
-        resampler = av.AudioResampler(format="fltp")
-        chunks: list[np.ndarray] = []
-        try:
-            for frame in container.decode(stream):
-                chunks += [f.to_ndarray() for f in resampler.resample(frame)]
-            chunks += [f.to_ndarray() for f in resampler.resample(None)]
-        except av.error.DecoderNotFoundError as err:
-            raise BadAudioError(f"{path}: unsupported codec {stream.codec_context.name!r} "
-                                f"({_av_error(err)})") from None
-        except (av.error.FFmpegError, ValueError) as err:
-            raise BadAudioError(f"{path}: cannot decode its audio ({_av_error(err)})") from None
-        # raw ADTS AAC / MP3 streams: FFmpeg estimates the duration from the bitrate (not a stated length)
-        stated = None if container.format.name in ("aac", "mp3") else _stated_frames(container, stream)
+        with _av_decode_errors(path, stream):
+            chunks = list(_decoded_frames(container, stream))
+        stated = _stated_frames_av(container, stream)
     if not chunks:
         raise BadAudioError(f"{path}: audio is empty (no decodable samples)")
     data = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
@@ -525,9 +542,7 @@ def read_stream(path: str | os.PathLike, index: int) -> tuple[torch.Tensor, int]
     """
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    path = _existing_file(path)
     with _open_av(path) as container:
         streams = container.streams.audio
         if not 0 <= index < len(streams):
@@ -536,12 +551,8 @@ def read_stream(path: str | os.PathLike, index: int) -> tuple[torch.Tensor, int]
         if stream.codec_context is None or not stream.codec_context.sample_rate:
             raise BadAudioError(f"{path}: audio stream {index}: unsupported codec or no sample rate")
         sr = stream.codec_context.sample_rate
-        resampler = av.AudioResampler(format="fltp")
-        chunks: list[np.ndarray] = []
         try:
-            for frame in container.decode(stream):
-                chunks += [f.to_ndarray() for f in resampler.resample(frame)]
-            chunks += [f.to_ndarray() for f in resampler.resample(None)]
+            chunks = list(_decoded_frames(container, stream))
         except (av.error.FFmpegError, ValueError) as err:
             raise BadAudioError(f"{path}: audio stream {index}: cannot decode ({_av_error(err)})") from None
         stated = _stated_frames(container, stream)
@@ -564,11 +575,5 @@ def decode_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     decoding shorter than the container states).
     """
     path = Path(path)
-    if not path.is_file():
-        raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
-    data, sr = _decode(path)
-    if data.shape[1] == 0:
-        raise BadAudioError(f"{path}: audio is empty (zero samples)")
-    if not np.isfinite(data).all():
-        raise BadAudioError(f"{path}: contains NaN or Inf samples")
+    data, sr = _decode_checked(path)
     return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), sr
