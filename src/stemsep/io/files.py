@@ -23,6 +23,15 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import (os.umask can only be read by setting it): the mode a plain open() would give.
+_FILE_MODE = 0o666 & ~_current_umask()
+
 TEMP_MARK = ".tmp-"  # in the names of atomic_path's temporary files: ".<name>.tmp-<random><suffix>"
 
 
@@ -36,7 +45,8 @@ def remove_stale_temporaries(folder: Path, name_glob: str) -> None:
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
 
-    The temporary name starts with a dot, so directory scans that skip hidden files never
+    The file ends up with the permissions a plain ``open()`` would give it (``0666`` less the
+    umask), not ``mkstemp``'s private ``0600``. The temporary name starts with a dot, so directory scans that skip hidden files never
     mistake a leftover from a killed process for output.
 
     On any exception the temporary file is removed, so ``target`` is either the old file,
@@ -50,6 +60,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp made it 0600: give it the mode a plain open() would
+            os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, target)
     except OSError as err:
         tmp_path.unlink(missing_ok=True)
