@@ -97,6 +97,21 @@ def test_bs_roformer_vocal_model(tmp_path, capsys):
     assert load_separator(out).segment == 8.0  # chunk_size / sample_rate: MSST's inference chunk
 
 
+def test_plain_bs_roformer_package_weights_imply_value_residual(tmp_path):
+    """A state_dict of the 0.5.1 package itself (depth 2: learned value-residual mixes, which MSST's
+    copy lacks) imports without the config naming the option, and separates as the package does."""
+    torch.manual_seed(0)
+    oracle = bs_roformer.BSRoformer(stereo=True, num_stems=2, **{**SMALL, "depth": 2}).eval()
+    assert any("to_value_residual_mix" in key for key in oracle.state_dict())
+    torch.save(oracle.state_dict(), tmp_path / "model.ckpt")
+    config = write_config(tmp_path / "config.yaml", {**SMALL, **ORACLE_KEYS, "depth": 2, "stereo": True,
+                                                     "num_stems": 2},
+                          instruments=["vocals", "other"], target=None)
+    import_checkpoint(tmp_path / "model.ckpt", config, tmp_path / "out.ckpt", model_type="bs_roformer")
+    assert load_checkpoint(tmp_path / "out.ckpt")["hyper_parameters"]["net"]["init_args"]["value_residual"] is True
+    same_outputs(oracle, tmp_path / "out.ckpt", 2)
+
+
 def test_mel_band_roformer_multi_stem_wrapped_from_data_parallel(tmp_path):
     oracle = mel_model(2)
     state = {f"module.{k}": v for k, v in oracle.state_dict().items()}  # saved from DataParallel

@@ -76,6 +76,9 @@ class ModelType:
             (default :data:`WRAPPER_KEYS`).
         adapt_config: optional ``YAML mapping -> YAML mapping`` run before the sections are read,
             for configs in another layout than MSST's (used when ``--model-type`` is given).
+        state_kwargs: optional ``state_dict -> kwargs`` the weights imply, used where the
+            config's ``model:`` does not set them (e.g. a plain bs-roformer 0.5.1 state_dict has
+            value-residual weights that MSST's copy lacks).
     """
 
     class_path: str
@@ -84,11 +87,17 @@ class ModelType:
     ignored_keys: frozenset[str] = field(default_factory=frozenset)
     wrapper_keys: tuple[str, ...] | None = None
     adapt_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    state_kwargs: Callable[[dict[str, torch.Tensor]], dict[str, Any]] | None = None
+
+
+def _value_residual(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """bs-roformer 0.5.1's learned value-residual mix (absent from MSST's copy and its checkpoints)."""
+    return {"value_residual": True} if any(".to_value_residual_mix." in key for key in state) else {}
 
 
 # MSST's --model_type name -> how to import it. Other architectures add an entry here.
 MODEL_TYPES: dict[str, ModelType] = {
-    "bs_roformer": ModelType("stemsep.models.BSRoFormer"),
+    "bs_roformer": ModelType("stemsep.models.BSRoFormer", state_kwargs=_value_residual),
     "mel_band_roformer": ModelType("stemsep.models.MelBandRoFormer"),
     # MSST's plain state_dicts, and the reference's .th packages with its conf/config.yaml (import_scnet)
     "scnet": ModelType("stemsep.models.SCNet", wrapper_keys=SCNET_WRAPPER_KEYS,
@@ -269,6 +278,10 @@ def import_checkpoint(checkpoint: str | Path, config: str | Path, dst: str | Pat
     elif stated and stated != model_type:
         raise StemsepError(f"{msst.path}: training.model_type is {stated!r}, not the --model-type {model_type!r}")
     state = read_msst_state_dict(checkpoint, MODEL_TYPES[model_type].wrapper_keys if model_type in MODEL_TYPES else None)
+    implied = MODEL_TYPES[model_type].state_kwargs if model_type in MODEL_TYPES else None
+    if implied is not None:
+        for key, value in implied(state).items():
+            msst.model.setdefault(key, value)
     net, net_config = build_network(msst, model_type)
     spec = MODEL_TYPES[model_type]
     if spec.adapt_state is not None:
