@@ -321,3 +321,23 @@ def test_validate_from_a_lora_checkpoint(base, tmp_path):
     evaluation.validate(fresh, loader(), ckpt_path=str(tmp_path / "run" / "last.ckpt"))
     for (name, value), other in zip(trained.net.state_dict().items(), fresh.net.state_dict().values()):
         torch.testing.assert_close(other, value, rtol=0, atol=0, msg=name)
+
+
+def test_fit_hint_after_a_lora_run_merges_first(base, tmp_path, capsys, monkeypatch):
+    """The lines printed after a LoRA fit: the merge-lora command (which works as printed), then
+    separate with the merged checkpoint, not with the adapters-only one."""
+    import shlex
+
+    from stemsep.training.cli import print_next_command
+
+    monkeypatch.chdir(tmp_path)
+    trainer(tmp_path / "run", max_steps=2).fit(module(base), loader())
+    capsys.readouterr()
+    print_next_command(tmp_path / "run" / "last.ckpt", "a.wav", adapters=True)
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    merge = next(line for line in lines if line.startswith("stemsep merge-lora"))
+    separate = next(line for line in lines if line.startswith("stemsep separate"))
+    assert lines.index(merge) < lines.index(separate)
+    assert "--model run/last-merged.ckpt" in separate
+    assert main(shlex.split(merge)[1:]) == 0
+    assert type(load_separator(tmp_path / "run" / "last-merged.ckpt")) is TinyNet

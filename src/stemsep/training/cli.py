@@ -87,7 +87,8 @@ class StemsepCLI(LightningCLI):
         """Name the checkpoint a fit saved and the command that separates with it."""
         ckpt = saved_checkpoint(self.trainer)
         if ckpt is not None:
-            print_next_command(ckpt, example_input(self.datamodule))
+            adapters = getattr(self.model, "lora", None) is not None
+            print_next_command(ckpt, example_input(self.datamodule), adapters=adapters)
 
 
 def saved_checkpoint(trainer: L.Trainer) -> Path | None:
@@ -138,10 +139,18 @@ def next_command(ckpt: str | os.PathLike, song: str = "song.wav") -> str:
 
 
 @rank_zero_only
-def print_next_command(ckpt: str | os.PathLike, song: str = "song.wav") -> None:
-    """The last lines of a fit that saved a checkpoint (on stdout, flushed)."""
-    print(f"checkpoint: {_shell_path(Path(ckpt))}\n"
-          f"separate with it (any audio file or folder):\n  {next_command(ckpt, song)}", flush=True)
+def print_next_command(ckpt: str | os.PathLike, song: str = "song.wav", adapters: bool = False) -> None:
+    """The last lines of a fit that saved a checkpoint (on stdout, flushed). ``adapters``: the
+    checkpoint holds LoRA adapters only, so the merge comes first."""
+    ckpt = Path(ckpt)
+    lines = [f"checkpoint: {_shell_path(ckpt)}"]
+    if adapters:
+        merged = ckpt.with_name(f"{ckpt.stem}-merged{ckpt.suffix}")
+        lines += ["it holds LoRA adapters: merge them into the base first:",
+                  f"  stemsep merge-lora {_shell_path(ckpt)} -o {_shell_path(merged)}"]
+        ckpt = merged
+    lines += ["separate with it (any audio file or folder):", f"  {next_command(ckpt, song)}"]
+    print("\n".join(lines), flush=True)
 
 
 def reconcile_nonfinite(config, fitting: bool) -> None:
