@@ -170,4 +170,4 @@ def check_onnx_separate_matches_torch(net: torch.nn.Module, ckpt: Path, tmp_path
     ours, theirs = stems(tmp_path / "torch" / "song", net.sources), stems(tmp_path / "onnx" / "song", net.sources)
     assert ours.shape == theirs.shape == (4, 2, int(seconds * SR))
     assert ours.abs().max() > 1e-3  # a real signal, not silence on both sides
-    assert (ours - theirs).abs().max() < 1e-4
+    assert (ours - theirs).abs().max() < 1e-4, f"max abs difference {float((ours - theirs).abs().max()):.3g}"

@@ -102,7 +102,12 @@ def _onnx_runner(path: Path):
     except ImportError:
         raise StemsepError("--backend onnxruntime needs onnxruntime: pip install 'stemsep[export]'") from None
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        if _has_reducing_scatter(path):
+            # onnxruntime's CPU ScatterND/ScatterElements race on duplicate indices when run on
+            # several threads (microsoft/onnxruntime#18048): wrong sums, now and then.
+            options.intra_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - one line naming the file
         raise BadCheckpointError(f"{path}: not a loadable ONNX model ({str(err).strip().splitlines()[0]})") from None
     meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
@@ -146,3 +151,23 @@ def load_exported(path: str | os.PathLike, backend: str) -> ExportedSeparator:
         return ExportedSeparator(run, json.loads(meta))
     except (ValueError, KeyError, TypeError) as err:
         raise BadCheckpointError(f"{path}: unreadable stemsep metadata ({err})") from None
+
+
+def _has_reducing_scatter(path: Path) -> bool:
+    """Whether the ONNX graph at ``path`` scatters with a reduction (e.g. Mel-Band RoFormer's
+    overlapping-band sum, ``index_add`` with repeated indices). Without ``onnx`` to look: assume so."""
+    try:
+        import onnx
+    except ImportError:
+        return True
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - onnxruntime reports an unreadable file itself
+        return False
+    nodes = list(graph.node)
+    for node in nodes:
+        nodes.extend(n for attr in node.attribute if attr.type == onnx.AttributeProto.GRAPH for n in attr.g.node)
+        if node.op_type in ("ScatterND", "ScatterElements") and any(
+                attr.name == "reduction" and attr.s not in (b"", b"none") for attr in node.attribute):
+            return True
+    return False
