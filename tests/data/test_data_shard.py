@@ -13,9 +13,10 @@ from helpers.data import shard_corpus
 from stemsep.cli import main
 from stemsep.data.codec import decode_flac, encode_flac, quantize24
 from stemsep.data.layouts import discover_songs
-from stemsep.data.shard import file_sha256, parse_size
+from stemsep.data.shard import parse_size
 from stemsep.errors import BadAudioError, BadDataError
 from stemsep.io.audio import read_audio, write_audio
+from stemsep.io.files import file_sha256
 
 
 def test_flac_round_trip_is_24bit_exact():

@@ -16,7 +16,8 @@ from helpers.imports import RunsShell, import_error
 from stemsep.cli import main
 from stemsep.errors import BadCheckpointError, StemsepError
 from stemsep.io.checkpoint import load_checkpoint, load_separator
-from stemsep.io.import_checkpoint import MODEL_TYPES, import_checkpoint, read_msst_config, sha256_of
+from stemsep.io.files import file_sha256
+from stemsep.io.import_checkpoint import MODEL_TYPES, import_checkpoint, read_msst_config
 
 bs_roformer = pytest.importorskip("bs_roformer")
 pytest.importorskip("stemsep.models.bs_roformer")
@@ -93,7 +94,7 @@ def test_bs_roformer_vocal_model(tmp_path, capsys):
     assert ckpt["stemsep"]["sources"] == ["vocals"] and ckpt["stemsep"]["samplerate"] == 44100
     assert ckpt["hyper_parameters"]["net"]["class_path"] == MODEL_TYPES["bs_roformer"].class_path
     imported = ckpt["hyper_parameters"]["imported_from"]
-    assert imported["sha256"] == sha256_of(tmp_path / "model_bs_roformer.ckpt")
+    assert imported["sha256"] == file_sha256(tmp_path / "model_bs_roformer.ckpt")
     assert load_separator(out).segment == 8.0  # chunk_size / sample_rate: MSST's inference chunk
 
 

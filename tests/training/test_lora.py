@@ -21,7 +21,8 @@ from stemsep.cli import main
 from stemsep.contract import network_config
 from stemsep.errors import BadArgumentError, BadCheckpointError, StemsepError
 from stemsep.io.checkpoint import build_from_config, load_checkpoint, load_separator, save_checkpoint
-from stemsep.training.lora import CHECKPOINT_KEY, LoRA, inject, is_adapter_key, merge, merge_lora, sha256_of
+from stemsep.io.files import file_sha256
+from stemsep.training.lora import CHECKPOINT_KEY, LoRA, inject, is_adapter_key, merge, merge_lora
 from stemsep.training.module import SeparationModule
 
 pytest.importorskip("peft")
@@ -86,7 +87,7 @@ def test_only_adapters_train(base, tmp_path):
     assert ckpt["state_dict"] and all(is_adapter_key(k) for k in ckpt["state_dict"])  # adapters only
     assert sum(v.numel() for v in ckpt["state_dict"].values()) == 212
     info = ckpt[CHECKPOINT_KEY]
-    assert info["base"]["sha256"] == sha256_of(base) and info["base"]["path"] == str(base)
+    assert info["base"]["sha256"] == file_sha256(base) and info["base"]["path"] == str(base)
     assert info["lora"] == {"target_modules": TINY_TARGETS, "r": 2, "alpha": 4.0, "dropout": 0.0}
     with pytest.raises(BadCheckpointError, match="merge-lora"):  # not a whole network
         load_separator(tmp_path / "run" / "last.ckpt")

@@ -17,7 +17,6 @@ resumes: shards recorded in it whose file still has the recorded sha256 and song
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -36,7 +35,7 @@ from stemsep.data.activity import activity_db
 from stemsep.data.codec import encode_flac
 from stemsep.data.layouts import SongFiles, discover_songs, read_stem
 from stemsep.errors import BadAudioError, BadDataError, StemsepError
-from stemsep.io.files import atomic_path, ensure_writable_dir, remove_stale_temporaries
+from stemsep.io.files import atomic_path, ensure_writable_dir, file_sha256, remove_stale_temporaries
 
 MANIFEST_FORMAT = "stemsep-shards"
 MANIFEST_VERSION = 1
@@ -94,14 +93,6 @@ def _add_entry(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), 0, 0o444
     tar.addfile(info, io.BytesIO(data))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_shard(path: Path, samples: list[dict[str, bytes]]) -> tuple[str, int]:

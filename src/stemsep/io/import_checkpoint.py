@@ -20,7 +20,6 @@ the weights load strictly; the result is written with :func:`stemsep.io.checkpoi
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import re
 import zipfile
@@ -35,6 +34,7 @@ import yaml
 from stemsep.contract import network_config
 from stemsep.errors import BadCheckpointError, StemsepError
 from stemsep.io.checkpoint import import_class, save_checkpoint
+from stemsep.io.files import file_sha256
 from stemsep.io.import_scnet import SCNET_WRAPPER_KEYS, reference_config_sections
 from stemsep.io.weights import load_weights
 
@@ -199,14 +199,6 @@ def _unsafe_globals(path: Path, error_text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------------------------- network
 def build_network(config: MsstConfig, model_type: str) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Our network for ``config`` (random weights) and its ``{"class_path", "init_args"}``."""
@@ -289,7 +281,7 @@ def import_checkpoint(checkpoint: str | Path, config: str | Path, dst: str | Pat
     load_weights(net, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                  origin=str(checkpoint))
     provenance = {"file": checkpoint.name, "config": msst.path.name, "model_type": model_type,
-                  "sha256": sha256_of(checkpoint)}
+                  "sha256": file_sha256(checkpoint)}
     save_checkpoint(dst, net.eval(), net_config, {"imported_from": provenance})
     return {**provenance, "class_path": net_config["class_path"],
             "parameters": sum(p.numel() for p in net.parameters()), "sources": list(net.sources)}

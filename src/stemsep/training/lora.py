@@ -17,7 +17,6 @@ plain stemsep checkpoint of the base architecture, usable by every tool.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 
 from stemsep.errors import BadArgumentError, BadCheckpointError, StemsepError
 from stemsep.io.checkpoint import load_checkpoint, load_network, save_checkpoint
+from stemsep.io.files import file_sha256
 from stemsep.io.weights import net_state_dict
 
 ADAPTER = "default"  # peft's adapter name
@@ -142,14 +142,6 @@ def load_base_weights(net: nn.Module, state: dict[str, torch.Tensor], *, origin:
     assert not result.unexpected_keys and all(is_adapter_key(k) for k in result.missing_keys)
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def base_reference(path: str | os.PathLike) -> dict[str, str]:
     """How a LoRA checkpoint names its base: the path as given, resolved, and the file's sha256."""
     if "://" in str(path) and not str(path).startswith("file://"):
@@ -157,7 +149,7 @@ def base_reference(path: str | os.PathLike) -> dict[str, str]:
                                "recorded and checked on every run); copy it locally first")
     if not Path(path).is_file():
         raise BadCheckpointError(f"{path}: base checkpoint not found")
-    return {"path": str(path), "resolved": str(Path(path).resolve()), "sha256": sha256_of(path)}
+    return {"path": str(path), "resolved": str(Path(path).resolve()), "sha256": file_sha256(path)}
 
 
 def check_base(reference: dict[str, Any], path: str | os.PathLike, sha256: str, *, origin: str) -> None:
@@ -211,7 +203,7 @@ def merge_lora(adapters: str | os.PathLike, dst: str | os.PathLike, *, base: str
         if base is None:
             raise BadCheckpointError(f"{adapters}: its base checkpoint {reference.get('path')} is not found; "
                                      "give it with --base")
-    check_base(reference, base, sha256_of(base), origin=str(adapters))
+    check_base(reference, base, file_sha256(base), origin=str(adapters))
     net, base_ckpt = load_network(base)
     inject(net, lora)
     own = adapter_state_dict(net)
