@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 import io
 import os
+import re
+import zipfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(ckpt, dict):
         raise BadCheckpointError(f"{path}: not a stemsep checkpoint (top level is {type(ckpt).__name__})")
     return ckpt
+
+
+def refused_globals(path: str | os.PathLike, error_text: str, allowed: frozenset[str] = frozenset()) -> str | None:
+    """The globals a torch file references outside ``allowed`` (scanned in the zip archive, never
+    executed; for legacy non-zip files the one torch's error names), or ``None``: for a one-line
+    error saying why a weights-only load refused a file."""
+    try:
+        if zipfile.is_zipfile(path):
+            unsafe = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in allowed]
+            if unsafe:
+                return ", ".join(sorted(unsafe))
+    except Exception:  # noqa: BLE001 - a corrupt archive: fall back to torch's message
+        pass
+    match = re.search(r"GLOBAL (\S+)", error_text)
+    return match.group(1) if match else None
 
 
 # Class paths that older stemsep versions wrote into checkpoints and configs -> where they live now.

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import yaml
 
 from stemsep.contract import network_config
 from stemsep.errors import BadCheckpointError, StemsepError
-from stemsep.io.checkpoint import import_class, save_checkpoint
+from stemsep.io.checkpoint import import_class, refused_globals, save_checkpoint
 from stemsep.io.files import file_sha256
 from stemsep.io.import_scnet import SCNET_WRAPPER_KEYS, reference_config_sections
 from stemsep.io.weights import load_weights
@@ -163,7 +162,7 @@ def read_msst_state_dict(path: str | Path, wrapper_keys: tuple[str, ...] | None 
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - every failure becomes one line naming the file
         text = str(err)
-        unsafe = _unsafe_globals(path, text)
+        unsafe = refused_globals(path, text)
         if unsafe:
             raise BadCheckpointError(f"{path}: refused, the pickle references {unsafe}, which is not a tensor "
                                      "or a plain value (possibly malicious)") from None
@@ -185,18 +184,6 @@ def read_msst_state_dict(path: str | Path, wrapper_keys: tuple[str, ...] | None 
     if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
-
-
-def _unsafe_globals(path: Path, error_text: str) -> str | None:
-    try:
-        if zipfile.is_zipfile(path):
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-            if unsafe:
-                return ", ".join(sorted(unsafe))
-    except Exception:  # noqa: BLE001 - a corrupt archive: fall back to torch's message
-        pass
-    match = re.search(r"GLOBAL (\S+)", error_text)
-    return match.group(1) if match else None
 
 
 # ------------------------------------------------------------------------------------- network

@@ -22,8 +22,6 @@ rebuilds the model without any pickled object.
 from __future__ import annotations
 
 import inspect
-import re
-import zipfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -33,7 +31,7 @@ import torch
 
 from stemsep.contract import network_config
 from stemsep.errors import BadCheckpointError, StemsepError
-from stemsep.io.checkpoint import import_class, save_checkpoint
+from stemsep.io.checkpoint import import_class, refused_globals, save_checkpoint
 from stemsep.io.weights import load_weights
 
 
@@ -75,7 +73,7 @@ def read_demucs_package(path: Path) -> dict[str, Any]:
                                  "(possibly malicious)") from None
     except Exception as err:  # noqa: BLE001 - every failure becomes one line naming the file
         text = str(err)
-        offending = _offending_global(path, text)
+        offending = refused_globals(path, text, frozenset({"fractions.Fraction", *CLASS_REFS}))
         if offending:
             raise BadCheckpointError(f"{path}: refused, the pickle references {offending}, which is not a "
                                      "tensor, a plain value or a demucs model class (possibly malicious)") from None
@@ -89,20 +87,6 @@ def read_demucs_package(path: Path) -> dict[str, Any]:
         raise BadCheckpointError(f"{path}: not a demucs model package (expected keys klass, kwargs, state; "
                                  f"found {keys})")
     return package
-
-
-def _offending_global(path: Path, error_text: str) -> str | None:
-    """The globals the file references outside our allow-list (scanned, never executed), if any."""
-    allowed = {"fractions.Fraction", *CLASS_REFS}
-    try:
-        if zipfile.is_zipfile(path):
-            unsafe = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path) if g not in allowed]
-            if unsafe:
-                return ", ".join(sorted(unsafe))
-    except Exception:  # noqa: BLE001 - a corrupt archive: fall back to torch's message
-        pass
-    match = re.search(r"GLOBAL (\S+)", error_text)  # legacy (non-zip) files: torch names it
-    return match.group(1) if match else None
 
 
 def _plain(value: Any, where: str) -> Any:
