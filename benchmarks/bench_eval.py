@@ -1,16 +1,18 @@
 """BSS-eval speed: stemsep.evaluation.bss_eval (torch) vs museval, same inputs, same run.
 
-Both single-threaded by default (``--threads``), so that the ratio measures the algorithms
-rather than how two thread pools share a machine. Runs alternate (ours, museval, ours, ...)
-so that a change of machine load hits both; the ratio is best museval time over best ours
-time (wall clock). The CPU time of each (this process's, so with one thread it is not
-inflated by other processes sharing the cores, though their cache traffic still counts) and
-its ratio are printed too: on a loaded machine museval's wall time grows faster than ours,
-so the CPU-time ratio is the one to compare across machines and loads. Prints the largest difference between the two results per metric (dB), where
-museval's time goes (its dense solves, its correlations, its per-window filtering), and
-the load average before and after each length.
+Both get the same number of threads (``--threads``, default: every core this process may use,
+as a user's run would): museval's NumPy/BLAS as many, stemsep shares its windows among them
+(``torch.set_num_threads``). ``--threads 1`` compares the algorithms on one core. Runs
+alternate (ours, museval, ours, ...) so that a change of machine load hits both; the ratio is
+best museval time over best ours time (wall clock). The CPU time of each (this process's,
+all its threads) and its ratio are printed too: with one thread it is not inflated by other
+processes sharing the cores, so on a loaded machine it is the one to compare. Prints the
+largest difference between the two results per metric (dB), where museval's time goes (its
+dense solves, its correlations, its per-window filtering), and the load average before and
+after each length.
 
-    python benchmarks/bench_eval.py --seconds 5 30 60 --repeats 3
+    python benchmarks/bench_eval.py --seconds 30 240 --repeats 3
+    python benchmarks/bench_eval.py --seconds 30 240 --repeats 3 --threads 1
     python benchmarks/bench_eval.py --seconds 30 --signal bandlimited   # the dense-LU path
 
 ``--signal broadband`` (default): white and integrated noise, a well-conditioned Gram matrix
@@ -138,7 +140,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, nargs="+", default=[5.0], help="track length(s)")
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--samplerate", type=int, default=44100)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="threads for both (default: every core this process may use)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of ours (best counts)")
     parser.add_argument("--museval-repeats", type=int, default=1, help="runs of museval (best counts)")
     parser.add_argument("--sdr-only", action="store_true", help="also time the SDR-only path")

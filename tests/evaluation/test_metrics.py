@@ -108,7 +108,7 @@ def test_track_and_window_correlations_are_direct_sums():
     """Window lag correlations (blocks, cut at the window end) and the whole track's (windows
     plus the pairs straddling cuts) equal the plain sums, for tiling and overlapping frames."""
     torch.manual_seed(3)
-    length, lags, window = 12000, 40, 5000  # windows of two 4096-point FFT blocks
+    length, lags, window = 12000, 40, 5000  # windows of several FFT blocks
     refs, ests = torch.randn(4, length, dtype=torch.float64), torch.randn(4, length, dtype=torch.float64)
     signals = torch.cat([refs, ests])
 
@@ -142,6 +142,25 @@ def test_window_correlations_of_float32_strided_rows_and_a_cut_window():
         x, ref = signals[:, s:s + size], r[:, s:s + size]
         expected = torch.stack([x[:, m:] @ ref[:, :size - m].T for m in range(lags)], dim=-1)
         assert got.dtype == torch.float64 and torch.allclose(got[i], expected, atol=1e-9)
+
+def test_values_do_not_depend_on_the_number_of_threads():
+    """Windows, frames and cuts shared among threads give bit-identical metrics to one thread
+    (each window's work is the same whichever thread does it; an uneven split included)."""
+    torch.manual_seed(6)
+    refs = torch.randn(2, 2, 70 * 1000 + 321, dtype=torch.float64)
+    ests = refs + 0.3 * refs.flip(0) + 0.1 * torch.randn_like(refs)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = bss_eval(ests, refs, samplerate=1000, filter_length=64)
+        torch.set_num_threads(3)
+        three = bss_eval(ests, refs, samplerate=1000, filter_length=64)
+    finally:
+        torch.set_num_threads(threads)
+    assert one["sdr"].shape == (2, 70)
+    for name in one:
+        assert torch.equal(one[name], three[name]), name
+
 
 def test_frames_computed_by_chunks_when_too_many_to_keep(monkeypatch):
     from stemsep.evaluation import bss_eval as bsseval

@@ -45,6 +45,7 @@ See docs/evaluation.md for the numerics and what is and is not stable on band-li
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.fft
@@ -54,7 +55,7 @@ from stemsep.evaluation.solver import solve_regularized
 
 METRICS = ("sdr", "isr", "sir", "sar")
 FILTER_LENGTH = 512
-_CORRELATION_FFT = 4096  # size of the block FFTs of the correlations (raised to >= 2 * filter length)
+_CORRELATION_FFT = 2048  # size of the block FFTs of the correlations (raised to >= 2 * filter length)
 _FREQUENCY_TILE = 128  # frequencies whose cross-spectra are one batch of matrix products
 _WINDOWS_PER_CHUNK = 32  # windows whose correlations are reduced at once
 _KEPT_FRAMES_BYTES = 256 * 2 ** 20  # frame correlations kept between passes (beyond: computed twice)
@@ -63,6 +64,23 @@ _SPECTRAL_BYTES = 64 * 2 ** 20  # frame spectra held at once by spectral_project
 # 10-20x the error measured where the expansion does cancel (tonal stems), and never below it.
 _ROUNDING = 4 * 2.0 ** -52
 _ENERGY_TOLERANCE = 1e-5  # largest bound on an energy's relative rounding kept from the expansion (4e-5 dB)
+
+
+def _threads(items: int) -> int:
+    """Threads for ``items`` independent pieces of work: ``torch.get_num_threads()``, at most one each."""
+    return max(1, min(torch.get_num_threads(), items))
+
+
+def _in_parts(function, items: list, threads: int) -> list:
+    """``[function(part) for part in parts]`` in order, ``items`` cut into ``threads`` contiguous
+    parts run in as many threads. Only for NumPy/SciPy work (it releases the GIL): torch ops
+    already use torch's threads, and Python threads calling them contend for those."""
+    bounds = [round(i * len(items) / threads) for i in range(threads + 1)]
+    parts = [items[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [items]
+    if len(parts) == 1:
+        return [function(parts[0])]
+    with ThreadPoolExecutor(len(parts)) as pool:
+        return list(pool.map(function, parts))
 
 
 def frame_starts(length: int, window: int, hop: int) -> tuple[list[int], int]:
@@ -103,15 +121,19 @@ def frame_energies(estimates: torch.Tensor, references: torch.Tensor, starts: li
 def frame_statistics(estimates: torch.Tensor, references: torch.Tensor, starts: list[int], window: int
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`frame_energies` and which frames are silent (:func:`silent_frames` of either
-    input), in one pass over the frames: a frame at a time, in float64, no track-long copies."""
+    input), in one pass over the frames: a frame at a time, in float64, no track-long copies
+    (torch's own threads share each frame's sums; Python threads on top of them only contend)."""
     ref_energy, err_energy, est_energy, silent = [], [], [], []
+    err = None  # one buffer for every frame's error (a new one per frame costs page faults)
     for s in starts:
         ref = references[:, :, s:s + window]
         est = estimates[:, :, s:s + window]
         silent.append(_silent(ref) | _silent(est))
         ref = ref.flatten(0, 1).double()
         est = est.flatten(0, 1).double()
-        err = est - ref
+        if err is None or err.shape != ref.shape:
+            err = torch.empty_like(ref)
+        torch.sub(est, ref, out=err)
         ref_energy.append(torch.linalg.vecdot(ref, ref))
         err_energy.append(torch.linalg.vecdot(err, err))
         est_energy.append(torch.linalg.vecdot(est, est))
@@ -124,48 +146,74 @@ def _per_source(energy: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def window_correlations(references: torch.Tensor, estimates: torch.Tensor, starts: list[int],
-                        window: int, max_lag: int) -> torch.Tensor:
+                        window: int, max_lag: int, out: np.ndarray | None = None) -> torch.Tensor:
     """Lag correlations inside each window, ``(windows, 2 K, K, max_lag)`` float64.
 
     ``out[w, x, k, m] = sum_u x_sig[u + m] * references[k, u]`` over ``u`` and ``u + m`` both
     in the window ``[s, s + window)`` (signals zero outside it), for lags ``0 <= m < max_lag``;
     rows ``x`` are the ``K`` reference channels, then the ``K`` estimate channels (both
     ``(K, T)``). A window is cut into blocks; each block with the ``max_lag - 1`` samples that
-    follow it inside the window is correlated with the block by small FFTs (SciPy's, faster
-    than torch's for these batches on CPU). The cross-spectra summed over the window's blocks
-    are, at each frequency, one small matrix product ``(2 K, blocks) @ (blocks, K)``: batched
-    over a tile of frequencies at a time (BLAS, in cache), rather than one pass over memory
-    per block; then inverted once per window.
+    follow it inside the window is correlated with the block by small FFTs (NumPy's, faster
+    than torch's for these batches on CPU, written into reused buffers). The cross-spectra
+    summed over the window's blocks are, at each frequency, one small matrix product
+    ``(2 K, blocks) @ (blocks, K)``: batched over a tile of frequencies at a time (BLAS, in
+    cache), rather than one pass over memory per block; then inverted once per window.
+
+    Windows are independent: with ``torch.get_num_threads() > 1`` they are shared among that
+    many threads (NumPy releases the GIL), each with its own buffers, so the values do not
+    depend on the number of threads. ``out``: a float64 array to write them into.
     """
-    k, length = references.shape
+    refs = references.detach().cpu().numpy()  # float32 rows are cast block by block, not copied whole
+    ests = estimates.detach().cpu().numpy()
+    if out is None:
+        out = np.empty((len(starts), 2 * refs.shape[0], refs.shape[0], max_lag))
+
+    def into(indices: list[int]) -> None:
+        if indices:
+            lo, hi = indices[0], indices[-1] + 1
+            _window_correlations_into(out[lo:hi], refs, ests, starts[lo:hi], window, max_lag)
+
+    _in_parts(into, list(range(len(starts))), _threads(len(starts)))
+    return torch.from_numpy(out).to(references.device)
+
+
+def _window_correlations_into(out: np.ndarray, refs: np.ndarray, ests: np.ndarray, starts: list[int],
+                              window: int, max_lag: int) -> None:
+    """:func:`window_correlations` of ``starts`` into ``out``, on NumPy arrays, one thread.
+
+    One zero-padded buffer of ``K`` rows serves the three transforms of a window (reference
+    blocks with the samples that follow them, the same cut to the block, estimate blocks with
+    the following samples): a working set a third smaller than transforming all rows at once,
+    which is what the time goes by (memory traffic, not arithmetic)."""
+    k, length = refs.shape
     fft = max(_CORRELATION_FFT, 1 << (2 * max_lag - 1).bit_length())
     blocks = -(-window // (fft - max_lag + 1))
     block = -(-window // blocks)
     span = block + max_lag - 1
     bins = fft // 2 + 1
-    workers = torch.get_num_threads()
-    refs = references.detach().cpu().numpy()
-    ests = estimates.detach().cpu().numpy()
-    out = np.empty((len(starts), 2 * k, k, max_lag))
-    # Buffers reused across windows (one at a time keeps the working set in cache); the
-    # zero padding past `span` is never written.
-    ext_padded = np.zeros((2 * k, blocks, fft))  # block + following samples, zero-padded
-    blk_padded = np.zeros((k, blocks, fft))      # reference block, zero-padded
+    # Buffers reused across windows (NumPy's FFTs write into them: no allocation, so no page
+    # faults, per window); the padding past `span` stays zero.
+    padded = np.zeros((k, blocks, fft))
+    ref_spec, blk_conj, est_spec = (np.empty((k, blocks, bins), dtype=np.complex128) for _ in range(3))
     cross = np.empty((2 * k, k, bins), dtype=np.complex128)
+    lags = np.empty((2 * k, k, fft))
     for w, s in enumerate(starts):
         hi = min(length, s + window)
-        _frame_blocks(ext_padded[:k], refs, s, hi, block, span)
-        _frame_blocks(ext_padded[k:], ests, s, hi, block, span)
-        blk_padded[..., :block] = ext_padded[:k, :, :block]
-        ext_spec = scipy.fft.rfft(ext_padded, workers=workers)                     # (2 K, blocks, F)
-        blk_conj = scipy.fft.rfft(blk_padded, workers=workers)                     # (K, blocks, F)
+        _frame_blocks(padded, refs, s, hi, block, span)
+        np.fft.rfft(padded, out=ref_spec)   # (K, blocks, F): block + following samples
+        padded[..., block:span] = 0
+        np.fft.rfft(padded, out=blk_conj)   # the block alone
         np.conjugate(blk_conj, out=blk_conj)
+        _frame_blocks(padded, ests, s, hi, block, span)
+        np.fft.rfft(padded, out=est_spec)
         for f in range(0, bins, _FREQUENCY_TILE):
             tile = slice(f, f + _FREQUENCY_TILE)
-            cross[..., tile] = (np.ascontiguousarray(ext_spec[..., tile].transpose(2, 0, 1))
-                                @ np.ascontiguousarray(blk_conj[..., tile].transpose(2, 1, 0))).transpose(1, 2, 0)
-        out[w] = torch.fft.irfft(torch.from_numpy(cross), n=fft)[..., :max_lag].numpy()
-    return torch.from_numpy(out).to(references.device)
+            conj_tile = np.ascontiguousarray(blk_conj[..., tile].transpose(2, 1, 0))  # (F, blocks, K)
+            for rows, spec in ((slice(0, k), ref_spec), (slice(k, 2 * k), est_spec)):
+                cross[rows, :, tile] = (np.ascontiguousarray(spec[..., tile].transpose(2, 0, 1))
+                                        @ conj_tile).transpose(1, 2, 0)
+        np.fft.irfft(cross, n=fft, out=lags)
+        out[w] = lags[..., :max_lag]
 
 
 def _frame_blocks(out: np.ndarray, signal: np.ndarray, start: int, stop: int, block: int, span: int) -> None:
@@ -236,13 +284,14 @@ def track_correlations(references: torch.Tensor, estimates: torch.Tensor, starts
     frame_bytes = 2 * k * k * max_lag * 8
     keep = (segment == window and starts == segments[:len(starts)]
             and len(starts) * frame_bytes <= _KEPT_FRAMES_BYTES)
-    frames = track.new_empty(len(starts), *track.shape) if keep else None
+    # Kept windows are written in place (no copy of a chunk's correlations, no second buffer).
+    kept = np.empty((len(segments), 2 * k, k, max_lag)) if keep else None
     for first in range(0, len(segments), _WINDOWS_PER_CHUNK):
-        chunk = window_correlations(references, estimates, segments[first:first + _WINDOWS_PER_CHUNK],
-                                    segment, max_lag)
+        part = segments[first:first + _WINDOWS_PER_CHUNK]
+        chunk = window_correlations(references, estimates, part, segment, max_lag,
+                                    out=None if kept is None else kept[first:first + len(part)])
         track += chunk.sum(0)
-        if frames is not None and first < len(starts):
-            frames[first:first + len(chunk)] = chunk[:len(starts) - first]
+    frames = None if kept is None else torch.from_numpy(kept[:len(starts)]).to(track.device)
     return track, frames
 
 
