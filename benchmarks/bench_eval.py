@@ -140,7 +140,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, nargs="+", default=[5.0], help="track length(s)")
     parser.add_argument("--sources", type=int, default=4)
     parser.add_argument("--samplerate", type=int, default=44100)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    parser.add_argument("--threads", type=int, default=cores,
                         help="threads for both (default: every core this process may use)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of ours (best counts)")
     parser.add_argument("--museval-repeats", type=int, default=1, help="runs of museval (best counts)")
