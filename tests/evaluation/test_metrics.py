@@ -143,9 +143,10 @@ def test_window_correlations_of_float32_strided_rows_and_a_cut_window():
         expected = torch.stack([x[:, m:] @ ref[:, :size - m].T for m in range(lags)], dim=-1)
         assert got.dtype == torch.float64 and torch.allclose(got[i], expected, atol=1e-9)
 
+
 def test_values_do_not_depend_on_the_number_of_threads():
-    """Windows, frames and cuts shared among threads give bit-identical metrics to one thread
-    (each window's work is the same whichever thread does it; an uneven split included)."""
+    """Windows shared among threads give bit-identical metrics to one thread (each window's
+    work is the same whichever thread does it; an uneven split included)."""
     torch.manual_seed(6)
     refs = torch.randn(2, 2, 70 * 1000 + 321, dtype=torch.float64)
     ests = refs + 0.3 * refs.flip(0) + 0.1 * torch.randn_like(refs)
