@@ -170,10 +170,9 @@ def _window_correlations_into(out: np.ndarray, refs: np.ndarray, ests: np.ndarra
                               window: int, max_lag: int) -> None:
     """:func:`window_correlations` of ``starts`` into ``out``, on NumPy arrays, one thread.
 
-    One zero-padded buffer of ``K`` rows serves the three transforms of a window (reference
-    blocks with the samples that follow them, the same cut to the block, estimate blocks with
-    the following samples): a working set a third smaller than transforming all rows at once,
-    which is what the time goes by (memory traffic, not arithmetic)."""
+    One zero-padded buffer of ``K`` rows serves the three transforms of a window, in turn:
+    reference blocks with the samples that follow them, the same cut to the block, estimate
+    blocks with the following samples."""
     k, length = refs.shape
     fft = max(_CORRELATION_FFT, 1 << (2 * max_lag - 1).bit_length())
     blocks = -(-window // (fft - max_lag + 1))
