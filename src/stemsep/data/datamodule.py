@@ -15,6 +15,7 @@ retry and resume after network faults (:mod:`stemsep.data.remote`).
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import lightning as L
@@ -26,7 +27,7 @@ from stemsep.data.manifest import Manifest, resolve_sources
 from stemsep.data.prepare import PrepareShards, prepare_shards
 from stemsep.data.remote import Retry
 from stemsep.data.streams import EvalStream, TrainStream
-from stemsep.data.tarstream import read_json
+from stemsep.data.tarstream import local_path, read_json
 from stemsep.errors import BadDataError
 
 
@@ -99,6 +100,21 @@ class StemDataModule(L.LightningDataModule):
         self.tune_malloc = bool(tune_malloc)
         self.retry = Retry(retries=int(retries), timeout=float(timeout), backoff=float(backoff))
         self._loaded: dict[str, Manifest] = {}
+        if prepare is None:
+            self._check_local_manifests()
+
+    def _check_local_manifests(self) -> None:
+        """A local manifest that does not exist is an error now, before the trainer, the logger and
+        the network start, naming the key, how to make the shards and how to try without them."""
+        for role, url in self.manifests.items():
+            path = None if url is None else local_path(url)
+            if path is not None and not os.path.exists(path):
+                folder = os.path.dirname(path) or "."
+                raise BadDataError(
+                    f"data.init_args.{role}_manifest: {url}: not found. Make the shards with `stemsep shard "
+                    f"--layout musdb --root <your MUSDB18-HQ folder> --out {folder}` (docs/data.md), set "
+                    f"data.init_args.{role}_manifest to your own manifest (null: no {role} split), or try "
+                    "the recipe on the synthetic corpus: --data configs/data/synthetic.yaml")
 
     def prepare_data(self) -> None:
         if self.prepare is not None:

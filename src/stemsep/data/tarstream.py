@@ -38,7 +38,7 @@ def _scheme(url: str) -> str:
     return "" if len(scheme) <= 1 else scheme  # "C:\\..." is a local path
 
 
-def _local_path(url: str) -> str | None:
+def local_path(url: str) -> str | None:
     """The file path of a local path or ``file://`` URL; ``None`` for other schemes."""
     scheme = _scheme(url)
     if scheme not in ("", "file"):
@@ -52,7 +52,7 @@ def open_url(url: str, retry: Retry | None = None, size: int | None = None) -> I
     ``retry``: timeouts and retries of remote reads (default :class:`~stemsep.data.remote.Retry`);
     ``size``: the expected size in bytes (remote reads treat any other size as an error).
     """
-    scheme, path = _scheme(url), _local_path(url)
+    scheme, path = _scheme(url), local_path(url)
     try:
         if path is not None:
             return open(path, "rb")  # noqa: SIM115
@@ -97,7 +97,7 @@ def sibling_url(url: str, name: str) -> str:
     scheme = _scheme(url)
     if scheme == "pipe":
         raise BadDataError(f"{url}: give shard URLs explicitly when the manifest is read from a pipe")
-    path = _local_path(url)
+    path = local_path(url)
     if path is not None:
         return str(Path(path).parent / name)
     return url.rsplit("/", 1)[0] + "/" + name
@@ -128,7 +128,7 @@ READ_CHUNK = 1 << 20  # tar stream reads; the default 10 KiB costs a Python call
 
 
 def _local_identity(url: str, sha256: str) -> tuple | None:
-    path = _local_path(url)
+    path = local_path(url)
     if path is None:
         return None
     try:

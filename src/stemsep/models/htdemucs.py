@@ -74,11 +74,13 @@ class HTDemucs(HybridBase):
         def dconv_kw(index: int) -> dict:
             return dict(depth=dconv_depth, compress=dconv_comp, init=dconv_init, gelu=True)
 
-        self._init_hybrid(locals())
+        # The transformer's width is that of the deepest encoder layer as built (an int), not
+        # demucs' `channels * growth ** (depth - 1)`, which is a float whenever growth is one
+        # (a config loader reads `growth: 2` as 2.0) and then fails in the 1x1 convolutions.
+        width = self._init_hybrid(locals())
         if rescale:  # before the transformer exists: its layers keep their default init
             rescale_convs(self, reference=rescale)
 
-        width = channels * growth ** (depth - 1)
         if bottom_channels:
             self.channel_upsampler = nn.Conv1d(width, bottom_channels, 1)
             self.channel_downsampler = nn.Conv1d(bottom_channels, width, 1)
@@ -88,7 +90,7 @@ class HTDemucs(HybridBase):
         self.crosstransformer = None
         if t_layers > 0:
             self.crosstransformer = CrossDomainTransformer(
-                dim=int(width), emb=t_emb, hidden_scale=t_hidden_scale, num_heads=t_heads, num_layers=t_layers,
+                dim=width, emb=t_emb, hidden_scale=t_hidden_scale, num_heads=t_heads, num_layers=t_layers,
                 cross_first=t_cross_first, dropout=t_dropout, max_positions=t_max_positions, norm_in=t_norm_in,
                 norm_in_group=t_norm_in_group, group_norm=t_group_norm, norm_first=t_norm_first,
                 norm_out=t_norm_out, max_period=t_max_period, weight_decay=t_weight_decay, lr=t_lr,

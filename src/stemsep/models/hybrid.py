@@ -30,12 +30,15 @@ class HybridBase(nn.Module):
     hybrid: bool = True
     hybrid_old: bool = False
 
-    def _init_hybrid(self, args: Mapping[str, Any]) -> None:
+    def _init_hybrid(self, args: Mapping[str, Any]) -> int:
         """:meth:`_init_common`, then :meth:`_build_unet`, each given its keyword parameters by
         name from ``args``: the subclass constructor's ``locals()`` (its own arguments and its
-        ``dconv_kw``), so the settings both architectures share are listed here, once."""
+        ``dconv_kw``), so the settings both architectures share are listed here, once.
+        Returns the channel count of the deepest encoder layer (what :meth:`_build_unet` returns)."""
+        width = 0
         for method in (self._init_common, self._build_unet):
-            method(**{name: args[name] for name in inspect.signature(method).parameters})
+            width = method(**{name: args[name] for name in inspect.signature(method).parameters})
+        return width
 
     def _init_common(self, *, cac: bool, wiener_iters: int, end_iters: int, multi_freqs, wiener_residual: bool,
                      audio_channels: int, sources, kernel_size: int, context: int, stride: int, depth: int,
@@ -61,8 +64,9 @@ class HybridBase(nn.Module):
                     nfft: int, cac: bool, depth: int, rewrite: bool, freq_emb: float, emb_scale: float,
                     emb_smooth: bool, kernel_size: int, time_stride: int, stride: int, context: int,
                     context_enc: int, norm_starts: int, norm_groups: int, dconv_mode: int,
-                    dconv_kw: Callable[[int], dict]) -> None:
-        """Create ``encoder``, ``decoder``, ``tencoder``, ``tdecoder`` and ``freq_emb``.
+                    dconv_kw: Callable[[int], dict]) -> int:
+        """Create ``encoder``, ``decoder``, ``tencoder``, ``tdecoder`` and ``freq_emb``; return the
+        channel count of the deepest encoder layer (an ``int`` whatever the type of ``growth``).
 
         Frequency layers stride over the ``nfft // 2`` bins until at most ``kernel_size``
         remain; that last one convolves the remaining bins away (no padding) and, in a
@@ -116,6 +120,7 @@ class HybridBase(nn.Module):
             if index == 0 and freq_emb:
                 self.freq_emb = ScaledEmbedding(freqs, chin_z, smooth=emb_smooth, scale=emb_scale)
                 self.freq_emb_scale = freq_emb
+        return chin_z
 
     # -- spectrogram plumbing -------------------------------------------------------------
     @property

@@ -68,7 +68,9 @@ class StemsepCLI(LightningCLI):
                             help="Writes the per-track results of `stemsep test` (null: off).")
 
     def before_instantiate_classes(self) -> None:
-        reconcile_nonfinite(self.config.get(str(self.subcommand), self.config), fitting=self.subcommand == "fit")
+        config = self.config.get(str(self.subcommand), self.config)
+        reconcile_nonfinite(config, fitting=self.subcommand == "fit")
+        check_accelerator(config.get("trainer.accelerator"), config.get("trainer.precision"))
 
     def instantiate_classes(self) -> None:
         with building_from_config():  # SeparationModule: hparams from the config, callbacks from the config
@@ -153,6 +155,32 @@ def print_next_command(ckpt: str | os.PathLike, song: str = "song.wav", adapters
     print("\n".join(lines), flush=True)
 
 
+# Precisions a CPU only emulates (autocast to half types on the CPU: many times slower than float32).
+GPU_PRECISIONS = {"16", "bf16", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine"}
+CPU_TRY = ("--trainer.accelerator cpu --trainer.precision 32-true, and --data configs/data/synthetic.yaml "
+           "to try it without MUSDB18 (docs/recipes.md)")
+
+
+def gpu_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def check_accelerator(accelerator: Any, precision: Any) -> None:
+    """Before anything is built: a config that needs a GPU on a machine without one is a one-line
+    error (``accelerator: gpu``/``cuda``), or a note on stderr when ``auto`` falls back to the CPU with
+    a precision the CPU only emulates (a GPU recipe: minutes per step at full size)."""
+    if not isinstance(accelerator, str | None) or gpu_available():  # an Accelerator object: the user's own
+        return
+    name = (accelerator or "auto").lower()
+    if name in ("gpu", "cuda"):
+        raise StemsepError(f"trainer.accelerator {accelerator}: no CUDA GPU is visible on this machine "
+                           f"(torch.cuda.is_available() is False); to run on the CPU: {CPU_TRY}")
+    if name in ("auto", "cpu") and str(precision) in GPU_PRECISIONS:
+        print(f"stemsep: note: no GPU here: training on the CPU with precision {precision}, which the CPU "
+              f"only emulates (a recipe made for GPUs: minutes per step at full size); on a CPU use {CPU_TRY}",
+              file=sys.stderr, flush=True)
+
+
 def reconcile_nonfinite(config, fitting: bool) -> None:
     """``guards.nonfinite`` takes its limit from ``model.max_nonfinite_steps`` unless it states one;
     ``model.max_nonfinite_steps: null`` switches the guard off."""
@@ -180,8 +208,10 @@ def _one_line(err: BaseException) -> str:
     return text
 
 
-def run_lightning_cli(argv: list[str]) -> None:
-    """Run LightningCLI on ``argv`` (``['fit', '--config', ...]``)."""
+def run_lightning_cli(argv: list[str], cli_class: type[StemsepCLI] = StemsepCLI) -> StemsepCLI:
+    """Run LightningCLI on ``argv`` (``['fit', '--config', ...]``); returns the CLI (its ``model``,
+    ``datamodule`` and ``trainer``). ``cli_class``: a subclass (tests build a recipe's classes without
+    training with one whose ``_run_subcommand`` does nothing)."""
     saved_argv = sys.argv
     torch.serialization.add_safe_globals(SAFE_GLOBALS)  # plain values our checkpoints may hold
     if argv and not argv[0].startswith("-") and not any(a.startswith("--weights_only") for a in argv):
@@ -189,7 +219,7 @@ def run_lightning_cli(argv: list[str]) -> None:
     # LightningCLI reads sys.argv; DDP's launcher re-runs sys.argv[0] in each new process.
     sys.argv = [saved_argv[0] if saved_argv else "stemsep", *argv]
     try:
-        StemsepCLI(
+        return cli_class(
             SeparationModule,
             L.LightningDataModule,
             subclass_mode_data=True,
@@ -201,8 +231,26 @@ def run_lightning_cli(argv: list[str]) -> None:
     except pickle.UnpicklingError:  # torch's weights_only refusal
         raise BadCheckpointError(f"{_ckpt_path(argv)}: {REFUSED} (load it with --weights_only false only if "
                                  "you trust it)") from None
+    except (ValueError, TypeError, RuntimeError) as err:  # jsonargparse wraps what a class raised while built
+        cause = stemsep_cause(err)
+        if cause is None:
+            raise
+        raise cause from None
     finally:
         sys.argv = saved_argv
+
+
+def stemsep_cause(err: BaseException) -> StemsepError | None:
+    """The :class:`StemsepError` behind ``err`` (its ``__cause__``/``__context__`` chain), if any: a
+    class of the config that refused its arguments while jsonargparse built it (e.g. a data module
+    whose manifest is missing) keeps its one-line message instead of a wrapped traceback."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, StemsepError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _ckpt_path(argv: list[str]) -> str:
