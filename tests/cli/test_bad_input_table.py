@@ -330,7 +330,29 @@ def separate_checkpoint_of_another_architecture(env):
 def separate_truncated_checkpoint(env):
     path = env.tmp / "truncated.ckpt"
     path.write_bytes(env.ckpt.read_bytes()[:500])
-    return env.separate(env.mix(), str(path), "not a readable checkpoint", ckpt=path)
+    return env.separate(env.mix(), str(path), "truncated or corrupt", ckpt=path)
+
+
+@case
+def separate_random_bytes_checkpoint(env):
+    path = env.tmp / "random.ckpt"
+    path.write_bytes(np.random.default_rng(0).bytes(5000))
+    return env.separate(env.mix(), str(path), "is not a PyTorch checkpoint", ckpt=path)
+
+
+@case
+def separate_cuda_without_gpu(env):
+    env.monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # as on a machine without a GPU
+    case = env.separate(env.mix(), "--device cuda: no CUDA GPU is visible", "use --device cpu")
+    case.argv += ["--device", "cuda"]
+    return case
+
+
+@case
+def separate_unknown_device(env):
+    case = env.separate(env.mix(), "--device tpu: unknown device", "cpu, cuda, cuda:N, mps")
+    case.argv += ["--device", "tpu"]
+    return case
 
 
 # ---------------------------------------------------------------------------------- score

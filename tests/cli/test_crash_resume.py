@@ -4,7 +4,9 @@
   and the LR schedule go on from where the checkpoint left them;
 - ``shard``: the rerun completes, keeps the shards already written, rewrites a damaged one,
   and every shard matches the manifest's sha256;
-- ``separate``: the rerun skips exactly the tracks whose stems were complete.
+- ``separate``: the rerun skips exactly the tracks whose stems were complete; killed (SIGKILL) in
+  the middle of a long file, the next run removes the scratch left behind; terminated (SIGTERM),
+  it cleans up itself.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,8 +48,10 @@ def _stemsep(*argv: str, code: str = "") -> list[str]:
     return [sys.executable, "-c", program, *argv]
 
 
-def _kill_when(cmd: list[str], ready: Callable[[], bool], log: Path) -> None:
-    """Start ``cmd``, SIGKILL it as soon as ``ready()``; it must still have been running."""
+def _kill_when(cmd: list[str], ready: Callable[[], bool], log: Path, sig: int = signal.SIGKILL,
+               returncode: int = -signal.SIGKILL) -> None:
+    """Start ``cmd``, send it ``sig`` (SIGKILL) as soon as ``ready()``; it must still have been
+    running, and exit with ``returncode``."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env())
         deadline = time.monotonic() + TIMEOUT
@@ -55,11 +60,12 @@ def _kill_when(cmd: list[str], ready: Callable[[], bool], log: Path) -> None:
                 assert proc.poll() is None, f"finished before it could be killed:\n{log.read_text()[-3000:]}"
                 assert time.monotonic() < deadline, "timed out waiting to kill"
                 time.sleep(0.05)
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
+            proc.wait(timeout=TIMEOUT)
         finally:
             proc.kill()
             proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == returncode, log.read_text()[-3000:]
 
 
 def _run(cmd: list[str]) -> str:
@@ -199,3 +205,63 @@ def test_separate_killed_rerun_skips_finished_tracks(tmp_path, capsys):
     assert main([*argv, "--overwrite"]) == 0  # --overwrite redoes everything (in-process: faster)
     assert "separated 8 file(s)" in capsys.readouterr().out and not leftovers(out)
     assert all(p.stat().st_mtime_ns != t for p, t in mtimes.items())
+
+
+LONG_SECONDS = 300  # longer than a 120 s window (plus context): separated window by window (3 windows)
+
+
+def _long_file_run(tmp_path: Path) -> tuple[list[str], Path, Path]:
+    """``stemsep separate`` of one long file with a slow network: ``(argv, checkpoint, out)``."""
+    from helpers.slow_net import SlowNet
+
+    sr = 8000
+    net = SlowNet(samplerate=sr, delay=0.05, segment=10.0)  # 10 s chunks: ~47 network calls
+    ckpt = save_checkpoint(tmp_path / "slow.ckpt", net, {"class_path": "helpers.slow_net.SlowNet",
+                                                         "init_args": net.init_args})
+    rng = np.random.default_rng(0)
+    write_audio(tmp_path / "in" / "long.wav", rng.uniform(-0.3, 0.3, (2, LONG_SECONDS * sr)), sr, bits=16)
+    out = tmp_path / "out"
+    argv = ["separate", str(tmp_path / "in"), "--model", str(ckpt), "-o", str(out), "--shifts", "0"]
+    return argv, ckpt, out
+
+
+def _mid_file(out: Path) -> Callable[[], bool]:
+    """Whether the first window's stems are being written to the staging folder."""
+    def ready() -> bool:
+        try:
+            return any(p.stat().st_size > 0 for p in out.glob(".*.part/.raw0.f32"))
+        except FileNotFoundError:
+            return False
+    return ready
+
+
+def _check_long_track(out: Path) -> None:
+    stem, sr = read_audio(out / "long" / "vocals.wav")
+    assert stem.shape == (2, LONG_SECONDS * sr) and torch.isfinite(stem).all()
+    assert sorted(p.name for p in out.iterdir()) == ["long"] and not leftovers(out)
+
+
+def test_separate_killed_during_a_long_file_leaves_no_scratch_after_the_next_run(tmp_path, capsys):
+    argv, ckpt, out = _long_file_run(tmp_path)
+    _kill_when(_stemsep(*argv), _mid_file(out), tmp_path / "a.log")
+    (staging,) = [p for p in leftovers(out) if p.name.endswith(".part")]
+    assert (staging / ".mix.f32").stat().st_size > 0 and not (out / "long").exists()
+    # the next run into this folder, even of another file, removes the killed run's scratch
+    write_audio(tmp_path / "other" / "short.wav", np.zeros((2, 4000)), 8000, bits=16)
+    assert main(["separate", str(tmp_path / "other"), "--model", str(ckpt), "-o", str(out), "--shifts", "0"]) == 0
+    assert "separated 1 file(s)" in capsys.readouterr().out
+    assert not leftovers(out) and sorted(p.name for p in out.iterdir()) == ["short"]
+    shutil.rmtree(out / "short")
+    # the same command again: the killed track is separated (from its start)
+    assert "separated 1 file(s)" in _run(_stemsep(*argv))
+    _check_long_track(out)
+
+
+def test_separate_terminated_during_a_long_file_cleans_up(tmp_path):
+    argv, _, out = _long_file_run(tmp_path)
+    # SIGTERM stops it like Ctrl-C: the staging folder (scratch file, partial stems) is removed
+    _kill_when(_stemsep(*argv), _mid_file(out), tmp_path / "a.log", sig=signal.SIGTERM,
+               returncode=128 + signal.SIGTERM)
+    assert not leftovers(out) and not list(out.iterdir())
+    assert "separated 1 file(s)" in _run(_stemsep(*argv))
+    _check_long_track(out)

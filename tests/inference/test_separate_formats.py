@@ -90,7 +90,8 @@ def test_separate_a_folder_of_formats(model, tmp_path, capsys):
     (folder / "notes.txt").write_text("ignored")
     # song.mp3 and song.stem.mp4 would both be track "song": refused before anything is written
     assert main(["separate", str(folder), "--model", str(model), "-o", str(out), "--shifts", "0"]) == 2
-    assert "would both be written to track 'song'" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert f"would both be written to {out / 'song'}" in err and "{trackext}" in err and not out.exists()
     (folder / "song.mp3").rename(folder / "other.mp3")
     assert main(["separate", str(folder), "--model", str(model), "-o", str(out), "--shifts", "0"]) == 0
     assert "separated 5 file(s)" in capsys.readouterr().out

@@ -45,7 +45,7 @@ def test_int8_checkpoint_loads_and_separates(tmp_path, capsys):
     assert all(s.shape == (2, int(1.7 * SR)) and torch.isfinite(s).all() and s.abs().max() > 0 for s in stems)
 
 
-def test_int8_checkpoints_refused_where_they_cannot_go(tmp_path, capsys):
+def test_int8_checkpoints_refused_where_they_cannot_go(tmp_path, capsys, monkeypatch):
     from stemsep.models import HTDemucs
 
     net = HTDemucs(**CONFIG).eval()
@@ -57,6 +57,9 @@ def test_int8_checkpoints_refused_where_they_cannot_go(tmp_path, capsys):
     assert "cannot be exported; export the float32 checkpoint" in capsys.readouterr().err
     (tmp_path / "in").mkdir()
     write_audio(tmp_path / "in" / "x.wav", np.zeros((2, SR)), SR)
+    # as on a machine with a GPU (here or not): --device cuda resolves, the int8 model refuses it before any tensor moves
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert main(["separate", str(tmp_path / "in"), "--model", str(tmp_path / "a.ckpt"), "--device", "cuda",
                  "-o", str(tmp_path / "out")]) == 2
     assert "run on the CPU only" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -46,8 +47,19 @@ def available_tools() -> dict[str, str]:
     return {name: module for name, module in TOOL_COMMANDS.items() if importlib.util.find_spec(module) is not None}
 
 
+def version() -> str:
+    """The installed distribution's version (package metadata), else the source tree's ``__version__``."""
+    try:
+        return importlib.metadata.version("stemsep")
+    except importlib.metadata.PackageNotFoundError:
+        from stemsep import __version__
+
+        return __version__
+
+
 def _print_help() -> None:
-    print("usage: stemsep [--debug] COMMAND [ARGS]\n\nMusic source separation toolkit.\n\ntraining (LightningCLI):")
+    print("usage: stemsep [--debug] [--version] COMMAND [ARGS]\n\nMusic source separation toolkit.\n\n"
+          "training (LightningCLI):")
     for name, text in LIGHTNING_COMMANDS.items():
         print(f"  {name:<14} {text}")
     print("\ntools:")
@@ -77,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         _print_help()
+        return 0
+    if argv[0] == "--version":
+        print(f"stemsep {version()}")
         return 0
     command = argv[0]
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from stemsep.cli.common import add_output
 from stemsep.data.audit import audit_shards
 
 HELP = "Filter songs: silent stems and bleeding between stems."
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", required=True, help="manifest of the split to audit (<split>.json)")
     parser.add_argument("--shard-urls", nargs="+", default=None, help="shard URLs (default: beside the manifest)")
     parser.add_argument("--model", default=None, help="separator checkpoint for the bleeding test")
-    parser.add_argument("--out", required=True, help="keep-list JSON to write")
+    add_output(parser, "out", required=True, help="keep-list JSON to write")
     parser.add_argument("--silence-db", type=float, default=-40.0, help="frames below this are silent")
     parser.add_argument("--silent-fraction", type=float, default=0.5, help="drop when more frames are silent")
     parser.add_argument("--threshold-db", type=float, default=-10.0, help="V(y) - V(x) above this counts")

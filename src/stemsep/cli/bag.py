@@ -1,7 +1,7 @@
 """``stemsep bag``: assemble trained models into one bag checkpoint.
 
     stemsep bag --models drums.ckpt bass.ckpt other.ckpt vocals.ckpt --per-source -o ft.ckpt
-    stemsep bag --models a.ckpt b.ckpt --weights 1,1,1,0 0,0,0,1 -o bag.ckpt
+    stemsep bag --model a.ckpt --model b.ckpt --weights 1,1,1,0 0,0,0,1 -o bag.ckpt   (as `separate`)
 """
 
 from __future__ import annotations
@@ -9,21 +9,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stemsep.cli.common import weight_rows
+from stemsep.cli.common import add_output, weight_rows
 from stemsep.inference.bag import make_bag
 
 HELP = "Assemble fine-tuned models into one bag checkpoint."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", required=True, type=Path, metavar="CKPT",
-                        help="stemsep checkpoints of the members (same sources, sample rate and channels)")
+    parser.add_argument("--model", "--models", dest="models", action="extend", nargs="+", required=True, type=Path,
+                        metavar="CKPT", help="stemsep checkpoints of the members (same sources, sample rate and "
+                                             "channels): --model A --model B, or --models A B")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--per-source", action="store_true",
                       help="model i supplies source i (as many models as sources, in source order)")
     mode.add_argument("--weights", nargs="+", type=weight_rows, metavar="W,W,...",
                       help="per-source weights of each model (one comma-separated list per model)")
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUT.ckpt", help="bag checkpoint")
+    add_output(parser, "output", required=True, type=Path, metavar="OUT.ckpt", help="bag checkpoint")
     parser.add_argument("--force", action="store_true", help="overwrite OUT.ckpt if it exists")
 
 

@@ -11,3 +11,8 @@ def weight_rows(spec: str) -> list[float]:
         return [float(x) for x in spec.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{spec!r} is not a comma-separated list of numbers") from None
+
+
+def add_output(parser: argparse.ArgumentParser, dest: str, help: str, **kwargs) -> None:
+    """The output option, spelled alike in every command: ``-o``, ``--out`` and ``--output`` (one ``dest``)."""
+    parser.add_argument("-o", "--out", "--output", dest=dest, help=help, **kwargs)

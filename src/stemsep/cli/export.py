@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stemsep.cli.common import add_output
 from stemsep.inference.export import FORMATS, export_checkpoint
 
 HELP = "Export a model to ONNX or TorchScript."
@@ -17,7 +18,7 @@ HELP = "Export a model to ONNX or TorchScript."
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="stemsep checkpoint (HDemucs or HTDemucs)")
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or torchscript")
-    parser.add_argument("-o", "--out", required=True, type=Path, help="output file (.onnx / .pt)")
+    add_output(parser, "out", required=True, type=Path, help="output file (.onnx / .pt)")
     parser.add_argument("--segment", type=float, default=None,
                         help="fixed segment in seconds (not for HT Demucs; default the model's)")
 

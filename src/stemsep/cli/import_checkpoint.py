@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from stemsep.cli.common import add_output
 from stemsep.io.import_checkpoint import MODEL_TYPES, import_checkpoint
 
 HELP = "Convert an MSST-style checkpoint (state_dict + YAML config) safely."
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the YAML config released with it (audio:, model:, training:)")
     parser.add_argument("--model-type", default=None, choices=sorted(MODEL_TYPES),
                         help="MSST's model_type of the checkpoint (default: the config's training.model_type)")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT.ckpt", help="stemsep checkpoint to write")
+    add_output(parser, "output", required=True, metavar="OUT.ckpt", help="stemsep checkpoint to write")
     parser.add_argument("--force", action="store_true", help="overwrite OUT.ckpt if it exists")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from stemsep.cli.common import add_output
 from stemsep.io.import_demucs import import_demucs
 
 HELP = "Convert an official demucs checkpoint safely."
@@ -15,7 +16,7 @@ HELP = "Convert an official demucs checkpoint safely."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="FILE.th", help="demucs model file (e.g. 955717e8-8726e21a.th)")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT.ckpt", help="stemsep checkpoint to write")
+    add_output(parser, "output", required=True, metavar="OUT.ckpt", help="stemsep checkpoint to write")
     parser.add_argument("--attention", default=None, metavar="NAME",
                         help="attention backend to record for HTDemucs (dense, lsh, fast_transformers; "
                              "default: dense)")

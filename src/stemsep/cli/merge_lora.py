@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from stemsep.cli.common import add_output
 from stemsep.training.lora import merge_lora
 
 HELP = "Merge a LoRA checkpoint's adapters into its base: a plain stemsep checkpoint."
@@ -14,7 +15,7 @@ HELP = "Merge a LoRA checkpoint's adapters into its base: a plain stemsep checkp
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("adapters", metavar="LORA.ckpt", help="checkpoint of a run with model.lora (adapters only)")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT.ckpt", help="stemsep checkpoint to write")
+    add_output(parser, "output", required=True, metavar="OUT.ckpt", help="stemsep checkpoint to write")
     parser.add_argument("--base", default=None, metavar="BASE.ckpt",
                         help="the base checkpoint (default: the path LORA.ckpt records; its sha256 must match)")
     parser.add_argument("--force", action="store_true", help="overwrite OUT.ckpt if it exists")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stemsep.cli.common import add_output
 from stemsep.io.quantize import quantize_checkpoint
 
 HELP = "Dynamic int8 quantization of a checkpoint."
@@ -15,7 +16,7 @@ HELP = "Dynamic int8 quantization of a checkpoint."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="float32 stemsep checkpoint")
-    parser.add_argument("-o", "--out", required=True, type=Path, help="int8 checkpoint to write")
+    add_output(parser, "out", required=True, type=Path, help="int8 checkpoint to write")
 
 
 def run(args: argparse.Namespace) -> int:

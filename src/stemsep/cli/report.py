@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stemsep.cli.common import add_output
 from stemsep.evaluation.report import report_from_results
 
 HELP = "Write an HTML report with figures from per-track results (score -o or test)."
@@ -15,7 +16,7 @@ HELP = "Write an HTML report with figures from per-track results (score -o or te
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", type=Path, help="folder of <track>.json results")
-    parser.add_argument("-o", "--out", type=Path, help="report folder (default: RESULTS/report)")
+    add_output(parser, "out", type=Path, help="report folder (default: RESULTS/report)")
     parser.add_argument("--title", help="page title (default: from the folder name)")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stemsep.cli.common import add_output
 from stemsep.evaluation.bss_eval import METRICS
 from stemsep.evaluation.score import score
 
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--estimates", required=True, type=Path, help="root of the estimated stems")
     parser.add_argument("--layout", choices=["musdb"], default="musdb", help="directory layout (default: musdb)")
     parser.add_argument("--sources", nargs="+", help="sources to score (default: those of the references)")
-    parser.add_argument("-o", "--out", type=Path, help="directory for per-track and summary files")
+    add_output(parser, "out", type=Path, help="directory for per-track and summary files")
     parser.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS),
                         help="metrics to compute (SDR alone is much cheaper)")
     parser.add_argument("--window", type=float, default=1.0, help="frame length in seconds (default 1)")

@@ -3,14 +3,16 @@
     stemsep separate song.wav other.flac --model htdemucs.ckpt -o separated/
     stemsep separate musdb/test --model a.ckpt --model b.ckpt --weights 1,0,1,1 0,1,0,0 -o out/
     stemsep separate song.m4a --model m.ckpt -o karaoke/ --two-stems vocals --format mp3 --keep-rate
+    stemsep separate music/ --models a.ckpt b.ckpt -o stems/ --filename '{folder}/{track}/{stem}.{ext}' --skip-errors
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from stemsep.cli.common import weight_rows
+from stemsep.cli.common import add_output, weight_rows
 from stemsep.inference.separate import (
     BACKENDS,
     BITS,
@@ -27,11 +29,14 @@ HELP = "Separate audio files into stems with trained models."
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="audio files (WAV, FLAC, AIFF, OGG, Opus, MP3, M4A/AAC, MP4, WebM, ALAC, "
                              "MUSDB18 .stem.mp4; any sample rate and channel count), or folders searched for them")
-    parser.add_argument("--model", action="append", required=True, type=Path, metavar="CKPT",
+    models = parser.add_mutually_exclusive_group(required=True)
+    models.add_argument("--model", action="append", type=Path, metavar="CKPT",
                         help="stemsep checkpoint; repeat for a bag of models")
+    models.add_argument("--models", dest="model", action="extend", nargs="+", type=Path, metavar="CKPT",
+                        help="several checkpoints at once: a bag (as in `stemsep bag`)")
     parser.add_argument("--weights", nargs="+", type=weight_rows, metavar="W,W,...",
                         help="per-source weights of each model (one comma-separated list per --model)")
-    parser.add_argument("-o", "--out", required=True, type=Path, help="output directory")
+    add_output(parser, "out", required=True, type=Path, help="output directory")
     parser.add_argument("--shifts", type=int, default=1, help="random-shift averaging passes (default 1)")
     parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction (default 0.25)")
     parser.add_argument("--segment", type=float, help="chunk length in seconds (default: the model's)")
@@ -47,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rescale: divide a track's stems by max(1, 1.01 * peak) so nothing clips (default); "
                              "clamp: clip at +-0.99; none")
     parser.add_argument("--filename", default=DEFAULT_FILENAME, metavar="TEMPLATE",
-                        help="output path under -o, with {track}, {trackext}, {stem}, {ext} "
+                        help="output path under -o, with {track}, {trackext}, {folder} (the input's folder under "
+                             "the folder given; for a file given directly, its folder's name), {stem}, {ext} "
                              f"(default {DEFAULT_FILENAME!r})".replace("%", "%%"))
     stems = parser.add_mutually_exclusive_group()
     stems.add_argument("--two-stems", metavar="SOURCE",
@@ -58,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=None, help="CPU threads for torch (default: torch's)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo every track, replacing existing outputs (also those of another input)")
+    parser.add_argument("--skip-errors", action="store_true",
+                        help="report a file that cannot be separated (e.g. does not decode) and go on with the "
+                             "others; exit status 1 if any failed")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
                         help="torch: --model is a checkpoint (default); onnxruntime / torchscript: --model "
                              "is a `stemsep export` file (CPU)")
@@ -69,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
                             device=args.device, format=args.format, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
                             clip_mode=args.clip_mode, filename=args.filename, two_stems=args.two_stems,
                             stems=args.stems, keep_rate=args.keep_rate, jobs=args.jobs,
-                            overwrite=args.overwrite, backend=args.backend)
+                            overwrite=args.overwrite, backend=args.backend, skip_errors=args.skip_errors)
     print(f"separated {result.done} file(s) into {args.out}"
           + (f", skipped {result.skipped} already done" if result.skipped else ""))
+    if result.failed:
+        print(f"stemsep: {len(result.failed)} file(s) failed:", file=sys.stderr)
+        for path, reason in result.failed:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        return 1
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stemsep.cli.common import add_output
 from stemsep.contract import DEFAULT_SOURCES
 from stemsep.data.layouts import LAYOUTS
 from stemsep.data.shard import shard_dataset
@@ -18,7 +19,7 @@ HELP = "Pack a multitrack dataset into WebDataset tar shards."
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=LAYOUTS, required=True, help="dataset layout of --root")
     parser.add_argument("--root", required=True, help="dataset root folder")
-    parser.add_argument("--out", required=True, help="output folder for shards and manifests")
+    add_output(parser, "out", required=True, help="output folder for shards and manifests")
     parser.add_argument("--sources", nargs="+", default=None,
                         help=f"stems to store, in order (default {' '.join(DEFAULT_SOURCES)})")
     parser.add_argument("--split", nargs="+", default=None,

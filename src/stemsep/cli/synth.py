@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 
+from stemsep.cli.common import add_output
 from stemsep.data.synth import SAMPLERATE, generate_corpus
 
 HELP = "Generate a synthetic multitrack corpus (MUSDB18-HQ layout)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output root (MUSDB18-HQ layout)")
+    add_output(parser, "out", required=True, help="output root (MUSDB18-HQ layout)")
     parser.add_argument("--songs", type=int, default=8, help="number of training songs")
     parser.add_argument("--test-songs", type=int, default=None, help="number of test songs (default songs // 4)")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each song")

@@ -6,7 +6,8 @@
 Writes ``OUTDIR/<track>/<source>.<wav|flac|mp3>`` (``<track>`` is the file name without suffix,
 or the parent folder's name for MUSDB's ``<track>/mixture.wav``; other layouts with a
 ``--filename`` template; :class:`WriteOptions`). A track's files are staged in a hidden
-``.<track>.part`` folder and moved into place once all are written, so a rerun of a killed run
+``.<track>.part`` folder (locked by the writing process; a killed run's is removed by the next:
+:func:`remove_stale_scratch`) and moved into place once all are written, so a rerun of a killed run
 skips exactly the finished tracks (each stem records the input and options that produced it:
 :func:`provenance`); ``--overwrite`` redoes them. Several ``--model`` make a bag whose estimates
 are averaged per source (``--weights``: one list per model). Chunks of one long file — or of many
@@ -18,13 +19,18 @@ than one window streams (:func:`separate_stream`: one window in memory, whatever
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import random
 import shutil
+import signal
 import string
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -38,6 +44,7 @@ from stemsep.errors import BadArgumentError, BadAudioError, StemsepError
 from stemsep.inference.bag import BagOfModels, check_weights
 from stemsep.inference.chunked import apply_model_many, check_options, chunk_stride
 from stemsep.inference.cpu import optimize_for_cpu
+from stemsep.inference.device import resolve_device
 from stemsep.io.audio import (
     MIX_EXTENSIONS,
     MP3_BITRATES,
@@ -52,28 +59,89 @@ from stemsep.io.audio import (
     read_mix,
 )
 from stemsep.io.checkpoint import load_separator
-from stemsep.io.files import atomic_path, ensure_writable_dir
+from stemsep.io.files import TEMP_MARK, atomic_path, ensure_writable_dir
+
+try:
+    import fcntl
+except ImportError:  # Windows: staging folders are not locked, stale ones not swept
+    fcntl = None
 
 FORMATS = WRITE_FORMATS
 BACKENDS = ("torch", "onnxruntime", "torchscript")
 BITS = (16, 24, 32)
 
 
-def collect_inputs(paths: list[Path]) -> list[Path]:
-    """Audio files named on the command line or found under named folders (sorted, no hidden)."""
-    files: list[Path] = []
+@dataclass(frozen=True)
+class Input:
+    """A file to separate and its ``{folder}`` template field (:func:`find_inputs`)."""
+
+    path: Path
+    folder: str = ""
+
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    return folder is not None and (path == folder or folder in path.parents)
+
+
+def _is_own_output(path: Path) -> bool:
+    """A stem stemsep wrote (its comment tag holds a :func:`provenance` record)."""
+    return path.suffix.lower() in (".wav", ".flac", ".mp3") and read_provenance(path) is not None
+
+
+def _search(root: Path, skip: Path | None) -> list[Path]:
+    """Audio files under ``root``, sorted: not hidden, not under a hidden folder or ``skip`` (resolved),
+    and not a stem stemsep wrote."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not _inside((here / d).resolve(), skip)]
+        found += [here / name for name in filenames if not name.startswith(".")
+                  and Path(name).suffix.lower() in MIX_EXTENSIONS and (here / name).is_file()]
+    return sorted(p for p in found if not _is_own_output(p))
+
+
+def _folder_field(path: Path, root: Path | None) -> str:
+    """``{folder}``: where the track's folder is (the file's, or for MUSDB's ``<track>/mixture.wav``
+    the one holding ``<track>``), relative to the searched folder ``root`` (``""`` at its top); for
+    a file named directly (``root`` None), that folder's name."""
+    base = path.parent.parent if path.stem == "mixture" and track_name(path) == path.parent.name else path.parent
+    if root is None:
+        return base.absolute().name
+    try:
+        rel = base.relative_to(root)
+    except ValueError:
+        return ""
+    return rel.as_posix() if rel.parts else ""
+
+
+def find_inputs(paths: Sequence[Path], out: Path | None = None) -> list[Input]:
+    """Audio files named on the command line (used as given, hidden or not) or found under named
+    folders (recursively, sorted; hidden files and folders, the output folder ``out`` and stems
+    stemsep wrote are skipped), each with its ``{folder}`` (:func:`_folder_field`)."""
+    skip = out.resolve() if out is not None else None
+    inputs: dict[Path, Input] = {}
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MIX_EXTENSIONS
-                           and not p.name.startswith("."))
-            if not found:
-                raise BadAudioError(f"{path}: no audio files in this folder (looked for {', '.join(MIX_EXTENSIONS)})")
-            files.extend(found)
+            inside_out = _inside(path.resolve(), skip)
+            found = [] if inside_out else _search(path, skip)
+            if not found and not inside_out:
+                raise BadAudioError(f"{path}: no audio files in this folder (looked for {', '.join(MIX_EXTENSIONS)}; "
+                                    "hidden files and folders, the output folder and stemsep's stems are skipped)")
+            for file in found:
+                inputs.setdefault(file, Input(file, _folder_field(file, path)))
         elif path.exists():
-            files.append(path)
+            inputs.setdefault(path, Input(path, _folder_field(path, None)))
         else:
             raise BadAudioError(f"{path}: file not found")
-    return list(dict.fromkeys(files))
+    if not inputs:
+        raise BadAudioError(f"no audio files to separate: {', '.join(map(str, paths))} is inside the output "
+                            f"folder {out}, which is never searched")
+    return list(inputs.values())
+
+
+def collect_inputs(paths: list[Path], out: Path | None = None) -> list[Path]:
+    """The files of :func:`find_inputs`."""
+    return [item.path for item in find_inputs(paths, out)]
 
 
 def track_name(path: Path) -> str:
@@ -110,7 +178,7 @@ def load_models(paths: Sequence[Path], weights: Sequence[Sequence[float]] | None
 
 
 CLIP_MODES = ("rescale", "clamp", "none")
-TEMPLATE_FIELDS = ("track", "trackext", "stem", "ext")
+TEMPLATE_FIELDS = ("track", "trackext", "folder", "stem", "ext")
 DEFAULT_FILENAME = "{track}/{stem}.{ext}"
 WINDOW_SECONDS = 120.0  # output samples per streaming window (plus the context each side it needs)
 _STATS_BLOCK = 1 << 16  # the mix statistics are summed in blocks of this many samples, in float64
@@ -167,9 +235,9 @@ class WriteOptions:
     ``format`` wav/flac/mp3 (``mp3_bitrate`` kbit/s, constant), ``bits`` 16/24/32 (32: float WAV;
     not for MP3), ``clip_mode`` rescale (all stems of a track divided by ``max(1, 1.01 * peak)``,
     the peak over every written stem: nothing clips and the stems still add up), clamp (to
-    ±0.99) or none, ``filename`` template (variables ``{track}``, ``{trackext}``, ``{stem}``,
-    ``{ext}``), ``two_stems`` (that source and ``no_<source>``, the sum of all the others),
-    ``stems`` (a subset), ``keep_rate`` (write at the input's sample rate, not the model's).
+    ±0.99) or none, ``filename`` template (variables ``{track}``, ``{trackext}``, ``{folder}``
+    (:func:`find_inputs`; empty parts of the rendered path are dropped), ``{stem}``, ``{ext}``),
+    ``two_stems`` (that source and ``no_<source>``, the sum of all the others), ``stems`` (a subset), ``keep_rate`` (write at the input's sample rate, not the model's).
     """
 
     format: str = "wav"
@@ -214,11 +282,15 @@ class WriteOptions:
             return [stems[keep], others]
         return [stems[sources.index(name)] for name in self.output_stems(sources)]
 
-    def paths(self, out: Path, track: str, trackext: str, names: Sequence[str]) -> dict[str, Path]:
+    def _render(self, template: str, track: str, trackext: str, folder: str, stem: str) -> str:
+        rel = template.format(track=track, trackext=trackext, folder=folder, stem=stem, ext=self.format)
+        return "/".join(part for part in rel.split("/") if part not in ("", "."))
+
+    def paths(self, out: Path, track: str, trackext: str, names: Sequence[str], folder: str = "") -> dict[str, Path]:
         """``{stem: OUT/<rendered template>}``; one-line error for a name leaving ``out`` or a clash."""
         paths = {}
         for name in names:
-            rel = self.filename.format(track=track, trackext=trackext, stem=name, ext=self.format)
+            rel = self._render(self.filename, track, trackext, folder, name)
             if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
                 raise BadArgumentError(f"--filename {self.filename!r}: {rel!r} (track {track!r}) is not a path "
                                        "inside the output directory")
@@ -226,6 +298,17 @@ class WriteOptions:
         if len(set(paths.values())) < len(paths):
             raise BadArgumentError(f"--filename {self.filename!r}: two stems of track {track!r} get the same file")
         return paths
+
+    def track_folder(self, out: Path, track: str, trackext: str, folder: str = "") -> Path | None:
+        """The folder holding this track's files only: the template's path up to its first folder
+        naming ``{track}`` (without ``{stem}``), e.g. ``OUT/<track>`` for ``{track}/{stem}.{ext}``;
+        None when the template has none (``{stem}/{track}.{ext}``)."""
+        parts = Path(self.filename).parts
+        for i, part in enumerate(parts[:-1]):
+            if "{track}" in part:
+                prefix = "/".join(parts[:i + 1])
+                return None if "{stem}" in prefix else out / self._render(prefix, track, trackext, folder, "")
+        return None
 
     def content_key(self) -> dict:
         """The options that change what is written (not where): part of a track's provenance."""
@@ -290,28 +373,146 @@ def track_state(input_path: Path, track: str, targets: dict[str, Path], record: 
 
 
 # ------------------------------------------------------------------------------------------- writing
+LOCK_NAME = ".lock"  # in a staging folder: flock-ed by the process writing there (stale once it is gone)
+_UNLOCKED_GRACE_S = 60.0  # a staging folder without a lock file is stale once this old (a run killed
+# between creating it and locking it, or one of a stemsep version without locks)
+
+
+def _try_lock(folder: Path) -> int | None:
+    """Lock ``folder`` (created if needed) for this process: the descriptor of its flock-ed
+    ``.lock`` file (the kernel releases it when the process dies, even by SIGKILL), or None when
+    another live process holds it. Without ``fcntl`` (Windows) nothing is locked: -1."""
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return -1
+        lock = folder / LOCK_NAME
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino  # not removed by a sweep meanwhile
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)
+
+
+def _holds_only_ours(folder: Path) -> bool:
+    """Whether every file under ``folder`` is one stemsep writes while staging a track: its lock,
+    scratch and raw stem files, atomic-write temporaries, stems recording their input."""
+    for path in folder.rglob("*"):
+        if path.is_dir() or path.name == LOCK_NAME or TEMP_MARK in path.name:
+            continue
+        if path.name == ".mix.f32" or (path.name.startswith(".raw") and path.suffix == ".f32"):
+            continue
+        if read_provenance(path) is None:
+            return False
+    return True
+
+
+def _remove_if_stale(folder: Path) -> bool:
+    """Delete the staging ``folder`` if no live process holds its lock (and it holds only what
+    stemsep stages: a user's folder of that name is left alone); whether it was deleted."""
+    try:
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR)
+    except FileNotFoundError:
+        try:
+            age = time.time() - folder.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if age < _UNLOCKED_GRACE_S or not _holds_only_ours(folder):
+            return False
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # its owner is alive
+    else:
+        if not _holds_only_ours(folder):
+            return False
+        shutil.rmtree(folder, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_stale_scratch(out: Path) -> list[Path]:
+    """Clean what killed runs (SIGKILL, power loss) left under ``out``: staging folders
+    (``.<name>.part``, with the streaming scratch file) whose owning process is gone are deleted;
+    a ``.<name>.old`` (a track folder being replaced) is deleted when ``<name>`` exists, else put
+    back. Folders of live runs (locked), and folders holding files stemsep did not write, are
+    left alone. Returns the deleted staging folders."""
+    if fcntl is None or not out.is_dir():
+        return []
+    removed = []
+    for dirpath, dirnames, _ in os.walk(out):
+        here = Path(dirpath)
+        hidden = [d for d in dirnames if d.startswith(".")]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in hidden:
+            if name.endswith(".part") and _remove_if_stale(here / name):
+                removed.append(here / name)
+        for name in hidden:
+            old = here / name
+            if (not name.endswith(".old") or len(name) < 6 or (here / f"{name[:-4]}.part").exists()
+                    or not _holds_only_ours(old)):
+                continue
+            final = here / name[1:-4]
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.rename(final)
+    return removed
+
+
 class _Layout:
     """Where a track's files are staged and how they are committed.
 
-    ``{track}/...`` templates (one folder per track): staged in a hidden ``.<folder>.part`` that is
+    Templates with a folder of the track's own (``{track}/...``, ``{folder}/{track}/...``:
+    :meth:`WriteOptions.track_folder`): staged in a hidden ``.<folder>.part`` beside it that is
     renamed onto the folder once every stem is written (files already in it that are not rewritten
     are carried over), so a visible track folder is always complete. Other templates: staged in
-    ``.<track>.part`` and each file renamed into place, complete files only.
+    ``OUT/.<track>.<digest>.part`` and each file renamed into place, complete files only. The
+    staging folder is locked by the writing process (:func:`remove_stale_scratch`).
     """
 
-    def __init__(self, out: Path, track: str, targets: dict[str, Path], template: str):
-        self.out, self.targets = out, targets
-        rels = {name: path.relative_to(out) for name, path in targets.items()}
-        first = {r.parts[0] for r in rels.values()}
-        per_track = "{track}" in Path(template).parts[0] and len(Path(template).parts) > 1
-        self.folder = out / first.pop() if per_track and len(first) == 1 else None
-        if self.folder is not None:
-            self.staging = out / f".{self.folder.name}.part"
-            self.staged = {n: self.staging / Path(*r.parts[1:]) for n, r in rels.items()}
+    def __init__(self, out: Path, track: str, targets: dict[str, Path], folder: Path | None):
+        self.out, self.targets, self.fd = out, targets, None
+        if folder is not None and not all(folder in path.parents for path in targets.values()):
+            folder = None
+        self.folder = folder
+        if folder is not None:
+            self.staging = folder.parent / f".{folder.name}.part"
+            self.staged = {n: self.staging / path.relative_to(folder) for n, path in targets.items()}
+            self.old = folder.parent / f".{folder.name}.old"
         else:
-            self.staging = out / f".{track}.part"
-            self.staged = {n: self.staging / r for n, r in rels.items()}
-        self.old = out / f".{self.folder.name}.old" if self.folder is not None else None
+            digest = hashlib.sha256("\0".join(sorted(map(str, targets.values()))).encode()).hexdigest()[:8]
+            self.staging = out / f".{track}.{digest}.part"
+            self.staged = {n: self.staging / path.relative_to(out) for n, path in targets.items()}
+            self.old = None
+
+    def acquire(self) -> None:
+        """Lock the staging folder (a one-line error if another running stemsep holds it) and empty
+        it of what a killed run left."""
+        self.fd = _try_lock(self.staging)
+        if self.fd is None:
+            raise StemsepError(f"{self.folder or next(iter(self.targets.values()))}: another stemsep process "
+                               f"is writing this track now ({self.staging} is locked)")
+        for leftover in self.staging.iterdir():  # a killed run's
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            elif leftover.name != LOCK_NAME:
+                leftover.unlink()
 
     def commit(self, input_name: str | None = None) -> None:
         """Move the staged files into place; ``input_name``: files of an existing track folder that
@@ -324,6 +525,7 @@ class _Layout:
         final, part, old = self.folder, self.staging, self.old
         for leftover in part.glob(".raw*"):
             leftover.unlink()
+        final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)
             final.rename(old)
@@ -335,14 +537,20 @@ class _Layout:
                 if extra.is_file() and not (part / extra.relative_to(old)).exists():
                     (part / extra.relative_to(old)).parent.mkdir(parents=True, exist_ok=True)
                     extra.rename(part / extra.relative_to(old))
+        (part / LOCK_NAME).unlink(missing_ok=True)  # the folder becomes the track's
         part.rename(final)
 
     def cleanup(self) -> None:
+        if self.fd is None:
+            return  # not ours: another process holds the staging folder
         if self.old is not None and self.old.exists() and not self.folder.exists():
             self.old.rename(self.folder)  # failed between the two renames: put it back
         shutil.rmtree(self.staging, ignore_errors=True)
         if self.old is not None:
             shutil.rmtree(self.old, ignore_errors=True)
+        if self.fd >= 0:
+            os.close(self.fd)  # releases the lock
+        self.fd = None
 
 
 class _StemSink:
@@ -404,9 +612,9 @@ def write_track(out: Path, track: str, stems: dict[str, torch.Tensor], samplerat
     opts = WriteOptions(format=format, bits=bits, clip_mode=clip_mode)
     names = list(stems)
     targets = opts.paths(out, track, "", names)
-    layout = _Layout(out, track, targets, opts.filename)
-    shutil.rmtree(layout.staging, ignore_errors=True)
+    layout = _Layout(out, track, targets, opts.track_folder(out, track, ""))
     try:
+        layout.acquire()
         first = next(iter(stems.values()))
         sink = _StemSink(layout.staging, names, first.shape[0], samplerate, samplerate)
         sink.add([stems[n] for n in names])
@@ -520,9 +728,10 @@ def window_plan(net: torch.nn.Module, *, segment: float | Fraction | None = None
 
 def separate_stream(net: torch.nn.Module, path: Path, sink: Callable[[torch.Tensor], None], scratch: Path, plan: WindowPlan,
                     *, segment: float | Fraction | None = None, overlap: float = 0.25, shifts: int = 1,
-                    batch_size: int = 1) -> tuple[int, int]:
+                    batch_size: int = 1, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
     """Separate the file ``path`` window by window, handing ``sink`` the stems ``(sources, channels, n)``
-    in order; returns ``(frames at the model's rate, frames of the input)``.
+    in order; returns ``(frames at the model's rate, frames of the input)``. ``progress(done, total)``
+    (frames at the model's rate) is called once the file is decoded (``done`` 0) and after each window.
 
     Pass 1 decodes the mix block by block (resampled, channels converted) into the float32
     file ``scratch`` while summing its statistics; pass 2 separates windows of it with
@@ -541,6 +750,8 @@ def separate_stream(net: torch.nn.Module, path: Path, sink: Callable[[torch.Tens
     mean, scale = stats.result()
     state = random.getstate()
     emitted = 0
+    if progress is not None:
+        progress(0, total)
     with open(scratch, "rb") as handle:
         while emitted < total:
             start = max(0, emitted - plan.margin) // plan.align * plan.align
@@ -556,6 +767,8 @@ def separate_stream(net: torch.nn.Module, path: Path, sink: Callable[[torch.Tens
             sink(out[..., emitted - start:end - start].mul_(scale).add_(mean))
             del out
             emitted = end
+            if progress is not None:
+                progress(emitted, total)
     scratch.unlink()
     return total, info.get("frames", total)
 
@@ -570,11 +783,13 @@ def _chunk_estimate(frames: int, net: torch.nn.Module, segment: float | None, ov
 
 @dataclass(frozen=True)
 class Separated:
-    """What :func:`separate_files` did: tracks written and tracks skipped (already done)."""
+    """What :func:`separate_files` did: tracks written, tracks skipped (already done), and with
+    ``skip_errors`` the inputs that failed, as ``(path, one-line reason)``."""
 
     done: int
     skipped: int
     out: Path
+    failed: tuple[tuple[Path, str], ...] = ()
 
 
 def _as_list(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
@@ -589,6 +804,7 @@ class _Job:
     record: str
     frames: int = 0  # at the model's rate, from the header (estimated for some formats)
     samplerate: int = 0  # the input's
+    folder: Path | None = None  # the folder of the track's own (WriteOptions.track_folder), if any
 
 
 class TrackWriter:
@@ -597,21 +813,28 @@ class TrackWriter:
 
     def __init__(self, net: torch.nn.Module, out: Path, opts: WriteOptions, *, run_key: dict,
                  segment: float | Fraction | None = None, overlap: float = 0.25, shifts: int = 1,
-                 batch_size: int = 1, window: float = WINDOW_SECONDS):
+                 batch_size: int = 1, window: float = WINDOW_SECONDS,
+                 progress: Callable[[Path, int, int], None] | None = None):
         self.net, self.out, self.opts = net, out, opts
+        self.progress = progress  # (input, frames done, frames in all) at the model's rate, per file
         self.sources = list(net.sources)
         self.names = opts.output_stems(self.sources)
         self.key = {**run_key, **opts.content_key()}
         self.segment, self.overlap, self.shifts, self.batch_size = segment, overlap, shifts, batch_size
         self.plan = window_plan(net, segment=segment, overlap=overlap, window=window)
 
-    def job(self, path: Path, name: str) -> _Job:
-        targets = self.opts.paths(self.out, name, trackext(path), self.names)
-        return _Job(path, name, targets, provenance(input_identity(path), self.key))
+    def job(self, path: Path, name: str, folder: str = "") -> _Job:
+        """The track of the input ``path`` named ``name``, ``folder`` its ``{folder}`` field."""
+        ext = trackext(path)
+        targets = self.opts.paths(self.out, name, ext, self.names, folder)
+        own = self.opts.track_folder(self.out, name, ext, folder)
+        return _Job(path, name, targets, provenance(input_identity(path), self.key), folder=own)
+
+    def layout(self, job: _Job) -> _Layout:
+        return _Layout(self.out, job.name, job.targets, job.folder)
 
     def state(self, job: _Job) -> str:
-        folder = _Layout(self.out, job.name, job.targets, self.opts.filename).folder
-        return track_state(job.path, job.name, job.targets, job.record, folder)
+        return track_state(job.path, job.name, job.targets, job.record, self.layout(job).folder)
 
     def _probe(self, job: _Job) -> _Job:
         info = probe_mix(job.path)
@@ -623,10 +846,22 @@ class TrackWriter:
         """Whether ``job`` is separated window by window (longer than one window) or in memory."""
         return self.plan is not None and job.frames > self.plan.length
 
-    def groups(self, jobs: list[_Job]) -> Iterator[list[_Job]]:
-        """In order: a long file alone; consecutive short files whose chunks fill about one batch."""
+    def groups(self, jobs: list[_Job], on_error: Callable[[_Job, BadAudioError], None] | None = None,
+               ) -> Iterator[list[_Job]]:
+        """In order: a long file alone; consecutive short files whose chunks fill about one batch.
+        A file whose header cannot be read is handed to ``on_error`` (if given; else raised)."""
         group, chunks = [], 0
-        for job in map(self._probe, jobs):
+        for job in jobs:
+            try:
+                self._probe(job)
+            except BadAudioError as err:
+                if group:  # the files before it first: errors come in the inputs' order
+                    yield group
+                group, chunks = [], 0
+                if on_error is None:
+                    raise
+                on_error(job, err)
+                continue
             if self.streams(job):
                 if group:
                     yield group
@@ -642,37 +877,58 @@ class TrackWriter:
         if group:
             yield group
 
-    def run(self, group: list[_Job]) -> None:
+    def run(self, group: list[_Job], on_error: Callable[[_Job, BadAudioError], None] | None = None) -> int:
+        """Separate and write ``group`` (from :meth:`groups`); returns how many tracks were written.
+        A file that cannot be decoded is handed to ``on_error`` (if given; else raised)."""
         if len(group) == 1 and self.streams(group[0]):
             job = group[0]
-            self._write(job, lambda sink, scratch: separate_stream(
-                self.net, job.path, lambda stems: sink.add(self.opts.mix_outputs(stems, self.sources)),
-                scratch, self.plan, segment=self.segment, overlap=self.overlap, shifts=self.shifts,
-                batch_size=self.batch_size))
-            return
+            report = None if self.progress is None else (lambda done, total: self.progress(job.path, done, total))
+            try:
+                self._write(job, lambda sink, scratch: separate_stream(
+                    self.net, job.path, lambda stems: sink.add(self.opts.mix_outputs(stems, self.sources)),
+                    scratch, self.plan, segment=self.segment, overlap=self.overlap, shifts=self.shifts,
+                    batch_size=self.batch_size, progress=report))
+            except BadAudioError as err:
+                if on_error is None:
+                    raise
+                on_error(job, err)
+                return 0
+            return 1
         rate, channels = int(self.net.samplerate), int(self.net.audio_channels)
-        loaded = []
+        loaded, decoded = [], []
         for job in group:
             info: dict = {}
-            blocks = list(iter_mix(job.path, rate, channels, info=info))
+            try:
+                blocks = list(iter_mix(job.path, rate, channels, info=info))
+            except BadAudioError as err:
+                if on_error is None:
+                    raise
+                on_error(job, err)
+                continue
+            decoded.append(job)
             loaded.append((torch.from_numpy(np.concatenate(blocks, axis=1)), info["frames"]))
             del blocks
+        if not loaded:
+            return 0
         stems = separate_mixes(self.net, [mix for mix, _ in loaded], segment=self.segment, overlap=self.overlap,
                                shifts=self.shifts, batch_size=self.batch_size)
-        for job, track_stems, (mix, frames) in zip(group, stems, loaded, strict=True):
+        for job, track_stems, (mix, frames) in zip(decoded, stems, loaded, strict=True):
             length = mix.shape[-1]
             self._write(job, lambda sink, _, s=track_stems, n=length, f=frames: (
                 sink.add(self.opts.mix_outputs(s, self.sources)), (n, f))[1])
+            if self.progress is not None:
+                self.progress(job.path, length, length)
         del loaded, stems
+        return len(decoded)
 
     def _write(self, job: _Job, produce: Callable) -> None:
         """Stage the track's files (``produce(sink, scratch)`` feeds the sink, returns the frame counts),
         then commit them."""
-        layout = _Layout(self.out, job.name, job.targets, self.opts.filename)
-        shutil.rmtree(layout.staging, ignore_errors=True)
+        layout = self.layout(job)
         rate = int(self.net.samplerate)
         out_rate = job.samplerate if self.opts.keep_rate else rate
         try:
+            layout.acquire()
             sink = _StemSink(layout.staging, self.names, int(self.net.audio_channels), rate, out_rate)
             try:
                 frames, input_frames = produce(sink, layout.staging / ".mix.f32")
@@ -696,7 +952,8 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
                    filename: str = DEFAULT_FILENAME, two_stems: str | None = None,
                    stems: str | Sequence[str] | None = None, keep_rate: bool = False,
                    jobs: int | None = None, overwrite: bool = False, backend: str = "torch",
-                   window: float = WINDOW_SECONDS) -> Separated:
+                   window: float = WINDOW_SECONDS, skip_errors: bool = False,
+                   progress: Callable[[Path, int, int], None] | None = None) -> Separated:
     """``stemsep separate``: write every audio file of ``inputs`` as ``out/<filename template>``.
 
     ``inputs``: files (any of :data:`~stemsep.io.audio.MIX_EXTENSIONS`, any rate and channel count),
@@ -709,6 +966,17 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
     with the same options is skipped; outputs of another input are a one-line error unless
     ``overwrite`` (which redoes every track). Files longer than ``window`` seconds are read,
     separated and written window by window (:func:`separate_stream`: memory does not grow with duration).
+
+    Inputs: :func:`find_inputs` (folders are searched without hidden files and folders, ``out``,
+    and stems stemsep wrote); two inputs that would write the same file or share a track folder
+    are a one-line error before anything is separated. ``skip_errors``: an input that cannot be
+    separated (it does not decode, or its track holds another input's outputs) is reported on
+    stderr in one line and the batch goes on; the failures are in the result's ``failed``.
+    Without it the first such error stops the batch. ``progress(input, done, total)`` (frames at
+    the model's rate): for a file separated window by window, once decoded (``done`` 0) and after
+    each window; for the others once, ``done == total``; default: on a terminal, a bar for each
+    long file. Staging folders that killed runs left in ``out`` are removed first
+    (:func:`remove_stale_scratch`); SIGTERM stops the run like Ctrl-C, cleaning up.
     """
     from tqdm import tqdm
 
@@ -719,36 +987,106 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
         raise BadArgumentError(f"window must be positive, got {window}")
     if jobs:
         torch.set_num_threads(jobs)
-    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_device = resolve_device(device)
     if batch_size is None:
         batch_size = default_batch_size(torch_device)
     out = Path(out)
-    files = collect_inputs([Path(p) for p in _as_list(inputs)])
-    names = [track_name(f) for f in files]
-    duplicates = {n for n in names if names.count(n) > 1}
-    if duplicates:
-        name = sorted(duplicates)[0]
-        clash = [str(f) for f, n in zip(files, names, strict=True) if n == name]
-        raise StemsepError(f"inputs {clash[0]} and {clash[1]} would both be written to track {name!r}")
-    ensure_writable_dir(out)
+    found = find_inputs([Path(p) for p in _as_list(inputs)], out)
     model_paths = [Path(m) for m in _as_list(models)]
     net = load_models(model_paths, weights, torch_device, backend)
     run_key = {"models": [str(p.resolve()) for p in model_paths], "weights": weights, "shifts": shifts,
                "overlap": overlap, "segment": segment, "backend": backend}
+    terminal = sys.stderr.isatty()
+    if progress is None and terminal:
+        progress = _FileBars(int(net.samplerate))
     writer = TrackWriter(net, out, opts, run_key=run_key, segment=segment, overlap=overlap, shifts=shifts,
-                         batch_size=batch_size, window=window)
-    todo, skipped = [], 0
-    for path, name in zip(files, names, strict=True):
-        job = writer.job(path, name)
-        if overwrite or writer.state(job) == "todo":
-            todo.append(job)
-        else:
-            skipped += 1
-    done = 0
-    bar = tqdm(total=len(todo), unit="file", desc="separating", disable=not sys.stderr.isatty())
-    for group in writer.groups(todo):
-        writer.run(group)
-        done += len(group)
-        bar.update(len(group))
-    bar.close()
-    return Separated(done=done, skipped=skipped, out=out)
+                         batch_size=batch_size, window=window, progress=progress)
+    jobs = [writer.job(item.path, track_name(item.path), item.folder) for item in found]
+    check_clashes(jobs)
+    ensure_writable_dir(out)
+    failed: list[tuple[Path, str]] = []
+    bars: list = []  # the files bar, once made
+
+    def fail(job: _Job, err: StemsepError) -> None:
+        if not skip_errors:
+            if len(jobs) > 1 and isinstance(err, BadAudioError):
+                raise type(err)(f"{err} (add --skip-errors to go on with the other files)") from None
+            raise err
+        reason = str(err).removeprefix(f"{job.path}: ")
+        failed.append((job.path, reason))
+        tqdm.write(f"stemsep: skipped {job.path}: {reason}", file=sys.stderr)
+        for bar in bars:
+            bar.update(1)
+
+    with _sigterm_raises():
+        remove_stale_scratch(out)
+        todo, skipped = [], 0
+        for job in jobs:
+            try:
+                state = "todo" if overwrite else writer.state(job)
+            except StemsepError as err:
+                fail(job, err)
+                continue
+            if state == "todo":
+                todo.append(job)
+            else:
+                skipped += 1
+        done = 0
+        bars.append(tqdm(total=len(todo), unit="file", desc="separating", disable=not terminal))
+        for group in writer.groups(todo, on_error=fail):
+            written = writer.run(group, on_error=fail)
+            done += written
+            bars[0].update(written)
+        bars[0].close()
+    return Separated(done=done, skipped=skipped, out=out, failed=tuple(failed))
+
+
+def check_clashes(jobs: Sequence[_Job]) -> None:
+    """Refuse two inputs that would write the same file, or share a track folder (one-line error)."""
+    owner: dict[Path, _Job] = {}
+    for job in jobs:
+        for place in [*job.targets.values(), *([job.folder] if job.folder is not None else [])]:
+            other = owner.setdefault(place, job)
+            if other is not job:
+                raise StemsepError(
+                    f"inputs {other.path} and {job.path} would both be written to {place}; tell them apart "
+                    "with {folder} or {trackext} in --filename (e.g. --filename '{folder}/{track}/{stem}.{ext}' "
+                    "or '{track}_{trackext}/{stem}.{ext}'), or separate them into different -o folders")
+
+
+class _FileBars:
+    """The default ``progress`` on a terminal: a bar (seconds of audio) for each file separated
+    window by window (the others are reported once, done: no bar)."""
+
+    def __init__(self, samplerate: int):
+        self.rate, self.bar = samplerate, None
+
+    def __call__(self, path: Path, done: int, total: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None and done < total:
+            self.bar = tqdm(total=round(total / self.rate, 1), unit="s", desc=path.name, leave=False)
+        if self.bar is not None:
+            self.bar.update(round(done / self.rate, 1) - self.bar.n)
+            if done >= total:
+                self.bar.close()
+                self.bar = None
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While separating in the main thread: SIGTERM (when it would kill the process outright)
+    raises ``SystemExit(143)`` instead, so staging folders are cleaned up as after Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum, _frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one does not interrupt the cleanup
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -4,6 +4,8 @@
 
     sep = Separator.from_checkpoint("last.ckpt", shifts=1)
     stems = sep.separate(mix, samplerate=48000)          # {"drums": (channels, time), ...}
+    data, sr = soundfile.read("song.wav")                # (time, channels), int16 or float
+    stems = sep.separate(data, sr)                       # {"drums": (time, channels), ...}
     paths = sep.separate_file("song.m4a", "separated/")  # {"drums": separated/song/drums.wav, ...}
     sep.separate_file("song.m4a", "karaoke/", two_stems="vocals", format="mp3", keep_rate=True)
 
@@ -14,6 +16,7 @@ gives the same stems.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from fractions import Fraction
@@ -24,6 +27,7 @@ import torch
 
 from stemsep.errors import BadArgumentError, BadAudioError
 from stemsep.inference.chunked import check_options
+from stemsep.inference.device import resolve_device
 from stemsep.inference.separate import (
     WINDOW_SECONDS,
     TrackWriter,
@@ -46,9 +50,10 @@ class Separator:
     the network's.
     """
 
-    def __init__(self, net: torch.nn.Module, *, device: torch.device, shifts: int = 1, overlap: float = 0.25,
+    def __init__(self, net: torch.nn.Module, *, device: str | torch.device, shifts: int = 1, overlap: float = 0.25,
                  segment: float | Fraction | None = None, batch_size: int | None = None,
                  window: float = WINDOW_SECONDS, models: Sequence[str] | None = None):
+        device = resolve_device(device)
         batch_size = default_batch_size(device) if batch_size is None else batch_size
         check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size)
         self.net, self.device = net, device
@@ -65,12 +70,13 @@ class Separator:
                         backend: str = "torch") -> Separator:
         """Load a stemsep checkpoint; several paths make a bag mixed with ``weights[model][source]``.
 
-        ``device`` default: cuda when available, else cpu; ``batch_size`` default: 1 on CPU, 8 on GPU.
+        ``device`` (cpu, cuda, cuda:N, mps; :func:`~stemsep.inference.device.resolve_device`) default:
+        cuda when available, else cpu; ``batch_size`` default: 1 on CPU, 8 on GPU.
         ``shifts``/``overlap``/``segment`` are those of ``stemsep separate``; ``backend``
         ``"onnxruntime"``/``"torchscript"`` loads ``stemsep export`` files instead.
         """
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-        torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        torch_device = resolve_device(device)
         batch_size = default_batch_size(torch_device) if batch_size is None else batch_size
         check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size)
         net = load_models([Path(p) for p in paths], weights, torch_device, backend)
@@ -91,32 +97,56 @@ class Separator:
     def audio_channels(self) -> int:
         return int(self.net.audio_channels)
 
-    def separate(self, mix: torch.Tensor | np.ndarray, samplerate: int) -> dict[str, torch.Tensor]:
-        """Stems of ``mix`` — ``(time,)``, ``(channels, time)`` or ``(batch, channels, time)`` — at ``samplerate``.
+    def separate(self, mix: torch.Tensor | np.ndarray, samplerate: int, *,
+                 layout: str | None = None) -> dict[str, torch.Tensor]:
+        """Stems of ``mix`` (a tensor or NumPy array) at ``samplerate`` Hz (a positive integer).
 
-        Returns ``{source: tensor}``, each ``(model channels, time)`` (``(batch, model channels, time)``
-        for a batch) at ``samplerate`` and the input's length, on the CPU. The mix is resampled to
-        the model's rate and back (soxr, "VHQ"), mono duplicated, surround downmixed, and normalised
-        by its mean and standard deviation as the command does. ``mix`` itself is not modified.
+        Layouts: ``(time,)`` (mono); ``(channels, time)`` or ``(time, channels)`` — what
+        ``soundfile.read`` returns — and ``(batch, channels, time)`` or ``(batch, time, channels)``.
+        Which axis holds the channels is decided from the model's ``audio_channels``: the axis
+        whose size is a channel count it takes (1, its own, or — stereo and mono models — up to
+        :data:`MAX_CHANNELS`, downmixed) while the other's is not; when both could be (e.g. a 2x2
+        array for a stereo model) or neither, a one-line :class:`BadAudioError`. ``layout``
+        (``"channels_first"`` / ``"channels_last"``) says it instead of guessing. Samples: floats in
+        [-1, 1], or integer PCM scaled to [-1, 1) (int16 / 32768, int32 / 2**31, int8 / 128,
+        uint8 (x - 128) / 128).
+
+        Returns ``{source: float32 tensor}`` on the CPU, at ``samplerate`` and the input's exact
+        length, with the model's channel count, in the input's layout: ``(channels, time)`` (also
+        for ``(time,)``) or ``(time, channels)``, with the batch axis first for a batch. The mix is
+        resampled to the model's rate and back (soxr, "VHQ"), mono duplicated, surround downmixed,
+        and normalised by its mean and standard deviation as the command does. ``mix`` itself is
+        not modified.
         """
-        wav = torch.as_tensor(mix).detach().to("cpu", torch.float32)
-        if wav.dim() not in (1, 2, 3) or wav.shape[-1] == 0:
-            raise BadAudioError(f"mix of shape {tuple(wav.shape)}: expected (time,), (channels, time) or "
-                                "(batch, channels, time) with time > 0")
+        rate = _check_rate(samplerate)
+        if layout not in (None, *LAYOUTS):
+            raise BadArgumentError(f"layout {layout!r}: choose {' or '.join(LAYOUTS)} (or None: guessed)")
+        wav = _as_float(mix)
+        if wav.dim() not in (1, 2, 3):
+            raise BadAudioError(f"mix of shape {tuple(wav.shape)}: expected (time,), (channels, time), "
+                                "(time, channels) or a batch of them (batch, channels, time)")
+        shape = tuple(wav.shape)
+        last = wav.dim() > 1 and _channel_axis(shape[-2:], self.audio_channels, layout) == 1
+        if last:
+            wav = wav.transpose(-1, -2)
+        if wav.shape[-1] == 0:
+            raise BadAudioError(f"mix of shape {shape}: no samples (time must be > 0)")
         if not torch.isfinite(wav).all():
             raise BadAudioError("mix contains NaN or Inf samples")
         batched = wav.dim() == 3
         items = list(wav) if batched else [wav.reshape(1, -1) if wav.dim() == 1 else wav]
         length = items[0].shape[-1]
-        mixes = [torch.from_numpy(to_channels(item.numpy(), self.audio_channels, name="mix")) for item in items]
-        mixes = [resample(m, int(samplerate), self.samplerate).clone() for m in mixes]  # own copies: normalised in place
+        mixes = [torch.from_numpy(np.ascontiguousarray(to_channels(item.numpy(), self.audio_channels, name="mix")))
+                 for item in items]
+        mixes = [resample(m, rate, self.samplerate).clone() for m in mixes]  # own copies: normalised in place
         with torch.no_grad():
             outs = separate_mixes(self.net, mixes, segment=self.segment, overlap=self.overlap, shifts=self.shifts,
                                   batch_size=self.batch_size)
-        outs = [_fit(resample(out, self.samplerate, int(samplerate)), length) for out in outs]
+        outs = [_fit(resample(out, self.samplerate, rate), length) for out in outs]
         stacked = torch.stack(outs) if batched else outs[0]  # ([batch,] sources, channels, time)
         index = 1 if batched else 0
-        return {source: stacked.select(index, j) for j, source in enumerate(self.sources)}
+        stems = {source: stacked.select(index, j) for j, source in enumerate(self.sources)}
+        return {k: v.transpose(-1, -2).contiguous() for k, v in stems.items()} if last else stems
 
     def separate_file(self, path: PathLike, out_dir: PathLike, *, overwrite: bool = False,
                       **write_options) -> dict[str, Path]:
@@ -160,3 +190,61 @@ def _fit(wav: torch.Tensor, length: int) -> torch.Tensor:
     if wav.shape[-1] >= length:
         return wav[..., :length]
     return torch.nn.functional.pad(wav, (0, length - wav.shape[-1]))
+
+
+LAYOUTS = ("channels_first", "channels_last")
+# The most channels a mix is taken to have when its layout is guessed (7.1 surround); with an explicit
+# ``layout``, any count the model takes.
+MAX_CHANNELS = 8
+# Integer PCM -> float: (x - offset) / scale, in [-1, 1).
+_PCM = {"int8": (0, 128), "uint8": (128, 128), "int16": (0, 32768), "int32": (0, 2 ** 31)}
+
+
+def _check_rate(samplerate) -> int:
+    """``samplerate`` as a positive ``int`` (a whole float such as 48000.0 too), else a one-line error."""
+    if isinstance(samplerate, numbers.Real) and not isinstance(samplerate, bool) \
+            and float(samplerate).is_integer() and samplerate > 0:
+        return int(samplerate)
+    raise BadArgumentError(f"samplerate {samplerate!r}: must be a positive whole number of Hz (e.g. 44100)")
+
+
+def _as_float(mix) -> torch.Tensor:
+    """``mix`` as a float32 CPU tensor (not a copy when it already is one); integer PCM scaled to [-1, 1)."""
+    if isinstance(mix, torch.Tensor):
+        wav = mix.detach().cpu()
+        name = str(wav.dtype).removeprefix("torch.")
+        floating = wav.is_floating_point()
+    else:
+        wav = np.ascontiguousarray(mix)  # torch takes no negative strides
+        name, floating = wav.dtype.name, wav.dtype.kind == "f"
+    if name in _PCM:
+        offset, scale = _PCM[name]
+        wav = torch.as_tensor(wav).to(torch.float64)
+        return ((wav - offset) / scale).to(torch.float32) if offset else (wav / scale).to(torch.float32)
+    if not floating:
+        raise BadAudioError(f"mix of dtype {name}: expected float samples in [-1, 1] or integer PCM "
+                            f"({', '.join(_PCM)})")
+    return torch.as_tensor(wav).to(torch.float32)
+
+
+def _takes(channels: int, model_channels: int) -> bool:
+    """Whether ``channels`` is a plausible channel count of a mix for a ``model_channels`` model."""
+    if not 1 <= channels <= MAX_CHANNELS:
+        return False
+    return channels in (1, model_channels) or model_channels == 1 or (model_channels == 2 and channels > 2)
+
+
+def _channel_axis(shape: tuple[int, int], model_channels: int, layout: str | None) -> int:
+    """0 when ``shape`` is ``(channels, time)``, 1 when ``(time, channels)`` (see :meth:`Separator.separate`)."""
+    if layout is not None:
+        return LAYOUTS.index(layout)
+    axes = [axis for axis, size in enumerate(shape) if _takes(size, model_channels)]
+    if len(axes) == 1:
+        return axes[0]
+    fix = ("pass layout='channels_first' for (channels, time) or layout='channels_last' for (time, channels)")
+    if axes:
+        raise BadAudioError(f"mix of shape {shape} is ambiguous for a {model_channels}-channel model: either "
+                            f"axis could hold the channels; {fix}")
+    counts = f"1 to {MAX_CHANNELS}" if model_channels <= 2 else f"1 or {model_channels}"
+    raise BadAudioError(f"mix of shape {shape}: neither axis is a channel count a {model_channels}-channel model "
+                        f"takes ({counts}); expected (channels, time) or (time, channels)")

@@ -17,6 +17,7 @@ import importlib
 import io
 import os
 import re
+import warnings
 import zipfile
 from fractions import Fraction
 from pathlib import Path
@@ -66,17 +67,95 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         path = source = Path(str(path).removeprefix("file://"))
         if not path.is_file():
             raise BadCheckpointError(f"{path}: checkpoint not found")
+    hint = _torchscript_hint(_peek(source)[2])
+    if hint:  # before torch.load, which would warn and hand it to torch.jit.load
+        raise BadCheckpointError(f"{path}: {hint}")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(SAFE_GLOBALS), warnings.catch_warnings():
+            # a pickle torch.save did not write: the error below says so, in one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             ckpt = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - every failure becomes one line naming the file
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "Weights only load failed" in str(err) or "Unsupported global" in str(err):
-            raise BadCheckpointError(f"{path}: {REFUSED}") from None
-        raise BadCheckpointError(f"{path}: not a readable checkpoint ({msg})") from None
+        raise BadCheckpointError(f"{path}: {why_unloadable(source, str(err), type(err).__name__)}") from None
     if not isinstance(ckpt, dict):
         raise BadCheckpointError(f"{path}: not a stemsep checkpoint (top level is {type(ckpt).__name__})")
     return ckpt
+
+
+# What torch.save writes: a zip archive holding ``<name>/data.pkl``, or (before PyTorch 1.6, or
+# ``_use_new_zipfile_serialization=False``) a pickle stream starting with torch's magic number.
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def why_unloadable(source: str | os.PathLike | io.BytesIO, error_text: str, error_type: str = "Error") -> str:
+    """Why a weights-only ``torch.load`` of ``source`` failed, for a one-line error (without the path).
+
+    Looks at the file itself rather than trusting the error, which is much the same for random
+    bytes and for pickled objects: an empty file, bytes that are not a torch file at all (neither a
+    zip archive nor a pickle), a zip archive or legacy torch file cut short, a TorchScript archive
+    (hint: ``--backend torchscript``), and only then — a torch file whose pickle references code or
+    objects — :data:`REFUSED`.
+    """
+    head, zipped, names = _peek(source)
+    first = error_text.strip().splitlines()[0] if error_text.strip() else error_type
+    suffix = "" if isinstance(source, io.BytesIO) else Path(source).suffix.lower()
+    if not head:
+        return "is empty (0 bytes), not a PyTorch checkpoint"
+    if zipped:
+        hint = _torchscript_hint(names)
+        if hint:
+            return hint
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "is not a PyTorch checkpoint (a zip archive without the data.pkl torch.save writes)"
+        if "Unsupported global" in error_text or "Weights only load failed" in error_text:
+            return REFUSED
+        return f"is truncated or corrupt (a damaged torch zip archive: {first})"
+    if head.startswith(_ZIP_MAGIC):
+        return "is truncated or corrupt (a zip archive whose end is missing: copy or download it again)"
+    if head.startswith(_LEGACY_MAGIC[:len(head)]):
+        if "Unsupported global" in error_text:
+            return REFUSED
+        return f"is truncated or corrupt (a legacy torch.save file that cannot be read to its end: {first})"
+    if "Unsupported global" in error_text:
+        return REFUSED
+    if suffix == ".onnx":
+        return "is not a PyTorch checkpoint (an ONNX export? run it with --backend onnxruntime)"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "is not a PyTorch checkpoint (a Python pickle that torch.save did not write)"
+    return "is not a PyTorch checkpoint (neither the zip archive nor the pickle torch.save writes)"
+
+
+def _torchscript_hint(names: list[str]) -> str | None:
+    """The message for a TorchScript archive (``torch.jit.save``: ``code/`` and ``constants.pkl``
+    entries) given where a checkpoint is expected, or None when ``names`` are not one."""
+    if not any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+        return None
+    if any(n.endswith("/extra/stemsep.json") for n in names):  # written by `stemsep export`
+        return "is a TorchScript export, not a checkpoint: run it with --backend torchscript " \
+               "(Python: backend=\"torchscript\")"
+    return "is a TorchScript export, not a checkpoint: --backend torchscript runs `stemsep export` files; " \
+           "pass the model's stemsep checkpoint"
+
+
+def _peek(source: str | os.PathLike | io.BytesIO) -> tuple[bytes, bool, list[str]]:
+    """The first bytes of ``source``, whether it is a readable zip archive, and its entry names."""
+    try:
+        if isinstance(source, io.BytesIO):
+            head = source.getvalue()[:16]
+        else:
+            with open(source, "rb") as handle:
+                head = handle.read(16)
+    except OSError:
+        return b"", False, []
+    try:
+        with zipfile.ZipFile(source) as archive:
+            return head, True, archive.namelist()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError):
+        return head, False, []
+    finally:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)  # torch.load reads a buffer from where it stands
 
 
 def refused_globals(path: str | os.PathLike, error_text: str, allowed: frozenset[str] = frozenset()) -> str | None:
