@@ -131,3 +131,19 @@ def test_in_memory_sources_are_classified_too():
     torch.save({"payload": _Payload()}, buffer)
     assert why_unloadable(io.BytesIO(buffer.getvalue()), "Unsupported global: GLOBAL x._Payload") == REFUSED
     assert SR == 44100  # helpers.tools' rate, the one `song` writes
+
+
+def test_resume_from_random_bytes_is_not_called_pickled_code(tmp_path, shards, capsys, monkeypatch):
+    """``stemsep fit --ckpt_path`` (Lightning's loader, weights-only) says what the file is, too."""
+    from helpers import REPO
+    from helpers.recipes import tiny_overrides
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    bad = tmp_path / "last.ckpt"
+    bad.write_bytes(np.random.default_rng(2).bytes(5000))
+    args = ["fit", "--config", str(REPO / "recipes" / "quickstart.yaml"), *tiny_overrides(shards, tmp_path / "run"),
+            "--trainer.max_steps", "1", "--ckpt_path", str(bad)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"stemsep: error: {bad}: is not a PyTorch checkpoint"), err
+    assert "pickled code" not in err

@@ -46,7 +46,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
 from stemsep.errors import BadCheckpointError, StemsepError
-from stemsep.io.checkpoint import REFUSED, SAFE_GLOBALS
+from stemsep.io.checkpoint import REFUSED, SAFE_GLOBALS, why_unloadable
 from stemsep.training.callbacks import LoggerGuard, NonFiniteGuard, TestResultWriter
 from stemsep.training.module import SeparationModule, building_from_config
 
@@ -228,9 +228,11 @@ def run_lightning_cli(argv: list[str], cli_class: type[StemsepCLI] = StemsepCLI)
         )
     except argparse.ArgumentError as err:
         raise StemsepError(f"config: {_one_line(err)}") from None
-    except pickle.UnpicklingError:  # torch's weights_only refusal
-        raise BadCheckpointError(f"{_ckpt_path(argv)}: {REFUSED} (load it with --weights_only false only if "
-                                 "you trust it)") from None
+    except pickle.UnpicklingError as err:  # torch's weights_only refusal, or not a checkpoint at all
+        path = _ckpt_path(argv)
+        why = why_unloadable(path, str(err), type(err).__name__) if os.path.isfile(path) else REFUSED
+        hint = " (load it with --weights_only false only if you trust it)" if why == REFUSED else ""
+        raise BadCheckpointError(f"{path}: {why}{hint}") from None
     except (ValueError, TypeError, RuntimeError) as err:  # jsonargparse wraps what a class raised while built
         cause = stemsep_cause(err)
         if cause is None:
