@@ -13,15 +13,12 @@ from helpers.data import leftovers
 from helpers.slow_net import SlowNet
 from stemsep.cli import main
 from stemsep.errors import BadAudioError
-from stemsep.inference.separate import (
-    _try_lock,
-    find_inputs,
-    read_provenance,
-    remove_stale_scratch,
-    separate_files,
-)
+from stemsep.inference.inputs import find_inputs
+from stemsep.inference.separate import separate_files
 from stemsep.io.audio import read_audio
 from stemsep.io.checkpoint import save_checkpoint
+from stemsep.io.provenance import read_provenance
+from stemsep.io.staging import _try_lock, remove_stale_scratch
 
 SR = 8000
 SOURCES = ["drums", "bass", "other", "vocals"]

@@ -22,9 +22,10 @@ from stemsep.contract import network_config
 from stemsep.errors import StemsepError
 from stemsep.inference import Separator
 from stemsep.inference.bag import BagOfModels
-from stemsep.inference.separate import WriteOptions, read_provenance, separate_mixes, window_plan
+from stemsep.inference.separate import WriteOptions, separate_mixes, window_plan
 from stemsep.io.audio import iter_mix, read_audio, read_mix, resample
 from stemsep.io.checkpoint import save_checkpoint
+from stemsep.io.provenance import read_provenance
 
 SR = 8000  # the model's rate
 SOURCES = ["drums", "bass", "other", "vocals"]

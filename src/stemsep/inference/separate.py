@@ -7,30 +7,27 @@ Writes ``OUTDIR/<track>/<source>.<wav|flac|mp3>`` (``<track>`` is the file name 
 or the parent folder's name for MUSDB's ``<track>/mixture.wav``; other layouts with a
 ``--filename`` template; :class:`WriteOptions`). A track's files are staged in a hidden
 ``.<track>.part`` folder (locked by the writing process; a killed run's is removed by the next:
-:func:`remove_stale_scratch`) and moved into place once all are written, so a rerun of a killed run
+:mod:`stemsep.io.staging`) and moved into place once all are written, so a rerun of a killed run
 skips exactly the finished tracks (each stem records the input and options that produced it:
-:func:`provenance`); ``--overwrite`` redoes them. Several ``--model`` make a bag whose estimates
+:mod:`stemsep.io.provenance`); ``--overwrite`` redoes them. Several ``--model`` make a bag whose estimates
 are averaged per source (``--weights``: one list per model). Chunks of one long file — or of many
 short files — go through the network ``--batch-size`` at a time
 (:func:`stemsep.inference.apply_model`). Memory: short files are separated whole; a file longer
 than one window streams (:func:`separate_stream`: one window in memory, whatever the duration).
-:func:`separate_files` is the command as a library function.
+:func:`separate_files` is the command as a library function; which files it separates, and their
+track names, come from :mod:`stemsep.inference.inputs`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
-import os
 import random
-import shutil
 import signal
 import string
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -45,8 +42,8 @@ from stemsep.inference.bag import BagOfModels, check_weights
 from stemsep.inference.chunked import apply_model_many, check_options, chunk_stride
 from stemsep.inference.cpu import optimize_for_cpu
 from stemsep.inference.device import resolve_device
+from stemsep.inference.inputs import find_inputs, track_name, trackext
 from stemsep.io.audio import (
-    MIX_EXTENSIONS,
     MP3_BITRATES,
     READ_BLOCK,
     WRITE_FORMATS,
@@ -55,100 +52,15 @@ from stemsep.io.audio import (
     iter_mix,
     open_writer,
     probe_mix,
-    read_comment,
-    read_mix,
 )
 from stemsep.io.checkpoint import load_separator
-from stemsep.io.files import TEMP_MARK, atomic_path, ensure_writable_dir
-
-try:
-    import fcntl
-except ImportError:  # Windows: staging folders are not locked, stale ones not swept
-    fcntl = None
+from stemsep.io.files import atomic_path, ensure_writable_dir
+from stemsep.io.provenance import input_identity, provenance, read_provenance
+from stemsep.io.staging import RAW_PREFIX, SCRATCH_NAME, TrackStaging, remove_stale_scratch
 
 FORMATS = WRITE_FORMATS
 BACKENDS = ("torch", "onnxruntime", "torchscript")
 BITS = (16, 24, 32)
-
-
-@dataclass(frozen=True)
-class Input:
-    """A file to separate and its ``{folder}`` template field (:func:`find_inputs`)."""
-
-    path: Path
-    folder: str = ""
-
-
-def _inside(path: Path, folder: Path | None) -> bool:
-    return folder is not None and (path == folder or folder in path.parents)
-
-
-def _is_own_output(path: Path) -> bool:
-    """A stem stemsep wrote (its comment tag holds a :func:`provenance` record)."""
-    return path.suffix.lower() in (".wav", ".flac", ".mp3") and read_provenance(path) is not None
-
-
-def _search(root: Path, skip: Path | None) -> list[Path]:
-    """Audio files under ``root``, sorted: not hidden, not under a hidden folder or ``skip`` (resolved),
-    and not a stem stemsep wrote."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not _inside((here / d).resolve(), skip)]
-        found += [here / name for name in filenames if not name.startswith(".")
-                  and Path(name).suffix.lower() in MIX_EXTENSIONS and (here / name).is_file()]
-    return sorted(p for p in found if not _is_own_output(p))
-
-
-def _folder_field(path: Path, root: Path | None) -> str:
-    """``{folder}``: where the track's folder is (the file's, or for MUSDB's ``<track>/mixture.wav``
-    the one holding ``<track>``), relative to the searched folder ``root`` (``""`` at its top); for
-    a file named directly (``root`` None), that folder's name."""
-    base = path.parent.parent if path.stem == "mixture" and track_name(path) == path.parent.name else path.parent
-    if root is None:
-        return base.absolute().name
-    try:
-        rel = base.relative_to(root)
-    except ValueError:
-        return ""
-    return rel.as_posix() if rel.parts else ""
-
-
-def find_inputs(paths: Sequence[Path], out: Path | None = None) -> list[Input]:
-    """Audio files named on the command line (used as given, hidden or not) or found under named
-    folders (recursively, sorted; hidden files and folders, the output folder ``out`` and stems
-    stemsep wrote are skipped), each with its ``{folder}`` (:func:`_folder_field`)."""
-    skip = out.resolve() if out is not None else None
-    inputs: dict[Path, Input] = {}
-    for path in paths:
-        if path.is_dir():
-            inside_out = _inside(path.resolve(), skip)
-            found = [] if inside_out else _search(path, skip)
-            if not found and not inside_out:
-                raise BadAudioError(f"{path}: no audio files in this folder (looked for {', '.join(MIX_EXTENSIONS)}; "
-                                    "hidden files and folders, the output folder and stemsep's stems are skipped)")
-            for file in found:
-                inputs.setdefault(file, Input(file, _folder_field(file, path)))
-        elif path.exists():
-            inputs.setdefault(path, Input(path, _folder_field(path, None)))
-        else:
-            raise BadAudioError(f"{path}: file not found")
-    if not inputs:
-        raise BadAudioError(f"no audio files to separate: {', '.join(map(str, paths))} is inside the output "
-                            f"folder {out}, which is never searched")
-    return list(inputs.values())
-
-
-def collect_inputs(paths: list[Path], out: Path | None = None) -> list[Path]:
-    """The files of :func:`find_inputs`."""
-    return [item.path for item in find_inputs(paths, out)]
-
-
-def track_name(path: Path) -> str:
-    """``song.wav`` -> ``song``; MUSDB's ``<track>/mixture.wav`` -> ``<track>``, ``<track>.stem.mp4`` -> ``<track>``."""
-    if path.name.lower().endswith(".stem.mp4"):
-        return path.name[:-len(".stem.mp4")]
-    return path.parent.name if path.stem == "mixture" and path.parent.name else path.stem
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -210,7 +122,7 @@ def check_template(template: str) -> None:
 def check_write_options(format: str, bits: int, *, mp3_bitrate: int = 320, clip_mode: str = "rescale",
                         filename: str = DEFAULT_FILENAME, two_stems: str | None = None,
                         stems: Sequence[str] | str | None = None) -> None:
-    """Refuse writing options :func:`write_track` cannot honour (one-line :class:`BadArgumentError`)."""
+    """Refuse writing options :class:`TrackWriter` cannot honour (one-line :class:`BadArgumentError`)."""
     if format not in FORMATS:
         raise BadArgumentError(f"--format {format}: choose {', '.join(FORMATS)}")
     if format != "mp3" and bits not in BITS:
@@ -315,39 +227,7 @@ class WriteOptions:
         return {k: v for k, v in asdict(self).items() if k != "filename"}
 
 
-def stem_paths(out: Path, track: str, sources: list[str], fmt: str) -> dict[str, Path]:
-    """Where the default template puts a track's stems: ``out/<track>/<source>.<fmt>``."""
-    return {source: out / track / f"{source}.{fmt}" for source in sources}
-
-
-def trackext(path: Path) -> str:
-    """demucs' ``{trackext}``: the input's extension without the dot (``stem.mp4`` for MUSDB18 files)."""
-    return "stem.mp4" if path.name.lower().endswith(".stem.mp4") else path.suffix.lstrip(".")
-
-
 # ---------------------------------------------------------------------------------------- provenance
-def input_identity(path: Path) -> dict:
-    """Which input file produced a track: its absolute path, size and modification time."""
-    stat = path.stat()
-    return {"input": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def provenance(identity: dict, key: dict) -> str:
-    """The record stored in every written stem's comment tag (JSON, one line)."""
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return json.dumps({"stemsep": "separate", **identity, "options": digest}, sort_keys=True)
-
-
-def read_provenance(path: Path) -> dict | None:
-    """The record :func:`provenance` stored in ``path``, or None."""
-    text = read_comment(path)
-    try:
-        record = json.loads(text) if text else None
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and record.get("stemsep") == "separate" else None
-
-
 def track_state(input_path: Path, track: str, targets: dict[str, Path], record: str,
                 folder: Path | None = None) -> str:
     """``"todo"``, or ``"done"`` (every target written from this input with these options);
@@ -373,186 +253,6 @@ def track_state(input_path: Path, track: str, targets: dict[str, Path], record: 
 
 
 # ------------------------------------------------------------------------------------------- writing
-LOCK_NAME = ".lock"  # in a staging folder: flock-ed by the process writing there (stale once it is gone)
-_UNLOCKED_GRACE_S = 60.0  # a staging folder without a lock file is stale once this old (a run killed
-# between creating it and locking it, or one of a stemsep version without locks)
-
-
-def _try_lock(folder: Path) -> int | None:
-    """Lock ``folder`` (created if needed) for this process: the descriptor of its flock-ed
-    ``.lock`` file (the kernel releases it when the process dies, even by SIGKILL), or None when
-    another live process holds it. Without ``fcntl`` (Windows) nothing is locked: -1."""
-    while True:
-        folder.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            return -1
-        lock = folder / LOCK_NAME
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return None
-        try:
-            same = os.stat(lock).st_ino == os.fstat(fd).st_ino  # not removed by a sweep meanwhile
-        except FileNotFoundError:
-            same = False
-        if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            return fd
-        os.close(fd)
-
-
-def _holds_only_ours(folder: Path) -> bool:
-    """Whether every file under ``folder`` is one stemsep writes while staging a track: its lock,
-    scratch and raw stem files, atomic-write temporaries, stems recording their input."""
-    for path in folder.rglob("*"):
-        if path.is_dir() or path.name == LOCK_NAME or TEMP_MARK in path.name:
-            continue
-        if path.name == ".mix.f32" or (path.name.startswith(".raw") and path.suffix == ".f32"):
-            continue
-        if read_provenance(path) is None:
-            return False
-    return True
-
-
-def _remove_if_stale(folder: Path) -> bool:
-    """Delete the staging ``folder`` if no live process holds its lock (and it holds only what
-    stemsep stages: a user's folder of that name is left alone); whether it was deleted."""
-    try:
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR)
-    except FileNotFoundError:
-        try:
-            age = time.time() - folder.stat().st_mtime
-        except FileNotFoundError:
-            return False
-        if age < _UNLOCKED_GRACE_S or not _holds_only_ours(folder):
-            return False
-        shutil.rmtree(folder, ignore_errors=True)
-        return True
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False  # its owner is alive
-    else:
-        if not _holds_only_ours(folder):
-            return False
-        shutil.rmtree(folder, ignore_errors=True)
-        return True
-    finally:
-        os.close(fd)
-
-
-def remove_stale_scratch(out: Path) -> list[Path]:
-    """Clean what killed runs (SIGKILL, power loss) left under ``out``: staging folders
-    (``.<name>.part``, with the streaming scratch file) whose owning process is gone are deleted;
-    a ``.<name>.old`` (a track folder being replaced) is deleted when ``<name>`` exists, else put
-    back. Folders of live runs (locked), and folders holding files stemsep did not write, are
-    left alone. Returns the deleted staging folders."""
-    if fcntl is None or not out.is_dir():
-        return []
-    removed = []
-    for dirpath, dirnames, _ in os.walk(out):
-        here = Path(dirpath)
-        hidden = [d for d in dirnames if d.startswith(".")]
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in hidden:
-            if name.endswith(".part") and _remove_if_stale(here / name):
-                removed.append(here / name)
-        for name in hidden:
-            old = here / name
-            if (not name.endswith(".old") or len(name) < 6 or (here / f"{name[:-4]}.part").exists()
-                    or not _holds_only_ours(old)):
-                continue
-            final = here / name[1:-4]
-            if final.exists():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.rename(final)
-    return removed
-
-
-class _Layout:
-    """Where a track's files are staged and how they are committed.
-
-    Templates with a folder of the track's own (``{track}/...``, ``{folder}/{track}/...``:
-    :meth:`WriteOptions.track_folder`): staged in a hidden ``.<folder>.part`` beside it that is
-    renamed onto the folder once every stem is written (files already in it that are not rewritten
-    are carried over), so a visible track folder is always complete. Other templates: staged in
-    ``OUT/.<track>.<digest>.part`` and each file renamed into place, complete files only. The
-    staging folder is locked by the writing process (:func:`remove_stale_scratch`).
-    """
-
-    def __init__(self, out: Path, track: str, targets: dict[str, Path], folder: Path | None):
-        self.out, self.targets, self.fd = out, targets, None
-        if folder is not None and not all(folder in path.parents for path in targets.values()):
-            folder = None
-        self.folder = folder
-        if folder is not None:
-            self.staging = folder.parent / f".{folder.name}.part"
-            self.staged = {n: self.staging / path.relative_to(folder) for n, path in targets.items()}
-            self.old = folder.parent / f".{folder.name}.old"
-        else:
-            digest = hashlib.sha256("\0".join(sorted(map(str, targets.values()))).encode()).hexdigest()[:8]
-            self.staging = out / f".{track}.{digest}.part"
-            self.staged = {n: self.staging / path.relative_to(out) for n, path in targets.items()}
-            self.old = None
-
-    def acquire(self) -> None:
-        """Lock the staging folder (a one-line error if another running stemsep holds it) and empty
-        it of what a killed run left."""
-        self.fd = _try_lock(self.staging)
-        if self.fd is None:
-            raise StemsepError(f"{self.folder or next(iter(self.targets.values()))}: another stemsep process "
-                               f"is writing this track now ({self.staging} is locked)")
-        for leftover in self.staging.iterdir():  # a killed run's
-            if leftover.is_dir():
-                shutil.rmtree(leftover)
-            elif leftover.name != LOCK_NAME:
-                leftover.unlink()
-
-    def commit(self, input_name: str | None = None) -> None:
-        """Move the staged files into place; ``input_name``: files of an existing track folder that
-        record another input are dropped, not carried over (``--overwrite`` replaces that track)."""
-        if self.folder is None:
-            for name, staged in self.staged.items():
-                self.targets[name].parent.mkdir(parents=True, exist_ok=True)
-                staged.rename(self.targets[name])
-            return
-        final, part, old = self.folder, self.staging, self.old
-        for leftover in part.glob(".raw*"):
-            leftover.unlink()
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            for extra in old.rglob("*"):
-                if input_name is not None and extra.is_file():
-                    found = read_provenance(extra)
-                    if found is not None and found.get("input") != input_name:
-                        continue
-                if extra.is_file() and not (part / extra.relative_to(old)).exists():
-                    (part / extra.relative_to(old)).parent.mkdir(parents=True, exist_ok=True)
-                    extra.rename(part / extra.relative_to(old))
-        (part / LOCK_NAME).unlink(missing_ok=True)  # the folder becomes the track's
-        part.rename(final)
-
-    def cleanup(self) -> None:
-        if self.fd is None:
-            return  # not ours: another process holds the staging folder
-        if self.old is not None and self.old.exists() and not self.folder.exists():
-            self.old.rename(self.folder)  # failed between the two renames: put it back
-        shutil.rmtree(self.staging, ignore_errors=True)
-        if self.old is not None:
-            shutil.rmtree(self.old, ignore_errors=True)
-        if self.fd >= 0:
-            os.close(self.fd)  # releases the lock
-        self.fd = None
-
-
 class _StemSink:
     """A track's written stems, block by block: float32 temporaries (raw, interleaved) in the staging
     folder while the peak is tracked (``--clip-mode rescale`` needs it), then the final files."""
@@ -560,7 +260,7 @@ class _StemSink:
     def __init__(self, staging: Path, names: list[str], channels: int, model_rate: int, out_rate: int):
         staging.mkdir(parents=True, exist_ok=True)
         self.names, self.channels, self.peak = names, channels, 0.0
-        self.raw = {n: staging / f".raw{i}.f32" for i, n in enumerate(names)}
+        self.raw = {n: staging / f"{RAW_PREFIX}{i}.f32" for i, n in enumerate(names)}
         self.handles = {n: open(p, "wb") for n, p in self.raw.items()}  # noqa: SIM115 (closed in close())
         self.resamplers = {n: Resampler(model_rate, out_rate, channels) for n in names}
 
@@ -603,34 +303,6 @@ class _StemSink:
                     writer.write(block)
                     left -= block.shape[0]
             self.raw[name].unlink()
-
-
-def write_track(out: Path, track: str, stems: dict[str, torch.Tensor], samplerate: int, *,
-                format: str = "wav", bits: int = 24, clip_mode: str = "none") -> Path:
-    """Write in-memory stems ``{name: (channels, time)}`` to ``OUT/<track>/<name>.<format>`` atomically
-    (the track folder appears once all are written; other files in an existing one are kept)."""
-    opts = WriteOptions(format=format, bits=bits, clip_mode=clip_mode)
-    names = list(stems)
-    targets = opts.paths(out, track, "", names)
-    layout = _Layout(out, track, targets, opts.track_folder(out, track, ""))
-    try:
-        layout.acquire()
-        first = next(iter(stems.values()))
-        sink = _StemSink(layout.staging, names, first.shape[0], samplerate, samplerate)
-        sink.add([stems[n] for n in names])
-        sink.write(layout.staged, first.shape[-1], samplerate, opts, "")
-        layout.commit()
-    except OSError as err:
-        raise StemsepError(f"{out / track}: cannot write the separated track ({err.strerror or err})") from None
-    finally:
-        layout.cleanup()
-    return out / track
-
-
-def load_mix(path: Path, samplerate: int, channels: int) -> torch.Tensor:
-    """The mix as ``(channels, time)`` at the model's rate, from any supported file
-    (:func:`~stemsep.io.audio.read_mix`: resampled, mono duplicated, surround downmixed)."""
-    return read_mix(path, samplerate, channels)
 
 
 class _Stats:
@@ -830,8 +502,8 @@ class TrackWriter:
         own = self.opts.track_folder(self.out, name, ext, folder)
         return _Job(path, name, targets, provenance(input_identity(path), self.key), folder=own)
 
-    def layout(self, job: _Job) -> _Layout:
-        return _Layout(self.out, job.name, job.targets, job.folder)
+    def layout(self, job: _Job) -> TrackStaging:
+        return TrackStaging(self.out, job.name, job.targets, job.folder)
 
     def state(self, job: _Job) -> str:
         return track_state(job.path, job.name, job.targets, job.record, self.layout(job).folder)
@@ -931,7 +603,7 @@ class TrackWriter:
             layout.acquire()
             sink = _StemSink(layout.staging, self.names, int(self.net.audio_channels), rate, out_rate)
             try:
-                frames, input_frames = produce(sink, layout.staging / ".mix.f32")
+                frames, input_frames = produce(sink, layout.staging / SCRATCH_NAME)
             finally:
                 sink.close()
             sink.write(layout.staged, input_frames if self.opts.keep_rate else frames, out_rate, self.opts,
@@ -967,16 +639,17 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
     ``overwrite`` (which redoes every track). Files longer than ``window`` seconds are read,
     separated and written window by window (:func:`separate_stream`: memory does not grow with duration).
 
-    Inputs: :func:`find_inputs` (folders are searched without hidden files and folders, ``out``,
-    and stems stemsep wrote); two inputs that would write the same file or share a track folder
-    are a one-line error before anything is separated. ``skip_errors``: an input that cannot be
-    separated (it does not decode, or its track holds another input's outputs) is reported on
-    stderr in one line and the batch goes on; the failures are in the result's ``failed``.
+    Inputs: :func:`~stemsep.inference.inputs.find_inputs` (folders are searched without hidden
+    files and folders, ``out``, and stems stemsep wrote); two inputs that would write the same
+    file or share a track folder are a one-line error before anything is separated.
+    ``skip_errors``: an input that cannot be separated (it does not decode, or its track holds
+    another input's outputs) is reported on stderr in one line and the batch goes on; the
+    failures are in the result's ``failed``.
     Without it the first such error stops the batch. ``progress(input, done, total)`` (frames at
     the model's rate): for a file separated window by window, once decoded (``done`` 0) and after
     each window; for the others once, ``done == total``; default: on a terminal, a bar for each
     long file. Staging folders that killed runs left in ``out`` are removed first
-    (:func:`remove_stale_scratch`); SIGTERM stops the run like Ctrl-C, cleaning up.
+    (:func:`~stemsep.io.staging.remove_stale_scratch`); SIGTERM stops the run like Ctrl-C, cleaning up.
     """
     from tqdm import tqdm
 

@@ -28,6 +28,7 @@ import torch
 from stemsep.errors import BadArgumentError, BadAudioError
 from stemsep.inference.chunked import check_options
 from stemsep.inference.device import resolve_device
+from stemsep.inference.inputs import track_name
 from stemsep.inference.separate import (
     WINDOW_SECONDS,
     TrackWriter,
@@ -35,7 +36,6 @@ from stemsep.inference.separate import (
     default_batch_size,
     load_models,
     separate_mixes,
-    track_name,
 )
 from stemsep.io.audio import resample, to_channels
 from stemsep.io.files import ensure_writable_dir
