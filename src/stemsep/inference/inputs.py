@@ -90,11 +90,6 @@ def find_inputs(paths: Sequence[Path], out: Path | None = None) -> list[Input]:
     return list(inputs.values())
 
 
-def collect_inputs(paths: list[Path], out: Path | None = None) -> list[Path]:
-    """The files of :func:`find_inputs`."""
-    return [item.path for item in find_inputs(paths, out)]
-
-
 def track_name(path: Path) -> str:
     """``song.wav`` -> ``song``; MUSDB's ``<track>/mixture.wav`` -> ``<track>``, ``<track>.stem.mp4`` -> ``<track>``."""
     if path.name.lower().endswith(".stem.mp4"):
