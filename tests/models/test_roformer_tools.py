@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import REPO, tools
 from helpers.recipes import tiny_overrides
 from stemsep.cli import main
+from stemsep.contract import network_config
 from stemsep.inference.exported import _has_reducing_scatter
+from stemsep.io.checkpoint import load_checkpoint, load_separator, save_checkpoint
 from stemsep.models import BSRoFormer, MelBandRoFormer
 
 COMMON = {"dim": 8, "depth": 1, "dim_head": 8, "heads": 2, "stft_n_fft": 512, "stft_hop_length": 128,
@@ -115,3 +118,43 @@ def test_onnx_separate_matches_torch(family, tmp_path, capsys):
     # Mel's overlapping bands are summed by a reducing scatter: onnxruntime runs such graphs on one
     # thread (its multithreaded ScatterND races on repeated indices; a full-suite run saw > 1e-4).
     assert _has_reducing_scatter(tmp_path / "model.onnx") == (family == "mel")
+
+
+# The reference's multi-resolution STFT loss settings at its defaults, as community configs pass them (YAML lists).
+REFERENCE_LOSS_DEFAULTS = {"multi_stft_resolution_loss_weight": 1.0,
+                           "multi_stft_resolutions_window_sizes": [4096, 2048, 1024, 512, 256],
+                           "multi_stft_hop_size": 147, "multi_stft_normalized": False, "multi_stft_window_fn": None}
+
+
+def _loss_warnings(record) -> list:
+    return [w for w in record if "multi_stft" in str(w.message)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reference_loss_settings_are_accepted_and_have_no_effect(family, tmp_path, recwarn):
+    """``multi_stft_*`` configure the reference's in-forward loss; here the loss is ``model.loss``:
+    the reference's defaults pass quietly, other values warn once, and the config keeps them."""
+    cls, _, tiny = FAMILIES[family]
+    torch.manual_seed(0)
+    plain = cls(**tiny, **REFERENCE_LOSS_DEFAULTS)
+    assert not _loss_warnings(recwarn)
+    with pytest.warns(UserWarning) as record:
+        torch.manual_seed(0)
+        changed = cls(**tiny, multi_stft_hop_size=100, multi_stft_resolutions_window_sizes=(1024, 256))
+    (warning,) = _loss_warnings(record)
+    message = str(warning.message)
+    assert "\n" not in message and warning.filename == __file__  # one line, pointing at the caller
+    assert "multi_stft_hop_size=100 have no effect" in message and "model.loss" in message
+    assert "MultiResolutionL1Loss with window_sizes: (1024, 256), hop_length: 100" in message
+    assert "multi_stft_resolution_loss_weight" not in message  # left at its default
+    assert not any(key.startswith("multi_stft") for key in vars(changed))  # not stored: nothing reads them
+    mix = torch.randn(1, changed.audio_channels, 4000)
+    with torch.no_grad():
+        torch.testing.assert_close(changed.eval()(mix), plain.eval()(mix), rtol=0, atol=0)
+    # the config still records them, and a checkpoint rebuilds the network from it
+    save_checkpoint(tmp_path / "model.ckpt", changed, network_config(changed))
+    recorded = load_checkpoint(tmp_path / "model.ckpt")["hyper_parameters"]["net"]["init_args"]
+    assert recorded["multi_stft_hop_size"] == 100
+    with pytest.warns(UserWarning, match="multi_stft_hop_size=100 have no effect"):
+        loaded = load_separator(tmp_path / "model.ckpt")
+    assert loaded.init_args["multi_stft_resolutions_window_sizes"] == (1024, 256)

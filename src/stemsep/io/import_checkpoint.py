@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +65,8 @@ class ModelType:
     """How to import one MSST ``model_type``.
 
     Args:
-        class_path: our network of that architecture (e.g. ``stemsep.models.BSRoFormer``).
-        adapt_kwargs: optional ``(model kwargs, config) -> kwargs`` for configs whose ``model:``
-            keys are not our constructor's (default: the ``model:`` section as it is).
-        adapt_state: optional ``state_dict -> state_dict`` renaming MSST's parameter names to ours
-            (default: the same names).
-        ignored_keys: ``model:`` keys that are accepted and dropped (they change nothing we build).
+        class_path: our network of that architecture (e.g. ``stemsep.models.BSRoFormer``); its
+            constructor takes the ``model:`` keys as they are and its ``state_dict`` has MSST's names.
         wrapper_keys: optional keys of a checkpoint dict holding the state_dict, tried in order
             (default :data:`WRAPPER_KEYS`).
         adapt_config: optional ``YAML mapping -> YAML mapping`` run before the sections are read,
@@ -81,9 +77,6 @@ class ModelType:
     """
 
     class_path: str
-    adapt_kwargs: Callable[[dict[str, Any], MsstConfig], dict[str, Any]] | None = None
-    adapt_state: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
-    ignored_keys: frozenset[str] = field(default_factory=frozenset)
     wrapper_keys: tuple[str, ...] | None = None
     adapt_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     state_kwargs: Callable[[dict[str, torch.Tensor]], dict[str, Any]] | None = None
@@ -194,14 +187,11 @@ def build_network(config: MsstConfig, model_type: str) -> tuple[torch.nn.Module,
     spec = MODEL_TYPES[model_type]
     cls = import_class(spec.class_path, origin=str(config.path))
     kwargs = dict(config.model)
-    if spec.adapt_kwargs is not None:
-        kwargs = spec.adapt_kwargs(kwargs, config)
     parameters = inspect.signature(cls).parameters
     for key in kwargs:
-        if key not in parameters and key not in spec.ignored_keys:
+        if key not in parameters:
             raise BadCheckpointError(f"{config.path}: model.{key}: unknown option for {spec.class_path} "
                                      f"(model_type {model_type})")
-    kwargs = {k: v for k, v in kwargs.items() if k not in spec.ignored_keys}
     sources = config.sources
     contract = {"sources": sources}
     rate, chunk, channels = (config.audio.get(k) for k in ("sample_rate", "chunk_size", "num_channels"))
@@ -262,9 +252,6 @@ def import_checkpoint(checkpoint: str | Path, config: str | Path, dst: str | Pat
         for key, value in implied(state).items():
             msst.model.setdefault(key, value)
     net, net_config = build_network(msst, model_type)
-    spec = MODEL_TYPES[model_type]
-    if spec.adapt_state is not None:
-        state = spec.adapt_state(state)
     load_weights(net, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                  origin=str(checkpoint))
     provenance = {"file": checkpoint.name, "config": msst.path.name, "model_type": model_type,

@@ -43,10 +43,18 @@ class BSRoFormer(RoFormerBase):
     plain attention), ``stft_*``, ``zero_dc`` (MSST: drop the DC bin of the output),
     ``mask_estimator_depth``, ``mlp_expansion_factor``, ``skip_connection`` (MSST: each block
     adds the outputs of all earlier blocks to its input), ``use_torch_checkpoint`` (same as
-    ``checkpoint_blocks``), ``sage_attention`` (accepted; attention runs through SDPA). The
-    ``multi_stft_*`` loss settings are kept as attributes for the loss. ``dim_freqs_in`` is
-    unused, as in the reference. ``stft_window_fn`` / ``multi_stft_window_fn``: the Hann window
-    only; ``use_pope`` is refused.
+    ``checkpoint_blocks``), ``sage_attention`` (accepted; attention runs through SDPA).
+    ``dim_freqs_in`` is unused, as in the reference. ``stft_window_fn`` / ``multi_stft_window_fn``:
+    the Hann window only; ``use_pope`` is refused.
+
+    Unused, accepted for compatibility (configs and ``stemsep import-checkpoint`` pass them):
+    ``multi_stft_resolution_loss_weight``, ``multi_stft_resolutions_window_sizes``,
+    ``multi_stft_hop_size``, ``multi_stft_normalized``, ``multi_stft_window_fn``, the settings of
+    the multi-resolution STFT loss the reference computes in its forward when given a target. They
+    have **no effect** here: the loss is the LightningModule's ``model.loss``, e.g.
+    ``stemsep.training.losses.MultiResolutionL1Loss`` with ``weight``, ``window_sizes``,
+    ``hop_length``, ``normalized`` (and ``min_n_fft``: the reference's ``stft_n_fft``). A value
+    other than the reference's default emits one ``UserWarning``.
 
     Ours: ``value_residual`` (bs-roformer 0.5.1's learned value residual mix in blocks after the
     first: ``to_value_residual_mix`` weights; MSST and the community checkpoints have none),
@@ -75,9 +83,10 @@ class BSRoFormer(RoFormerBase):
                           stft_window_fn=stft_window_fn, zero_dc=zero_dc, multi_stft_window_fn=multi_stft_window_fn,
                           use_pope=use_pope, checkpoint_blocks=checkpoint_blocks,
                           use_torch_checkpoint=use_torch_checkpoint, skip_connection=skip_connection,
-                          multi_stft_resolution_loss_weight=multi_stft_resolution_loss_weight,
-                          multi_stft_resolutions_window_sizes=multi_stft_resolutions_window_sizes,
-                          multi_stft_hop_size=multi_stft_hop_size, multi_stft_normalized=multi_stft_normalized)
+                          unused_loss_settings=dict(
+                              multi_stft_resolution_loss_weight=multi_stft_resolution_loss_weight,
+                              multi_stft_resolutions_window_sizes=multi_stft_resolutions_window_sizes,
+                              multi_stft_hop_size=multi_stft_hop_size, multi_stft_normalized=multi_stft_normalized))
         freqs = stft_n_fft // 2 + 1
         bands = tuple(int(f) for f in freqs_per_bands)
         if len(bands) < 2 or sum(bands) != freqs:

@@ -40,6 +40,8 @@ class MelBandRoFormer(RoFormerBase):
     ``freqs_per_bands``; ``linear_flash_attn`` (default ``flash_attn``) and
     ``match_input_audio_length`` (accepted: the output always has the input's length) as in
     the reference. ``mask_estimator_depth`` counts hidden layers here (the reference's MLP).
+    The ``multi_stft_*`` loss settings are accepted and have no effect, as in BSRoFormer (the
+    loss is ``model.loss``).
     """
 
     def __init__(self, dim: int, *, depth: int, stereo: bool = False, num_stems: int | None = None,
@@ -64,9 +66,10 @@ class MelBandRoFormer(RoFormerBase):
                           multi_stft_window_fn=multi_stft_window_fn, use_pope=use_pope,
                           checkpoint_blocks=checkpoint_blocks, use_torch_checkpoint=use_torch_checkpoint,
                           skip_connection=skip_connection,
-                          multi_stft_resolution_loss_weight=multi_stft_resolution_loss_weight,
-                          multi_stft_resolutions_window_sizes=multi_stft_resolutions_window_sizes,
-                          multi_stft_hop_size=multi_stft_hop_size, multi_stft_normalized=multi_stft_normalized)
+                          unused_loss_settings=dict(
+                              multi_stft_resolution_loss_weight=multi_stft_resolution_loss_weight,
+                              multi_stft_resolutions_window_sizes=multi_stft_resolutions_window_sizes,
+                              multi_stft_hop_size=multi_stft_hop_size, multi_stft_normalized=multi_stft_normalized))
         self.linear_transformer_depth = linear_transformer_depth
         self._build_layers(dim=dim, depth=depth, time_transformer_depth=time_transformer_depth,
                            freq_transformer_depth=freq_transformer_depth,

@@ -11,6 +11,7 @@ what ``stemsep export`` leaves outside the exported graph (:meth:`RoFormerBase.e
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -24,6 +25,38 @@ from stemsep.contract import DEFAULT_SOURCES, ExportParts
 from stemsep.errors import StemsepError
 from stemsep.models.roformer.rope import RotaryEmbedding
 from stemsep.models.roformer.transformer import Transformer
+
+# The reference's multi-resolution STFT loss settings, which its forward applies when given a target,
+# with their defaults: our constructors accept them (configs pass them) and nothing reads them; the
+# loss is the LightningModule's ``model.loss``. Key -> (default, ``MultiResolutionL1Loss`` init arg).
+UNUSED_LOSS_SETTINGS = {
+    "multi_stft_resolution_loss_weight": (1.0, "weight"),
+    "multi_stft_resolutions_window_sizes": ((4096, 2048, 1024, 512, 256), "window_sizes"),
+    "multi_stft_hop_size": (147, "hop_length"),
+    "multi_stft_normalized": (False, "normalized"),
+}
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if isinstance(default, tuple):
+        try:
+            return tuple(value) == default
+        except TypeError:
+            return False
+    return value == default
+
+
+def warn_unused_loss_settings(name: str, settings: dict[str, Any]) -> None:
+    """One ``UserWarning`` naming the ``multi_stft_*`` settings given other values than the
+    reference's defaults: they have no effect here (the loss is ``model.loss``)."""
+    changed = {key: value for key, value in settings.items() if not _is_default(value, UNUSED_LOSS_SETTINGS[key][0])}
+    if changed:
+        given = ", ".join(f"{key}={value!r}" for key, value in changed.items())
+        loss = ", ".join(f"{UNUSED_LOSS_SETTINGS[key][1]}: {value!r}" for key, value in changed.items())
+        verb = "has" if len(changed) == 1 else "have"
+        warnings.warn(f"{name}: {given} {verb} no effect (the reference's training loss settings; stemsep's loss is "
+                      f"model.loss, e.g. stemsep.training.losses.MultiResolutionL1Loss with {loss})",
+                      UserWarning, stacklevel=5)  # the caller of the (records_init_args-wrapped) constructor
 
 
 def resolve_sources(name: str, sources: Sequence[str] | None, num_stems: int | None) -> list[str]:
@@ -123,8 +156,7 @@ class RoFormerBase(nn.Module):
                      stft_n_fft: int, stft_hop_length: int, stft_win_length: int, stft_normalized: bool,
                      stft_window_fn, zero_dc: bool, multi_stft_window_fn, use_pope: bool,
                      checkpoint_blocks: bool, use_torch_checkpoint: bool, skip_connection: bool,
-                     multi_stft_resolution_loss_weight: float, multi_stft_resolutions_window_sizes,
-                     multi_stft_hop_size: int, multi_stft_normalized: bool) -> None:
+                     unused_loss_settings: dict[str, Any]) -> None:
         if stft_window_fn is not None:
             raise StemsepError(f"{name}: stft_window_fn: only the default Hann window is supported, got "
                                f"{stft_window_fn!r}")
@@ -132,6 +164,7 @@ class RoFormerBase(nn.Module):
             raise StemsepError(f"{name}: multi_stft_window_fn: only the default Hann window is supported")
         if use_pope:
             raise StemsepError(f"{name}: use_pope: PoPE position embeddings are not supported (rotary only)")
+        warn_unused_loss_settings(name, unused_loss_settings)
         self.stereo = bool(stereo)
         self.audio_channels = 2 if stereo else 1
         self.sources = resolve_sources(name, sources, num_stems)
@@ -142,12 +175,6 @@ class RoFormerBase(nn.Module):
                                           int(stft_win_length), bool(stft_normalized), bool(zero_dc))
         self.checkpoint_blocks = bool(checkpoint_blocks or use_torch_checkpoint)
         self.skip_connection = bool(skip_connection)
-        # the reference's training loss settings, read by the multi-resolution STFT loss
-        self.multi_stft_resolution_loss_weight = multi_stft_resolution_loss_weight
-        self.multi_stft_resolutions_window_sizes = tuple(multi_stft_resolutions_window_sizes)
-        self.multi_stft_hop_size = multi_stft_hop_size
-        self.multi_stft_normalized = multi_stft_normalized
-        self.multi_stft_n_fft = int(stft_n_fft)
 
     def _build_layers(self, *, dim: int, depth: int, time_transformer_depth: int, freq_transformer_depth: int,
                       linear_transformer_depth: int, dim_head: int, heads: int, attn_dropout: float,
