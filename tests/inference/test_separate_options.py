@@ -7,7 +7,6 @@ of the same tiny model; streaming (window by window) is compared with the whole-
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
@@ -249,14 +248,13 @@ def test_write_options_are_validated():
 
 # ------------------------------------------------------------------------------------- streaming
 def _whole(net, path, shifts, seed):
-    random.seed(seed)
-    return separate_mixes(net, [read_mix(path, SR)], shifts=shifts, overlap=0.25)[0]
+    return separate_mixes(net, [read_mix(path, SR)], shifts=shifts, overlap=0.25, seed=seed)[0]
 
 
 @pytest.mark.parametrize("shifts", [0, 2])
 def test_streaming_equals_whole_file(tmp_path, monkeypatch, shifts):
     """A 6 s file through 0.5 s windows (6 to 12 of them) gives exactly the whole-file stems. With
-    random shifts both start from the same ``random`` state (every window draws the same offsets)."""
+    random shifts both use the same seed (every window draws the same offsets)."""
     torch.manual_seed(0)
     # with shifts, a segment longer than the largest shift (0.5 s): chunked.py needs it
     net = SegNet(segment=0.6 if shifts else 0.25, sources=SOURCES, samplerate=SR).eval()
@@ -269,8 +267,7 @@ def test_streaming_equals_whole_file(tmp_path, monkeypatch, shifts):
         return real(net, mixes, **kwargs)
 
     monkeypatch.setattr(separate_module, "apply_model_many", spy)
-    sep = Separator(net, device=torch.device("cpu"), shifts=shifts, window=0.5)
-    random.seed(7)
+    sep = Separator(net, device=torch.device("cpu"), shifts=shifts, window=0.5, seed=7)
     written = sep.separate_file(song, tmp_path / "out", bits=32, clip_mode="none")
     plan = window_plan(net, window=0.5)
     assert len(calls) >= 5 and max(calls) <= plan.length < 48000  # window by window, each of bounded size
@@ -308,8 +305,7 @@ def test_streaming_htdemucs_equals_whole_file(tmp_path):
     net = HTDemucs(sources=SOURCES, channels=8, depth=2, t_layers=1, segment=1, nfft=256, samplerate=SR,
                    t_heads=2).eval()
     song = write_sf(tmp_path / "song.wav", tone(5.0, SR), SR, "WAV", "FLOAT")
-    sep = Separator(net, device=torch.device("cpu"), shifts=1, window=1.0)
-    random.seed(11)
+    sep = Separator(net, device=torch.device("cpu"), shifts=1, window=1.0, seed=11)
     written = sep.separate_file(song, tmp_path / "out", bits=32, clip_mode="none")
     expected = _whole(net, song, 1, 11)
     for j, source in enumerate(SOURCES):

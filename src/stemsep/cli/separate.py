@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-source weights of each model (one comma-separated list per --model)")
     add_output(parser, "out", required=True, type=Path, help="output directory")
     parser.add_argument("--shifts", type=int, default=1, help="random-shift averaging passes (default 1)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the --shifts offsets: the same seed gives the same stems (default 0)")
     parser.add_argument("--overlap", type=float, default=0.25, help="chunk overlap fraction (default 0.25)")
     parser.add_argument("--segment", type=float, help="chunk length in seconds (default: the model's)")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -74,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     result = separate_files(args.inputs, args.out, models=args.model, weights=args.weights, shifts=args.shifts,
-                            overlap=args.overlap, segment=args.segment, batch_size=args.batch_size,
+                            seed=args.seed, overlap=args.overlap, segment=args.segment,
+                            batch_size=args.batch_size,
                             device=args.device, format=args.format, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
                             clip_mode=args.clip_mode, filename=args.filename, two_stems=args.two_stems,
                             stems=args.stems, keep_rate=args.keep_rate, jobs=args.jobs,

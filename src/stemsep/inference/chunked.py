@@ -18,6 +18,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from numbers import Integral
 
 import torch
 from torch import nn
@@ -39,11 +40,13 @@ class _Chunk:
 
 def apply_model(net: nn.Module, mix: torch.Tensor, *, segment: float | Fraction | None = None,
                 overlap: float = 0.25, shifts: int = 0, split: bool = True, batch_size: int = 1,
-                transition_power: float = 1.0, progress: bool = False) -> torch.Tensor:
+                transition_power: float = 1.0, progress: bool = False, seed: int = 0) -> torch.Tensor:
     """Separate ``mix (B, C, T)`` into ``(B, S, C, T)`` with ``net`` (on its own device).
 
     ``segment``: chunk length in seconds (default ``net.segment``, else the whole input).
-    ``shifts``: number of random time shifts (up to 0.5 s) whose results are averaged.
+    ``shifts``: number of random time shifts (up to 0.5 s) whose results are averaged; the offsets
+    are drawn from ``random.Random(seed)`` made for this call (never the global RNG), so the result
+    is a function of the inputs and options, and every item of the batch gets the same offsets.
     ``split=False`` runs each whole input at once. The output is on ``mix.device``.
     A :class:`~stemsep.inference.bag.BagOfModels` is applied model by model, each with its own
     segment and shifts, and the results mixed with the bag's per-source weights.
@@ -51,7 +54,7 @@ def apply_model(net: nn.Module, mix: torch.Tensor, *, segment: float | Fraction 
     if mix.dim() != 3:
         raise ValueError(f"mix must be (batch, channels, time), got shape {tuple(mix.shape)}")
     out = torch.zeros(mix.shape[0], len(net.sources), *mix.shape[1:], device=mix.device, dtype=mix.dtype)
-    options = _options(segment, overlap, shifts, split, batch_size, transition_power, progress)
+    options = _options(segment, overlap, shifts, split, batch_size, transition_power, progress, seed)
     with torch.no_grad():
         _accumulate_model(net, list(mix.unbind(0)), list(out.unbind(0)),
                           torch.ones(len(net.sources), dtype=torch.float64), options)
@@ -60,23 +63,25 @@ def apply_model(net: nn.Module, mix: torch.Tensor, *, segment: float | Fraction 
 
 def apply_model_many(net: nn.Module, mixes: Sequence[torch.Tensor], *, segment: float | Fraction | None = None,
                      overlap: float = 0.25, shifts: int = 0, split: bool = True, batch_size: int = 1,
-                     transition_power: float = 1.0, progress: bool = False) -> list[torch.Tensor]:
+                     transition_power: float = 1.0, progress: bool = False,
+                     seed: int = 0) -> list[torch.Tensor]:
     """:func:`apply_model` for mixes of different lengths, ``(C, T_i)`` -> ``(S, C, T_i)`` each.
 
     Chunks of all the mixes share network calls (``batch_size`` at a time): many short
-    files keep a GPU as busy as one long one. Results equal separate calls (same shifts).
+    files keep a GPU as busy as one long one. Results equal separate calls (same ``shifts`` and
+    ``seed``: every mix gets the offsets ``random.Random(seed)`` draws, whatever the other mixes).
     """
     if any(m.dim() != 2 for m in mixes):
         raise ValueError("each mix must be (channels, time)")
     outs = [torch.zeros(len(net.sources), *m.shape, device=m.device, dtype=m.dtype) for m in mixes]
-    options = _options(segment, overlap, shifts, split, batch_size, transition_power, progress)
+    options = _options(segment, overlap, shifts, split, batch_size, transition_power, progress, seed)
     with torch.no_grad():
         _accumulate_model(net, list(mixes), outs, torch.ones(len(net.sources), dtype=torch.float64), options)
     return outs
 
 
 def check_options(*, segment: float | Fraction | None = None, overlap: float = 0.25, shifts: int = 0,
-                  batch_size: int = 1, transition_power: float = 1.0) -> None:
+                  batch_size: int = 1, transition_power: float = 1.0, seed: int = 0) -> None:
     """Raise :class:`~stemsep.errors.BadArgumentError` (a ``ValueError``) for an out-of-range option.
 
     The one check of these options: :func:`apply_model` and :func:`apply_model_many` run it, and
@@ -90,13 +95,16 @@ def check_options(*, segment: float | Fraction | None = None, overlap: float = 0
         raise BadArgumentError("--batch-size must be >= 1 and --shifts >= 0")
     if not transition_power >= 1:
         raise BadArgumentError(f"transition_power must be >= 1, got {transition_power}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise BadArgumentError(f"--seed must be a whole number >= 0, got {seed!r}")
 
 
-def _options(segment, overlap, shifts, split, batch_size, transition_power, progress) -> dict:
+def _options(segment, overlap, shifts, split, batch_size, transition_power, progress, seed) -> dict:
     check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size,
-                  transition_power=transition_power)
+                  transition_power=transition_power, seed=seed)
+    # One generator per call: bag members draw their offsets from it in turn.
     return dict(segment=segment, overlap=overlap, shifts=shifts, split=split, batch_size=int(batch_size),
-                transition_power=transition_power, progress=progress)
+                transition_power=transition_power, progress=progress, rng=random.Random(int(seed)))
 
 
 def _accumulate_model(net: nn.Module, mix: list[torch.Tensor], out: list[torch.Tensor], scale: torch.Tensor,
@@ -118,9 +126,10 @@ def _accumulate_model(net: nn.Module, mix: list[torch.Tensor], out: list[torch.T
         _accumulate_chunks(net, mix, out, 0, scale, **chunking)
         return
     max_shift = int(SHIFT_SECONDS * net.samplerate)
-    # Python's RNG, as demucs uses; all offsets drawn first so that networks consuming
-    # `random` in forward (HTDemucs' random sine shift) cannot make them depend on batch_size.
-    offsets = [random.randint(0, max_shift) for _ in range(shifts)]
+    # randint as demucs draws them, but from the call's own seeded generator (not the global one:
+    # the same inputs and options give the same stems, whatever ran before or consumes `random`).
+    rng = options["rng"]
+    offsets = [rng.randint(0, max_shift) for _ in range(shifts)]
     for offset in offsets:
         # Shifting the input right by `lead` zeros = a chunk grid starting `lead` samples early.
         _accumulate_chunks(net, mix, out, max_shift - offset, scale / shifts, **chunking)

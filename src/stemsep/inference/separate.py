@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import signal
 import string
 import sys
@@ -348,11 +347,14 @@ def mix_stats(mix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def separate_mixes(net: torch.nn.Module, mixes: list[torch.Tensor], *, segment: float | None = None,
-                   overlap: float = 0.25, shifts: int = 1, batch_size: int = 1) -> list[torch.Tensor]:
+                   overlap: float = 0.25, shifts: int = 1, batch_size: int = 1,
+                   seed: int = 0) -> list[torch.Tensor]:
     """``(channels, time)`` each -> ``(sources, channels, time)`` each, chunks batched across them.
 
-    Each mix is normalised (in place) by the mean and standard deviation of its channel average
-    (:func:`mix_stats`) and the stems scaled back, as demucs' command does.
+    With ``shifts``, every mix gets the shift offsets of ``seed`` (its stems do not depend on the
+    other mixes or their order). Each mix is normalised (in place) by the mean and standard
+    deviation of its channel average (:func:`mix_stats`) and the stems scaled back, as demucs'
+    command does.
     """
     stats, normalised = [], []
     for mix in mixes:
@@ -360,7 +362,7 @@ def separate_mixes(net: torch.nn.Module, mixes: list[torch.Tensor], *, segment: 
         stats.append((mean, scale))
         normalised.append(mix.sub_(mean).div_(scale))  # in place: one copy of the audio, not two
     outs = apply_model_many(net, normalised, segment=segment, overlap=overlap, shifts=shifts,
-                            batch_size=batch_size, progress=sys.stderr.isatty())
+                            batch_size=batch_size, progress=sys.stderr.isatty(), seed=seed)
     return [out.mul_(scale).add_(mean) for out, (mean, scale) in zip(outs, stats, strict=True)]
 
 
@@ -400,7 +402,8 @@ def window_plan(net: torch.nn.Module, *, segment: float | Fraction | None = None
 
 def separate_stream(net: torch.nn.Module, path: Path, sink: Callable[[torch.Tensor], None], scratch: Path, plan: WindowPlan,
                     *, segment: float | Fraction | None = None, overlap: float = 0.25, shifts: int = 1,
-                    batch_size: int = 1, progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+                    batch_size: int = 1, progress: Callable[[int, int], None] | None = None,
+                    seed: int = 0) -> tuple[int, int]:
     """Separate the file ``path`` window by window, handing ``sink`` the stems ``(sources, channels, n)``
     in order; returns ``(frames at the model's rate, frames of the input)``. ``progress(done, total)``
     (frames at the model's rate) is called once the file is decoded (``done`` 0) and after each window.
@@ -409,8 +412,8 @@ def separate_stream(net: torch.nn.Module, path: Path, sink: Callable[[torch.Tens
     file ``scratch`` while summing its statistics; pass 2 separates windows of it with
     :func:`~stemsep.inference.chunked.apply_model_many`, whose chunks and cross-fade weights
     are those of the whole file. Memory: one window, whatever the file's duration. Output equals
-    :func:`separate_mixes` on the whole mix (with ``shifts``, the same random offsets are
-    drawn for every window, so it equals the whole-file path started from the same ``random`` state).
+    :func:`separate_mixes` on the whole mix with the same ``seed`` (with ``shifts``, every window
+    draws the offsets of ``seed``, as the whole file does).
     """
     channels, rate = int(net.audio_channels), int(net.samplerate)
     stats, total, info = _Stats(), 0, {}
@@ -420,7 +423,6 @@ def separate_stream(net: torch.nn.Module, path: Path, sink: Callable[[torch.Tens
             handle.write(np.ascontiguousarray(block.T).tobytes())
             total += block.shape[1]
     mean, scale = stats.result()
-    state = random.getstate()
     emitted = 0
     if progress is not None:
         progress(0, total)
@@ -432,9 +434,8 @@ def separate_stream(net: torch.nn.Module, path: Path, sink: Callable[[torch.Tens
             handle.seek(start * channels * 4)
             window = np.fromfile(handle, np.float32, count=(stop - start) * channels).reshape(-1, channels)
             mix = torch.from_numpy(np.ascontiguousarray(window.T)).sub_(mean).div_(scale)
-            random.setstate(state)  # the same shift offsets in every window
             out = apply_model_many(net, [mix], segment=segment, overlap=overlap, shifts=shifts,
-                                   batch_size=batch_size)[0]
+                                   batch_size=batch_size, seed=seed)[0]  # the same offsets in every window
             del mix, window
             sink(out[..., emitted - start:end - start].mul_(scale).add_(mean))
             del out
@@ -479,6 +480,12 @@ class _Job:
     folder: Path | None = None  # the folder of the track's own (WriteOptions.track_folder), if any
 
 
+def seed_key(shifts: int, seed: int) -> dict:
+    """The seed's part of a run's provenance key: ``{"seed": seed}`` with random shifts, else nothing
+    (without shifts the seed changes no sample, and outputs made before it existed stay done)."""
+    return {"seed": seed} if shifts > 0 else {}
+
+
 class TrackWriter:
     """Separates files with one network and one set of options and writes their tracks
     (the engine of :func:`separate_files` and :meth:`~stemsep.inference.Separator.separate_file`)."""
@@ -486,13 +493,14 @@ class TrackWriter:
     def __init__(self, net: torch.nn.Module, out: Path, opts: WriteOptions, *, run_key: dict,
                  segment: float | Fraction | None = None, overlap: float = 0.25, shifts: int = 1,
                  batch_size: int = 1, window: float = WINDOW_SECONDS,
-                 progress: Callable[[Path, int, int], None] | None = None):
+                 progress: Callable[[Path, int, int], None] | None = None, seed: int = 0):
         self.net, self.out, self.opts = net, out, opts
         self.progress = progress  # (input, frames done, frames in all) at the model's rate, per file
         self.sources = list(net.sources)
         self.names = opts.output_stems(self.sources)
         self.key = {**run_key, **opts.content_key()}
         self.segment, self.overlap, self.shifts, self.batch_size = segment, overlap, shifts, batch_size
+        self.seed = seed
         self.plan = window_plan(net, segment=segment, overlap=overlap, window=window)
 
     def job(self, path: Path, name: str, folder: str = "") -> _Job:
@@ -559,7 +567,7 @@ class TrackWriter:
                 self._write(job, lambda sink, scratch: separate_stream(
                     self.net, job.path, lambda stems: sink.add(self.opts.mix_outputs(stems, self.sources)),
                     scratch, self.plan, segment=self.segment, overlap=self.overlap, shifts=self.shifts,
-                    batch_size=self.batch_size, progress=report))
+                    batch_size=self.batch_size, progress=report, seed=self.seed))
             except BadAudioError as err:
                 if on_error is None:
                     raise
@@ -583,7 +591,7 @@ class TrackWriter:
         if not loaded:
             return 0
         stems = separate_mixes(self.net, [mix for mix, _ in loaded], segment=self.segment, overlap=self.overlap,
-                               shifts=self.shifts, batch_size=self.batch_size)
+                               shifts=self.shifts, batch_size=self.batch_size, seed=self.seed)
         for job, track_stems, (mix, frames) in zip(decoded, stems, loaded, strict=True):
             length = mix.shape[-1]
             self._write(job, lambda sink, _, s=track_stems, n=length, f=frames: (
@@ -618,8 +626,9 @@ class TrackWriter:
 
 def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *,
                    models: str | Path | Sequence[str | Path],
-                   weights: Sequence[Sequence[float]] | None = None, shifts: int = 1, overlap: float = 0.25,
-                   segment: float | None = None, batch_size: int | None = None, device: str | None = None,
+                   weights: Sequence[Sequence[float]] | None = None, shifts: int = 1, seed: int = 0,
+                   overlap: float = 0.25, segment: float | None = None, batch_size: int | None = None,
+                   device: str | None = None,
                    format: str = "wav", bits: int = 24, mp3_bitrate: int = 320, clip_mode: str = "rescale",
                    filename: str = DEFAULT_FILENAME, two_stems: str | None = None,
                    stems: str | Sequence[str] | None = None, keep_rate: bool = False,
@@ -632,9 +641,12 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
     or folders searched for them; ``models``: checkpoints (several:
     a bag, mixed with ``weights[model][source]``), or ``stemsep export`` files with ``backend``
     ``"onnxruntime"``/``"torchscript"``. ``batch_size`` default: 1 on CPU, 8 on GPU; ``device``
-    default: cuda when available; ``jobs``: torch CPU threads. Writing options: see
+    default: cuda when available; ``jobs``: torch CPU threads. ``seed``: of the ``shifts`` random
+    offsets, drawn afresh for every track (the stems of a file depend only on it and the options,
+    not on the other inputs). Writing options: see
     :class:`WriteOptions`. Every written stem records (in its comment tag) the input file that
-    produced it and a digest of the options: a track whose outputs all come from the same input
+    produced it and a digest of the options (the seed only with ``shifts``): a track whose
+    outputs all come from the same input
     with the same options is skipped; outputs of another input are a one-line error unless
     ``overwrite`` (which redoes every track). Files longer than ``window`` seconds are read,
     separated and written window by window (:func:`separate_stream`: memory does not grow with duration).
@@ -653,7 +665,8 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
     """
     from tqdm import tqdm
 
-    check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=1 if batch_size is None else batch_size)
+    check_options(segment=segment, overlap=overlap, shifts=shifts, seed=seed,
+                  batch_size=1 if batch_size is None else batch_size)
     opts = WriteOptions(format=format, bits=bits, mp3_bitrate=mp3_bitrate, clip_mode=clip_mode, filename=filename,
                         two_stems=two_stems, stems=stems, keep_rate=keep_rate)
     if not window > 0:
@@ -668,12 +681,12 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
     model_paths = [Path(m) for m in _as_list(models)]
     net = load_models(model_paths, weights, torch_device, backend)
     run_key = {"models": [str(p.resolve()) for p in model_paths], "weights": weights, "shifts": shifts,
-               "overlap": overlap, "segment": segment, "backend": backend}
+               "overlap": overlap, "segment": segment, "backend": backend, **seed_key(shifts, seed)}
     terminal = sys.stderr.isatty()
     if progress is None and terminal:
         progress = _FileBars(int(net.samplerate))
     writer = TrackWriter(net, out, opts, run_key=run_key, segment=segment, overlap=overlap, shifts=shifts,
-                         batch_size=batch_size, window=window, progress=progress)
+                         batch_size=batch_size, window=window, progress=progress, seed=seed)
     jobs = [writer.job(item.path, track_name(item.path), item.folder) for item in found]
     check_clashes(jobs)
     ensure_writable_dir(out)

@@ -35,6 +35,7 @@ from stemsep.inference.separate import (
     WriteOptions,
     default_batch_size,
     load_models,
+    seed_key,
     separate_mixes,
 )
 from stemsep.io.audio import resample, to_channels
@@ -52,36 +53,38 @@ class Separator:
 
     def __init__(self, net: torch.nn.Module, *, device: str | torch.device, shifts: int = 1, overlap: float = 0.25,
                  segment: float | Fraction | None = None, batch_size: int | None = None,
-                 window: float = WINDOW_SECONDS, models: Sequence[str] | None = None):
+                 window: float = WINDOW_SECONDS, models: Sequence[str] | None = None, seed: int = 0):
         device = resolve_device(device)
         batch_size = default_batch_size(device) if batch_size is None else batch_size
-        check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size)
+        check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size, seed=seed)
         self.net, self.device = net, device
         self.shifts, self.overlap, self.segment, self.batch_size = shifts, overlap, segment, batch_size
+        self.seed = seed  # of the shifts' offsets, the same for every mix: results are reproducible
         self.window = window  # files longer than this many seconds are separated window by window
         # what the written stems' provenance records about the model and the chunking options
         self._run_key = {"models": list(models) if models else [type(net).__name__], "shifts": shifts,
-                         "overlap": overlap, "segment": segment}
+                         "overlap": overlap, "segment": segment, **seed_key(shifts, seed)}
 
     @classmethod
     def from_checkpoint(cls, path: PathLike | Sequence[PathLike], device: str | torch.device | None = None, *,
                         shifts: int = 1, overlap: float = 0.25, segment: float | Fraction | None = None,
                         batch_size: int | None = None, weights: Sequence[Sequence[float]] | None = None,
-                        backend: str = "torch") -> Separator:
+                        backend: str = "torch", seed: int = 0) -> Separator:
         """Load a stemsep checkpoint; several paths make a bag mixed with ``weights[model][source]``.
 
         ``device`` (cpu, cuda, cuda:N, mps; :func:`~stemsep.inference.device.resolve_device`) default:
         cuda when available, else cpu; ``batch_size`` default: 1 on CPU, 8 on GPU.
-        ``shifts``/``overlap``/``segment`` are those of ``stemsep separate``; ``backend``
+        ``shifts``/``seed``/``overlap``/``segment`` are those of ``stemsep separate`` (the same
+        ``seed`` gives the same stems, run after run); ``backend``
         ``"onnxruntime"``/``"torchscript"`` loads ``stemsep export`` files instead.
         """
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         torch_device = resolve_device(device)
         batch_size = default_batch_size(torch_device) if batch_size is None else batch_size
-        check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size)
+        check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size, seed=seed)
         net = load_models([Path(p) for p in paths], weights, torch_device, backend)
         sep = cls(net, device=torch_device, shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size,
-                  models=[str(Path(p).resolve()) for p in paths])
+                  models=[str(Path(p).resolve()) for p in paths], seed=seed)
         sep._run_key.update(weights=weights, backend=backend)
         return sep
 
@@ -141,7 +144,7 @@ class Separator:
         mixes = [resample(m, rate, self.samplerate).clone() for m in mixes]  # own copies: normalised in place
         with torch.no_grad():
             outs = separate_mixes(self.net, mixes, segment=self.segment, overlap=self.overlap, shifts=self.shifts,
-                                  batch_size=self.batch_size)
+                                  batch_size=self.batch_size, seed=self.seed)
         outs = [_fit(resample(out, self.samplerate, rate), length) for out in outs]
         stacked = torch.stack(outs) if batched else outs[0]  # ([batch,] sources, channels, time)
         index = 1 if batched else 0
@@ -170,7 +173,8 @@ class Separator:
         if not path.is_file():
             raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
         writer = TrackWriter(self.net, out, opts, run_key=self._run_key, segment=self.segment,
-                             overlap=self.overlap, shifts=self.shifts, batch_size=self.batch_size, window=self.window)
+                             overlap=self.overlap, shifts=self.shifts, batch_size=self.batch_size,
+                             window=self.window, seed=self.seed)
         job = writer.job(path, track_name(path))
         if not overwrite:
             writer.state(job)  # raises for outputs of another input
@@ -182,7 +186,7 @@ class Separator:
 
     def __repr__(self) -> str:
         return (f"Separator({type(self.net).__name__}, sources={self.sources}, samplerate={self.samplerate}, "
-                f"device={self.device}, shifts={self.shifts}, overlap={self.overlap})")
+                f"device={self.device}, shifts={self.shifts}, seed={self.seed}, overlap={self.overlap})")
 
 
 def _fit(wav: torch.Tensor, length: int) -> torch.Tensor:
