@@ -14,6 +14,7 @@ recipe has 833 M parameters, about 13 GB with gradients and Adam's moments) step
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
@@ -103,6 +104,8 @@ def _quiet(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.chdir(tmp_path)  # what a recipe writes (runs/...) stays here
+    yield
+    gc.collect()  # full-size networks (up to 3.3 GB) and their optimizers go before the next test builds one
 
 
 def _id(path: Path) -> str:
@@ -141,6 +144,12 @@ def test_large_network_trains_a_step(path: Path, shards):
     check_builds_and_steps(config_args(path, shards), _id(path))
 
 
+# What docs/recipes.md adds to the try command for a recipe too large for a 24 GB machine as it is.
+TRY_EXTRA = {"recipes/mel_band_roformer.yaml": ["--data.init_args.num_workers", "0", "--data.init_args.segment", "2",
+                                                "--trainer.callbacks.save_top_k", "0",
+                                                "--trainer.callbacks.save_last", "false"]}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", RECIPES, ids=_id)
 def test_documented_try_on_cpu_command(recipe: Path, tmp_path, capsys):
@@ -150,7 +159,7 @@ def test_documented_try_on_cpu_command(recipe: Path, tmp_path, capsys):
     home = tmp_path / "home"
     home.mkdir()
     args = [command_of(recipe), "--config", str(recipe), "--config", str(TRY_ON_CPU),
-            "--data.init_args.prepare.root", str(home / "quickstart")]
+            "--data.init_args.prepare.root", str(home / "quickstart"), *TRY_EXTRA.get(_id(recipe), [])]
     module = check_builds_and_steps(["--config", str(recipe), "--config", str(TRY_ON_CPU),
                                      "--data.init_args.prepare.root", str(home / "quickstart")], _id(recipe), step=False)
     if module.init_from:
