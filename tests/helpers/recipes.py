@@ -21,11 +21,12 @@ def command_of(recipe: Path) -> str:
     return "test" if recipe.name == "eval.yaml" else "fit"
 
 
-def resolved_config(recipe: Path, capsys) -> dict:
-    """The recipe as LightningCLI resolves it (``--print_config``): recipes include fragments and
-    other recipes (``config: ...``), so their own YAML holds only part of the config."""
+def resolved_config(recipe: Path, capsys, *extra: str) -> dict:
+    """The recipe as LightningCLI resolves it (``--print_config``), with ``extra`` arguments after it
+    (e.g. ``--data FRAGMENT``): recipes include fragments and other recipes (``config: ...``), so
+    their own YAML holds only part of the config."""
     with pytest.raises(SystemExit) as exit_info:
-        main([command_of(recipe), "--config", str(recipe), "--print_config"])
+        main([command_of(recipe), "--config", str(recipe), *extra, "--print_config"])
     assert exit_info.value.code in (0, None)
     return yaml.safe_load(capsys.readouterr().out)
 

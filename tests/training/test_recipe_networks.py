@@ -160,8 +160,7 @@ def test_documented_try_on_cpu_command(recipe: Path, tmp_path, capsys):
     home.mkdir()
     args = [command_of(recipe), "--config", str(recipe), "--config", str(TRY_ON_CPU),
             "--data.init_args.prepare.root", str(home / "quickstart"), *TRY_EXTRA.get(_id(recipe), [])]
-    module = check_builds_and_steps(["--config", str(recipe), "--config", str(TRY_ON_CPU),
-                                     "--data.init_args.prepare.root", str(home / "quickstart")], _id(recipe), step=False)
+    module = check_builds_and_steps(args[1:], _id(recipe), step=False)  # the same arguments, built as `fit` does
     if module.init_from:
         from stemsep.contract import network_config
         from stemsep.io.checkpoint import save_checkpoint

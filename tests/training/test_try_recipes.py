@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from helpers import REPO
-from helpers.recipes import RECIPES, command_of
+from helpers.recipes import RECIPES, resolved_config
 from stemsep.cli import main
 
 SYNTHETIC = REPO / "configs" / "data" / "synthetic.yaml"
@@ -25,21 +24,14 @@ def _elsewhere(monkeypatch, tmp_path):
     monkeypatch.setattr("stemsep.training.cli.gpu_available", lambda: False)
 
 
-def printed_config(capsys, *args: str) -> dict:
-    with pytest.raises(SystemExit) as exit_info:
-        main([*args, "--print_config"])
-    assert exit_info.value.code in (0, None)
-    return yaml.safe_load(capsys.readouterr().out)
-
-
 def _id(path: Path) -> str:
     return path.relative_to(REPO).as_posix()
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=_id)
 def test_synthetic_data_fragment_replaces_the_recipes_songs(recipe: Path, capsys):
-    recipe_data = printed_config(capsys, command_of(recipe), "--config", str(recipe))["data"]["init_args"]
-    data = printed_config(capsys, command_of(recipe), "--config", str(recipe), "--data", str(SYNTHETIC))["data"]
+    recipe_data = resolved_config(recipe, capsys)["data"]["init_args"]
+    data = resolved_config(recipe, capsys, "--data", str(SYNTHETIC))["data"]
     args = data["init_args"]
     for key in ("train_manifest", "valid_manifest", "test_manifest", "train_shards", "valid_shards",
                 "test_shards", "keep_list"):
@@ -51,14 +43,14 @@ def test_synthetic_data_fragment_replaces_the_recipes_songs(recipe: Path, capsys
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=_id)
 def test_try_on_cpu_override_resolves_for_every_recipe(recipe: Path, capsys):
-    config = printed_config(capsys, command_of(recipe), "--config", str(recipe), "--config", str(TRY_ON_CPU))
+    config = resolved_config(recipe, capsys, "--config", str(TRY_ON_CPU))
     trainer, args = config["trainer"], config["data"]["init_args"]
     assert args["train_manifest"] is None and args["prepare"] is not None
     assert args["batch_size"] == 1 and args["epoch_batches"] == 2
     assert (trainer["accelerator"], trainer["precision"], trainer["devices"]) == ("cpu", "32-true", 1)
     # Lightning's default logger (CSV), not W&B: no account needed, and LearningRateMonitor (scnet.yaml) has one
     assert trainer["max_epochs"] == 1 and trainer["logger"] is None
-    net = printed_config(capsys, command_of(recipe), "--config", str(recipe))["model"]["net"]
+    net = resolved_config(recipe, capsys)["model"]["net"]
     assert config["model"]["net"] == net  # the recipe's network, full size
 
 
