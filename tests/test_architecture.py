@@ -200,3 +200,20 @@ def test_command_module_parses_and_calls_one_library_function(path: Path):
         passed = list(call.args) + [k.value for k in call.keywords]
         assert not any(isinstance(a, ast.Name) and a.id == "args" for a in passed), \
             f"{path.name}:{call.lineno} passes the argparse Namespace on"
+
+
+MAX_LINES = 400
+
+
+def test_long_modules_say_why_they_are_one_module():
+    """A module of src/stemsep over 400 lines says, in the first lines of its docstring, why it is
+    kept as one module ("one module"); otherwise it is split."""
+    long = []
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") <= MAX_LINES:
+            continue
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if "one module" not in "\n".join(doc.splitlines()[:5]):
+            long.append(f"{path.relative_to(SRC)} ({text.count(chr(10))} lines)")
+    assert not long, f"modules over {MAX_LINES} lines without their reason: {long}"

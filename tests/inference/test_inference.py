@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from stemsep.inference.bag import BagOfModels
-from stemsep.inference.chunked import apply_model, plan_chunks, transition_weight
+from stemsep.inference.chunked import Chunking, apply_model, transition_weight
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 SR = 8000
@@ -118,7 +118,7 @@ def test_plain_module_chunking_is_exact_and_batched():
     net = Gain(segment=2.0)  # 200-sample chunks, stride 150
     out = apply_model(net, mix, batch_size=4)
     assert torch.allclose(out, net.scale[None, :, None, None] * mix[:, None], atol=1e-5)
-    n_chunks = len(plan_chunks(3, 1234, 200, 0.25))
+    n_chunks = len(Chunking(overlap=0.25).plan(net, [1234] * 3))
     assert sum(net.calls) == n_chunks and max(net.calls) == 4
     # Without a segment the whole input is one chunk.
     whole = Gain()

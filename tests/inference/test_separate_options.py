@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-import stemsep.inference.separate as separate_module
+import stemsep.inference.windowed as windowed_module
 from helpers import TinyNet
 from helpers.audio import tone, write_sf
 from stemsep.cli import main
@@ -21,7 +21,9 @@ from stemsep.contract import network_config
 from stemsep.errors import StemsepError
 from stemsep.inference import Separator
 from stemsep.inference.bag import BagOfModels
-from stemsep.inference.separate import WriteOptions, separate_mixes, window_plan
+from stemsep.inference.chunked import Chunking
+from stemsep.inference.windowed import separate_mixes
+from stemsep.inference.writing import WriteOptions
 from stemsep.io.audio import iter_mix, read_audio, read_mix, resample
 from stemsep.io.checkpoint import save_checkpoint
 from stemsep.io.provenance import read_provenance
@@ -248,7 +250,7 @@ def test_write_options_are_validated():
 
 # ------------------------------------------------------------------------------------- streaming
 def _whole(net, path, shifts, seed):
-    return separate_mixes(net, [read_mix(path, SR)], shifts=shifts, overlap=0.25, seed=seed)[0]
+    return separate_mixes(net, [read_mix(path, SR)], Chunking(shifts=shifts, overlap=0.25, seed=seed))[0]
 
 
 @pytest.mark.parametrize("shifts", [0, 2])
@@ -260,16 +262,16 @@ def test_streaming_equals_whole_file(tmp_path, monkeypatch, shifts):
     net = SegNet(segment=0.6 if shifts else 0.25, sources=SOURCES, samplerate=SR).eval()
     song = write_sf(tmp_path / "song.wav", tone(6.0, SR), SR, "WAV", "FLOAT")
     calls = []
-    real = separate_module.apply_model_many
+    real = windowed_module.apply_model_many
 
-    def spy(net, mixes, **kwargs):
+    def spy(net, mixes, *args, **kwargs):
         calls.append(mixes[0].shape[-1])
-        return real(net, mixes, **kwargs)
+        return real(net, mixes, *args, **kwargs)
 
-    monkeypatch.setattr(separate_module, "apply_model_many", spy)
+    monkeypatch.setattr(windowed_module, "apply_model_many", spy)
     sep = Separator(net, device=torch.device("cpu"), shifts=shifts, window=0.5, seed=7)
     written = sep.separate_file(song, tmp_path / "out", bits=32, clip_mode="none")
-    plan = window_plan(net, window=0.5)
+    plan = Chunking(shifts=shifts).window_plan(net, window=0.5)
     assert len(calls) >= 5 and max(calls) <= plan.length < 48000  # window by window, each of bounded size
     expected = _whole(net, song, shifts, 7)
     for j, source in enumerate(SOURCES):
@@ -287,7 +289,7 @@ def test_streaming_bag_resampled_two_stems(tmp_path):
     sep = Separator(bag, device=torch.device("cpu"), shifts=0, window=0.75)
     written = sep.separate_file(song, tmp_path / "out", bits=32, clip_mode="none", two_stems="vocals",
                                 keep_rate=True)
-    assert window_plan(bag, window=0.75).align == 9000  # lcm of the 1500- and 1800-sample strides
+    assert Chunking().window_plan(bag, window=0.75).align == 9000  # lcm of the 1500- and 1800-sample strides
     whole = _whole(bag, song, 0, 0)
     expected = {"vocals": whole[3], "no_vocals": whole[0] + whole[1] + whole[2]}
     for name, path in written.items():
@@ -331,15 +333,15 @@ def test_streaming_is_atomic_on_failure(tmp_path, monkeypatch):
     """A failure in the middle of a streamed file leaves no output and no temporaries."""
     net = SegNet(sources=SOURCES, samplerate=SR).eval()
     song = write_sf(tmp_path / "song.wav", tone(4.0, SR), SR, "WAV", "FLOAT")
-    real, calls = separate_module.apply_model_many, []
+    real, calls = windowed_module.apply_model_many, []
 
-    def failing(net, mixes, **kwargs):
+    def failing(net, mixes, *args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("boom")
-        return real(net, mixes, **kwargs)
+        return real(net, mixes, *args, **kwargs)
 
-    monkeypatch.setattr(separate_module, "apply_model_many", failing)
+    monkeypatch.setattr(windowed_module, "apply_model_many", failing)
     sep = Separator(net, device=torch.device("cpu"), shifts=0, window=0.5)
     with pytest.raises(RuntimeError, match="boom"):
         sep.separate_file(song, tmp_path / "out")

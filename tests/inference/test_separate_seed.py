@@ -16,8 +16,9 @@ from helpers.slow_net import SlowNet
 from stemsep.cli import main
 from stemsep.errors import BadArgumentError
 from stemsep.inference import Separator, apply_model, apply_model_many
-from stemsep.inference.chunked import check_options
-from stemsep.inference.separate import WriteOptions, separate_files
+from stemsep.inference.chunked import Chunking
+from stemsep.inference.separate import separate_files
+from stemsep.inference.writing import WriteOptions
 from stemsep.io.audio import read_audio
 from stemsep.io.checkpoint import save_checkpoint
 from stemsep.io.provenance import input_identity, provenance, read_provenance
@@ -141,7 +142,7 @@ def test_stems_of_a_file_do_not_depend_on_the_batch(setup, tmp_path):
 def test_seed_is_validated(setup, tmp_path, capsys):
     for bad in (-1, 1.5, True, "0"):
         with pytest.raises(BadArgumentError, match="--seed"):
-            check_options(seed=bad)
+            Chunking(seed=bad)
     assert _cli(setup, tmp_path / "bad", "--shifts", "2", "--seed", "-3") == 2
     err = capsys.readouterr().err
     assert "--seed" in err and err.count("\n") == 1

@@ -1,5 +1,8 @@
 """BSS-eval v4 (museval) in torch: framewise SDR, ISR, SIR and SAR of multichannel estimates.
 
+Kept as one module (over 400 lines): the definition below, the projections and the framewise
+loop that computes it are checked against museval together; the linear algebra is in ``solver``.
+
 The mode is the one demucs and the Hybrid (Transformer) Demucs papers report: museval's
 ``bss_eval(references, estimates, compute_permutation=False, framewise_filters=False,
 bsseval_sources_version=False)`` with 1 s windows and hops and 512-tap distortion filters.

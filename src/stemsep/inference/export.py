@@ -29,6 +29,7 @@ from torch import nn
 
 from stemsep.contract import ExportParts, bag_members, export_parts, uses_train_segment
 from stemsep.errors import StemsepError
+from stemsep.inference.chunked import Chunking
 from stemsep.inference.exported import METADATA_KEY, TORCHSCRIPT_EXTRA
 from stemsep.io.checkpoint import load_separator
 from stemsep.io.files import atomic_path
@@ -44,20 +45,18 @@ class ExportError(StemsepError):
 
 
 def segment_samples(net: nn.Module, segment: float | None) -> int:
-    """The fixed input length of the exported graph."""
+    """The fixed input length of the exported graph: one chunk (:meth:`Chunking.samples
+    <stemsep.inference.chunked.Chunking.samples>`)."""
+    chunk = Chunking(segment=segment).samples(net)  # a one-line error for a segment <= 0
     if uses_train_segment(net):
-        training = int(net.segment * net.samplerate)
-        if segment is not None and int(segment * net.samplerate) != training:
+        training = Chunking().samples(net)
+        if chunk != training:
             raise ExportError(f"--segment: {type(net).__name__} runs at its training segment "
                               f"({float(net.segment):g} s); leave --segment out")
         return training
-    seconds = segment if segment is not None else getattr(net, "segment", None)
-    if seconds is None:
+    if chunk is None:
         raise ExportError(f"{type(net).__name__} has no segment; give the graph's length with --segment")
-    samples = int(seconds * net.samplerate)
-    if samples <= 0:
-        raise ExportError(f"--segment must be positive, got {segment}")
-    return samples
+    return chunk
 
 
 def metadata(net: nn.Module, parts: ExportParts, length: int, fmt: str) -> dict:

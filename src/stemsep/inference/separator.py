@@ -9,9 +9,10 @@
     paths = sep.separate_file("song.m4a", "separated/")  # {"drums": separated/song/drums.wav, ...}
     sep.separate_file("song.m4a", "karaoke/", two_stems="vocals", format="mp3", keep_rate=True)
 
-Built on :mod:`stemsep.inference.separate` (the same loading, normalisation, chunking and atomic
-track writing as the command), so a file separated here and by the command with the same options
-gives the same stems.
+:class:`Separator` is the engine of every separation: it holds the network (or bag), its device and
+the :class:`~stemsep.inference.chunked.Chunking`; ``stemsep separate``
+(:func:`~stemsep.inference.separate.separate_files`) is a loop over one, so a file separated here and
+by the command with the same options gives the same stems.
 """
 
 from __future__ import annotations
@@ -25,23 +26,69 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stemsep.errors import BadArgumentError, BadAudioError
-from stemsep.inference.chunked import check_options
+from stemsep.contract import check_same_kind
+from stemsep.errors import BadArgumentError, BadAudioError, StemsepError
+from stemsep.inference.bag import BagOfModels, check_weights
+from stemsep.inference.chunked import Chunking
+from stemsep.inference.cpu import optimize_for_cpu
 from stemsep.inference.device import resolve_device
 from stemsep.inference.inputs import track_name
-from stemsep.inference.separate import (
-    WINDOW_SECONDS,
-    TrackWriter,
-    WriteOptions,
-    default_batch_size,
-    load_models,
-    seed_key,
-    separate_mixes,
-)
+from stemsep.inference.tracks import TrackWriter
+from stemsep.inference.windowed import WINDOW_SECONDS, check_window, separate_mixes
+from stemsep.inference.writing import WriteOptions, seed_key
 from stemsep.io.audio import resample, to_channels
+from stemsep.io.checkpoint import load_separator
 from stemsep.io.files import ensure_writable_dir
 
 PathLike = str | os.PathLike
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Chunks per network call: 1 on CPU (measured: batching chunks is slower there), 8 on GPU."""
+    return 1 if device.type == "cpu" else 8
+
+
+def load_models(paths: Sequence[str | os.PathLike], weights: Sequence[Sequence[float]] | None, device: torch.device,
+                backend: str = "torch") -> torch.nn.Module:
+    """The network (one model, or a bag of them mixed with ``weights``), on ``device``, in eval mode;
+    on CPU with its CPU inference rewrites (:func:`~stemsep.inference.cpu.optimize_for_cpu`)."""
+    if backend == "torch":
+        nets = [load_separator(_source(path), map_location="cpu") for path in paths]
+    else:
+        from stemsep.inference.exported import load_exported
+
+        nets = [load_exported(Path(path), backend) for path in paths]
+    from stemsep.io.quantized import is_quantized
+
+    if device.type != "cpu" and any(is_quantized(n) for n in nets):
+        raise StemsepError(f"int8 models (stemsep quantize) run on the CPU only; add --device cpu (not {device})")
+    check_same_kind(nets, [str(p) for p in paths])
+    rows = check_weights(weights, len(nets), len(nets[0].sources))
+    net = nets[0] if len(nets) == 1 and rows is None else BagOfModels(nets, weights=rows)
+    net = net.to(device).eval()
+    return optimize_for_cpu(net) if device.type == "cpu" and backend == "torch" else net
+
+
+def chunking_for(device: torch.device, *, shifts: int = 1, overlap: float = 0.25,
+                 segment: float | Fraction | None = None, batch_size: int | None = None, seed: int = 0) -> Chunking:
+    """The :class:`~stemsep.inference.chunked.Chunking` of a separation on ``device``, with the
+    defaults of ``stemsep separate`` (one random shift; ``batch_size``: :func:`default_batch_size`)."""
+    return Chunking(segment=segment, overlap=overlap, shifts=shifts, seed=seed,
+                    batch_size=default_batch_size(device) if batch_size is None else batch_size)
+
+
+def _is_url(path: str | os.PathLike) -> bool:
+    return "://" in str(path)
+
+
+def _source(path: str | os.PathLike) -> str | Path:
+    """A checkpoint argument as the loader takes it: a URL stays a string (``Path`` would mangle it)."""
+    return str(path) if _is_url(path) else Path(path)
+
+
+def _model_name(path: str | os.PathLike) -> str:
+    """How a model is named in the provenance record: its URL, or its absolute path."""
+    return str(path) if _is_url(path) else str(Path(path).resolve())
 
 
 class Separator:
@@ -53,40 +100,61 @@ class Separator:
 
     def __init__(self, net: torch.nn.Module, *, device: str | torch.device, shifts: int = 1, overlap: float = 0.25,
                  segment: float | Fraction | None = None, batch_size: int | None = None,
-                 window: float = WINDOW_SECONDS, models: Sequence[str] | None = None, seed: int = 0):
-        device = resolve_device(device)
-        batch_size = default_batch_size(device) if batch_size is None else batch_size
-        check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size, seed=seed)
-        self.net, self.device = net, device
-        self.shifts, self.overlap, self.segment, self.batch_size = shifts, overlap, segment, batch_size
-        self.seed = seed  # of the shifts' offsets, the same for every mix: results are reproducible
+                 window: float = WINDOW_SECONDS, models: Sequence[str] | None = None, seed: int = 0,
+                 chunking: Chunking | None = None):
+        self.device = resolve_device(device)
+        if chunking is None:
+            chunking = chunking_for(self.device, shifts=shifts, overlap=overlap, segment=segment,
+                                    batch_size=batch_size, seed=seed)
+        elif (shifts, overlap, segment, batch_size, seed) != (1, 0.25, None, None, 0):
+            raise TypeError("Separator: pass either chunking or its options (shifts, overlap, segment, "
+                            "batch_size, seed), not both")
+        check_window(window)
+        self.net, self.chunking = net, chunking
         self.window = window  # files longer than this many seconds are separated window by window
         # what the written stems' provenance records about the model and the chunking options
-        self._run_key = {"models": list(models) if models else [type(net).__name__], "shifts": shifts,
-                         "overlap": overlap, "segment": segment, **seed_key(shifts, seed)}
+        self.run_key = {"models": list(models) if models else [type(net).__name__], "shifts": chunking.shifts,
+                        "overlap": chunking.overlap, "segment": chunking.segment,
+                        **seed_key(chunking.shifts, chunking.seed)}
 
     @classmethod
     def from_checkpoint(cls, path: PathLike | Sequence[PathLike], device: str | torch.device | None = None, *,
                         shifts: int = 1, overlap: float = 0.25, segment: float | Fraction | None = None,
                         batch_size: int | None = None, weights: Sequence[Sequence[float]] | None = None,
-                        backend: str = "torch", seed: int = 0) -> Separator:
-        """Load a stemsep checkpoint; several paths make a bag mixed with ``weights[model][source]``.
+                        backend: str = "torch", seed: int = 0, window: float = WINDOW_SECONDS,
+                        chunking: Chunking | None = None) -> Separator:
+        """Load a stemsep checkpoint (a path or an ``http(s)://``/``s3://`` URL); several make a bag
+        mixed with ``weights[model][source]``.
 
         ``device`` (cpu, cuda, cuda:N, mps; :func:`~stemsep.inference.device.resolve_device`) default:
         cuda when available, else cpu; ``batch_size`` default: 1 on CPU, 8 on GPU.
         ``shifts``/``seed``/``overlap``/``segment`` are those of ``stemsep separate`` (the same
-        ``seed`` gives the same stems, run after run); ``backend``
+        ``seed`` gives the same stems, run after run), or pass them as one ``chunking``; ``backend``
         ``"onnxruntime"``/``"torchscript"`` loads ``stemsep export`` files instead.
         """
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         torch_device = resolve_device(device)
-        batch_size = default_batch_size(torch_device) if batch_size is None else batch_size
-        check_options(segment=segment, overlap=overlap, shifts=shifts, batch_size=batch_size, seed=seed)
-        net = load_models([Path(p) for p in paths], weights, torch_device, backend)
-        sep = cls(net, device=torch_device, shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size,
-                  models=[str(Path(p).resolve()) for p in paths], seed=seed)
-        sep._run_key.update(weights=weights, backend=backend)
+        if chunking is None:  # checked before anything is loaded
+            chunking = chunking_for(torch_device, shifts=shifts, overlap=overlap, segment=segment,
+                                    batch_size=batch_size, seed=seed)
+        check_window(window)
+        net = load_models(paths, weights, torch_device, backend)
+        sep = cls(net, device=torch_device, chunking=chunking, window=window, models=[_model_name(p) for p in paths])
+        sep.run_key.update(weights=weights, backend=backend)
         return sep
+
+    def separate_mixes(self, mixes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``(channels, time)`` tensors at the model's rate and channel count (normalised in place)
+        -> ``(sources, channels, time)`` each (:func:`~stemsep.inference.windowed.separate_mixes`)."""
+        with torch.no_grad():
+            return separate_mixes(self.net, mixes, self.chunking)
+
+    # the chunking options, as attributes (read-only: build another Separator to change them)
+    shifts = property(lambda self: self.chunking.shifts)
+    overlap = property(lambda self: self.chunking.overlap)
+    segment = property(lambda self: self.chunking.segment)
+    batch_size = property(lambda self: self.chunking.batch_size)
+    seed = property(lambda self: self.chunking.seed)
 
     @property
     def sources(self) -> list[str]:
@@ -142,9 +210,7 @@ class Separator:
         mixes = [torch.from_numpy(np.ascontiguousarray(to_channels(item.numpy(), self.audio_channels, name="mix")))
                  for item in items]
         mixes = [resample(m, rate, self.samplerate).clone() for m in mixes]  # own copies: normalised in place
-        with torch.no_grad():
-            outs = separate_mixes(self.net, mixes, segment=self.segment, overlap=self.overlap, shifts=self.shifts,
-                                  batch_size=self.batch_size, seed=self.seed)
+        outs = self.separate_mixes(mixes)
         outs = [_fit(resample(out, self.samplerate, rate), length) for out in outs]
         stacked = torch.stack(outs) if batched else outs[0]  # ([batch,] sources, channels, time)
         index = 1 if batched else 0
@@ -172,9 +238,7 @@ class Separator:
         path, out = Path(path), Path(out_dir)
         if not path.is_file():
             raise BadAudioError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
-        writer = TrackWriter(self.net, out, opts, run_key=self._run_key, segment=self.segment,
-                             overlap=self.overlap, shifts=self.shifts, batch_size=self.batch_size,
-                             window=self.window, seed=self.seed)
+        writer = TrackWriter(self, out, opts)
         job = writer.job(path, track_name(path))
         if not overwrite:
             writer.state(job)  # raises for outputs of another input
