@@ -1,5 +1,11 @@
 """Crash safety: real ``stemsep`` processes killed with SIGKILL mid-run, then run again.
 
+Each child is killed at a known point, not after some time: it holds at a gate
+(:mod:`helpers.gate`) inside a given call of the network (``helpers.slow_net.SlowNet``) or of the
+shard encoder, and signals it with a marker file; the test kills it once the marker is there.
+What the killed run leaves is therefore exactly what was done before that call. Timeouts only
+catch a hung child (failing with a clear message); no assertion depends on how long anything takes.
+
 - ``fit``: ``--ckpt_path last`` continues from the last periodic checkpoint: the global step
   and the LR schedule go on from where the checkpoint left them;
 - ``shard``: the rerun completes, keeps the shards already written, rewrites a damaged one,
@@ -19,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,44 +33,49 @@ import torch
 
 from helpers import REPO
 from helpers.data import leftovers
+from helpers.gate import Gate
 from stemsep.cli import main
 from stemsep.data.synth import generate_corpus
 from stemsep.io.audio import read_audio, write_audio
 from stemsep.io.checkpoint import save_checkpoint
 
 TESTS = Path(__file__).resolve().parents[1]  # tests/: helpers importable in subprocesses
-TIMEOUT = 120
+TIMEOUT = 120  # a safety net against a hung child, never what a test checks
 
 
-def _env() -> dict[str, str]:
+def _env(gate: Gate | None = None) -> dict[str, str]:
     path = os.pathsep.join([str(TESTS), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **(gate.env() if gate else {})}
 
 
 def _stemsep(*argv: str, code: str = "") -> list[str]:
-    """Command line running ``stemsep ARGV`` (after ``code``, e.g. a slowdown) in a new interpreter."""
+    """Command line running ``stemsep ARGV`` (after ``code``, e.g. a gate) in a new interpreter."""
     program = f"import sys; {code}\nfrom stemsep.cli import main; sys.exit(main(sys.argv[1:]))"
     return [sys.executable, "-c", program, *argv]
 
 
-def _kill_when(cmd: list[str], ready: Callable[[], bool], log: Path, sig: int = signal.SIGKILL,
-               returncode: int = -signal.SIGKILL) -> None:
-    """Start ``cmd``, send it ``sig`` (SIGKILL) as soon as ``ready()``; it must still have been
-    running, and exit with ``returncode``."""
+def _kill_at(cmd: list[str], at: int, log: Path, sig: int = signal.SIGKILL, returncode: int = -signal.SIGKILL,
+             held: Callable[[], None] | None = None) -> None:
+    """Start ``cmd`` with a gate at its call number ``at`` (0-based: of the network, or what
+    ``code`` gates), send it ``sig`` (SIGKILL) while it holds there (after ``held()``, checks of
+    that moment); it must exit with ``returncode``."""
+    gate = Gate(log.parent / "gate", at)
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env())
-        deadline = time.monotonic() + TIMEOUT
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(gate))
         try:
-            while not ready():
-                assert proc.poll() is None, f"finished before it could be killed:\n{log.read_text()[-3000:]}"
-                assert time.monotonic() < deadline, "timed out waiting to kill"
-                time.sleep(0.05)
+            gate.wait_reached(proc, log, timeout=TIMEOUT)
+            if held is not None:
+                held()
             proc.send_signal(sig)
-            proc.wait(timeout=TIMEOUT)
+            try:
+                proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"safety net: still running {TIMEOUT} s after signal {sig}:\n"
+                                     f"{log.read_text(errors='replace')[-3000:]}") from None
         finally:
             proc.kill()
             proc.wait()
-    assert proc.returncode == returncode, log.read_text()[-3000:]
+    assert proc.returncode == returncode, log.read_text(errors="replace")[-3000:]
 
 
 def _run(cmd: list[str]) -> str:
@@ -78,7 +88,7 @@ def _run(cmd: list[str]) -> str:
 FIT_CONFIG = """
 seed_everything: 0
 model:
-  net: {{class_path: helpers.slow_net.SlowNet, init_args: {{delay: 0.05}}}}
+  net: {{class_path: helpers.slow_net.SlowNet, init_args: {{delay: 0.0}}}}
   optimizer: {{class_path: torch.optim.Adam, init_args: {{lr: 0.01}}}}
   scheduler: {{class_path: torch.optim.lr_scheduler.StepLR, init_args: {{step_size: 1, gamma: 0.9}}}}
 data:
@@ -103,10 +113,7 @@ trainer:
 
 
 def _step_of(path: Path) -> int:
-    try:
-        return int(torch.load(path, weights_only=True, map_location="cpu")["global_step"])
-    except Exception:  # noqa: BLE001 - not there yet (Lightning writes it atomically)
-        return -1
+    return int(torch.load(path, weights_only=True, map_location="cpu")["global_step"])
 
 
 def test_fit_killed_resumes_from_last_checkpoint(tmp_path):
@@ -115,9 +122,10 @@ def test_fit_killed_resumes_from_last_checkpoint(tmp_path):
     config = tmp_path / "fit.yaml"
     config.write_text(FIT_CONFIG.format(corpus=corpus, run=run))
     last = run / "ckpt" / "last.ckpt"
-    _kill_when(_stemsep("fit", "--config", str(config)), lambda: _step_of(last) >= 8, tmp_path / "a.log")
+    # one network call a step: killed inside step 10, after the checkpoints of steps 4 and 8
+    _kill_at(_stemsep("fit", "--config", str(config)), 10, tmp_path / "a.log")
     killed_at = _step_of(last)
-    assert killed_at >= 8 and killed_at % 4 == 0
+    assert killed_at == 8
 
     end = killed_at + 8  # a multiple of every_n_train_steps: the end is checkpointed too
     _run(_stemsep("fit", "--config", str(config), "--ckpt_path", "last", "--trainer.max_steps", str(end)))
@@ -133,8 +141,7 @@ def test_fit_killed_resumes_from_last_checkpoint(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ shard
-SLOW_ENCODE = ("import time, stemsep.data.shard as s; _enc = s.encode_song; "
-               "s.encode_song = lambda *a: (time.sleep(0.3), _enc(*a))[1]")
+GATED_ENCODE = "import helpers.gate as g, stemsep.data.shard as s; s.encode_song = g.gated(s.encode_song)"
 
 
 def _sha(path: Path) -> str:
@@ -147,15 +154,11 @@ def test_shard_killed_rerun_completes_and_verifies(tmp_path):
     argv = ["shard", "--layout", "musdb", "--root", str(corpus), "--out", str(out), "--split", "train",
             "--max-shard-size", "1"]  # one song per shard
 
-    def two_shards() -> bool:
-        try:
-            return len(json.loads((out / "train.json").read_text())["shards"]) >= 2
-        except (OSError, ValueError):
-            return False
-
-    _kill_when(_stemsep(*argv, code=SLOW_ENCODE), two_shards, tmp_path / "a.log")
+    # killed while encoding song 3: a shard is written when the next song is encoded, so songs 0
+    # and 1 are in shards (and in the manifest), song 2 is encoded but not written
+    _kill_at(_stemsep(*argv, code=GATED_ENCODE), 3, tmp_path / "a.log")
     before = json.loads((out / "train.json").read_text())
-    assert not before["complete"] and 2 <= len(before["shards"]) < 8
+    assert not before["complete"] and len(before["shards"]) == 2 and len(before["songs"]) == 2
     first, second = (out / s["name"] for s in before["shards"][:2])
     kept_mtime = first.stat().st_mtime_ns
     second.write_bytes(second.read_bytes()[:1000])  # damage one finished shard too
@@ -175,7 +178,7 @@ def test_separate_killed_rerun_skips_finished_tracks(tmp_path, capsys):
     from helpers.slow_net import SlowNet
 
     sr = 8000
-    net = SlowNet(samplerate=sr, delay=0.25)
+    net = SlowNet(samplerate=sr, delay=0.0)
     ckpt = save_checkpoint(tmp_path / "slow.ckpt", net, {"class_path": "helpers.slow_net.SlowNet", "init_args": net.init_args})
     rng = np.random.default_rng(0)
     for i in range(8):
@@ -187,9 +190,10 @@ def test_separate_killed_rerun_skips_finished_tracks(tmp_path, capsys):
     def done_tracks() -> list[Path]:
         return sorted(p for p in out.glob("track*") if p.is_dir()) if out.is_dir() else []
 
-    _kill_when(_stemsep(*argv), lambda: len(done_tracks()) >= 2, tmp_path / "a.log")
+    # one network call a track (batch size 1, no segment): killed inside track 3's
+    _kill_at(_stemsep(*argv), 3, tmp_path / "a.log")
     finished = done_tracks()
-    assert 2 <= len(finished) < 8
+    assert [p.name for p in finished] == ["track0", "track1", "track2"]
     for track in finished:  # a visible track folder is always complete
         assert sorted(p.name for p in track.iterdir()) == sorted(f"{s}.wav" for s in net.sources)
     mtimes = {p: p.stat().st_mtime_ns for track in finished for p in track.iterdir()}
@@ -215,7 +219,7 @@ def _long_file_run(tmp_path: Path) -> tuple[list[str], Path, Path]:
     from helpers.slow_net import SlowNet
 
     sr = 8000
-    net = SlowNet(samplerate=sr, delay=0.05, segment=10.0)  # 10 s chunks: ~47 network calls
+    net = SlowNet(samplerate=sr, delay=0.0, segment=10.0)  # 10 s chunks: 20 + 20 + 6 network calls
     ckpt = save_checkpoint(tmp_path / "slow.ckpt", net, {"class_path": "helpers.slow_net.SlowNet",
                                                          "init_args": net.init_args})
     rng = np.random.default_rng(0)
@@ -225,14 +229,14 @@ def _long_file_run(tmp_path: Path) -> tuple[list[str], Path, Path]:
     return argv, ckpt, out
 
 
-def _mid_file(out: Path) -> Callable[[], bool]:
-    """Whether the first window's stems are being written to the staging folder."""
-    def ready() -> bool:
-        try:
-            return any(p.stat().st_size > 0 for p in out.glob(".*.part/.raw0.f32"))
-        except FileNotFoundError:
-            return False
-    return ready
+MID_FILE = 30  # a network call of the second window: the first window's stems are in the staging folder
+
+
+def _check_mid_file(out: Path) -> None:
+    """The staging folder of a track half separated: the scratch mix, the first window's stems."""
+    (staging,) = [p for p in leftovers(out) if p.name.endswith(".part")]
+    assert (staging / ".mix.f32").stat().st_size > 0 and (staging / ".raw0.f32").stat().st_size > 0
+    assert not (out / "long").exists()
 
 
 def _check_long_track(out: Path) -> None:
@@ -243,9 +247,8 @@ def _check_long_track(out: Path) -> None:
 
 def test_separate_killed_during_a_long_file_leaves_no_scratch_after_the_next_run(tmp_path, capsys):
     argv, ckpt, out = _long_file_run(tmp_path)
-    _kill_when(_stemsep(*argv), _mid_file(out), tmp_path / "a.log")
-    (staging,) = [p for p in leftovers(out) if p.name.endswith(".part")]
-    assert (staging / ".mix.f32").stat().st_size > 0 and not (out / "long").exists()
+    _kill_at(_stemsep(*argv), MID_FILE, tmp_path / "a.log")
+    _check_mid_file(out)  # SIGKILL: left as it was
     # the next run into this folder, even of another file, removes the killed run's scratch
     write_audio(tmp_path / "other" / "short.wav", np.zeros((2, 4000)), 8000, bits=16)
     assert main(["separate", str(tmp_path / "other"), "--model", str(ckpt), "-o", str(out), "--shifts", "0"]) == 0
@@ -260,8 +263,8 @@ def test_separate_killed_during_a_long_file_leaves_no_scratch_after_the_next_run
 def test_separate_terminated_during_a_long_file_cleans_up(tmp_path):
     argv, _, out = _long_file_run(tmp_path)
     # SIGTERM stops it like Ctrl-C: the staging folder (scratch file, partial stems) is removed
-    _kill_when(_stemsep(*argv), _mid_file(out), tmp_path / "a.log", sig=signal.SIGTERM,
-               returncode=128 + signal.SIGTERM)
+    _kill_at(_stemsep(*argv), MID_FILE, tmp_path / "a.log", sig=signal.SIGTERM,
+             returncode=128 + signal.SIGTERM, held=lambda: _check_mid_file(out))
     assert not leftovers(out) and not list(out.iterdir())
     assert "separated 1 file(s)" in _run(_stemsep(*argv))
     _check_long_track(out)

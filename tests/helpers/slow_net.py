@@ -1,10 +1,17 @@
-"""A TinyNet that sleeps in every forward call: keeps subprocess runs slow enough to be killed mid-way."""
+"""A TinyNet whose forward calls can be slowed down (``delay`` seconds each) and held at a gate.
+
+Crash tests do not rely on the delay: a child process run with ``helpers.gate.Gate(...).env()``
+in its environment holds inside its forward call number ``at`` (0-based) until the test kills it
+(see :mod:`helpers.gate`), so it is killed at a known point however loaded the machine is.
+Without that variable (in-process runs, other tests) the gate does nothing.
+"""
 
 from __future__ import annotations
 
 import time
 
 from helpers import TinyNet
+from helpers.gate import checkpoint
 
 
 class SlowNet(TinyNet):
@@ -18,5 +25,7 @@ class SlowNet(TinyNet):
             self.init_args["segment"] = segment
 
     def forward(self, mix):
-        time.sleep(self.delay)
+        checkpoint()
+        if self.delay:
+            time.sleep(self.delay)
         return super().forward(mix)
