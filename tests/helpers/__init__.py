@@ -1,7 +1,7 @@
 """Shared test helpers (tests/ is on pytest's ``pythonpath``): import them from here, not from conftest.
 
 ``helpers.nets``: tiny networks; ``helpers.data``: corpus and shard builders; ``helpers.recipes``:
-running recipes on the synthetic shards; ``helpers.slow_net``: a network slow enough to kill;
+running recipes on the synthetic shards; ``helpers.slow_net``: a network whose calls a test can stop at (``helpers.gate``);
 ``helpers.remote``: a fault-injecting HTTP shard server and moto's S3 server on 127.0.0.1;
 ``helpers.tools``: every stemsep tool run and checked on a small ``configs/model`` network;
 ``helpers.imports``: pieces of the ``import-checkpoint`` tests (a pickle that would run a shell command).
