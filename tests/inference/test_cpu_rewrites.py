@@ -157,6 +157,87 @@ def test_optimize_for_cpu_swaps_modules_keeps_weights_and_values(cls, config):
         torch.testing.assert_close(got, p.grad, atol=1e-5, rtol=1e-3)
 
 
+LAYER_CASES = {  # name -> (encoder kwargs, decoder kwargs, frequency bins); dconv_kw as HT Demucs'
+    "freq": (dict(), dict(), 32),
+    "freq, context 1, no norm": (dict(context=1, norm=False), dict(norm=False), 16),
+    "freq, no rewrite": (dict(rewrite=False), dict(rewrite=False), 16),
+    "freq, no dconv": (dict(dconv=False), dict(dconv=False, context_freq=False), 16),
+    "freq, lstm and attention": (dict(dconv_kw=dict(lstm=True, attn=True)), dict(dconv_kw=dict(lstm=True, attn=True)), 8),
+    "time": (dict(freq=False, context=1), dict(freq=False), None),
+    "time, empty": (dict(freq=False, empty=True), dict(freq=False, empty=True), None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_cpu_layers_compute_the_plain_layers(case):
+    # each rewritten layer against its plain class, same weights: forward (no grad and with
+    # gradients) and parameter gradients
+    enc_kw, dec_kw, bins = LAYER_CASES[case]
+    torch.manual_seed(0)
+    dconv_kw = dict(compress=4, init=0.5, **enc_kw.pop("dconv_kw", {}))
+    enc = EncoderLayer(8, 16, dconv_kw=dconv_kw, **enc_kw)
+    dconv_kw = dict(compress=4, init=0.5, **dec_kw.pop("dconv_kw", {}))
+    dec = DecoderLayer(16, 8, dconv_kw=dconv_kw, **dec_kw)
+    cpu_enc, cpu_dec = EncoderLayer(8, 16, dconv_kw=dconv_kw, **enc_kw), DecoderLayer(16, 8, dconv_kw=dconv_kw, **dec_kw)
+    cpu_enc.load_state_dict(enc.state_dict())
+    cpu_dec.load_state_dict(dec.state_dict())
+    optimize_for_cpu(cpu_enc)
+    optimize_for_cpu(cpu_dec)
+    assert (type(cpu_enc), type(cpu_dec)) == (CpuEncoderLayer, CpuDecoderLayer)
+    x = torch.randn(2, 8, bins, 24) if bins else torch.randn(2, 8, 95)  # 95: padded to the stride
+    inject = None if enc.empty else torch.randn(2, 16, *(() if bins is None else (bins // 4,)), 24)
+    length = x.shape[-1] if bins is None else 24
+
+    def run(e, d, x):
+        y = e(x, inject)
+        z, pre = d(y, y.detach() * 0.5, length)
+        return z, pre
+
+    with torch.no_grad():
+        got, want = (run(e, d, x) for e, d in ((cpu_enc, cpu_dec), (enc, dec)))
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        # the frequency branch took the channels-last path (the plain layers never do)
+        def channels_last(tensors) -> bool:
+            return any(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() for t in tensors)
+
+        assert channels_last((cpu_enc(x, inject), *got)) == (bins is not None)
+        assert not channels_last((enc(x, inject), *want))
+        if not enc.empty:  # a zero input (x=None: the skip alone)
+            torch.testing.assert_close(cpu_dec(None, x.new_ones(2, 16, *x.shape[2:-1], 24), length)[0],
+                                       dec(None, x.new_ones(2, 16, *x.shape[2:-1], 24), length)[0],
+                                       atol=1e-5, rtol=1e-5)
+    outs = [run(e, d, x) for e, d in ((cpu_enc, cpu_dec), (enc, dec))]
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-5)
+    grads = []
+    for (z, _), modules in zip(outs, ((cpu_enc, cpu_dec), (enc, dec)), strict=True):
+        params = [p for m in modules for p in m.parameters()]
+        grads.append(torch.autograd.grad(z.square().sum(), params))
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-3)
+
+
+def test_targets_are_found_by_type_not_position():
+    # a DConv sub-block with its LSTM and attention (other places for the tail) and a network that
+    # holds the layers deep inside other containers
+    torch.manual_seed(0)
+    dconv = DConv(32, compress=4, lstm=True, attn=True)
+    assert len(dconv.layers[0]) == 9
+    net = nn.ModuleDict({"inner": nn.Sequential(nn.Identity(), dconv), "enc": EncoderLayer(4, 8)})
+    optimize_for_cpu(net)
+    for layer in dconv.layers:
+        assert type(layer[0]) is TapConv1d and type(layer[5]) is PointwiseConv1d
+        assert type(layer[4].content) is nn.Conv1d  # LocalState's own 1x1 convolutions stay plain
+    assert type(dconv) is FusedDConv and type(net["enc"]) is CpuEncoderLayer
+
+    class MyEncoderLayer(EncoderLayer):  # a subclass with its own forward is not replaced
+        def forward(self, x, inject=None):
+            return super().forward(x, inject) * 2
+
+    mine = optimize_for_cpu(MyEncoderLayer(4, 8))
+    assert type(mine) is MyEncoderLayer and type(mine.dconv) is FusedDConv
+
+
 def test_networks_without_these_modules_are_left_alone():
     net = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.Conv1d(4, 8, 1))
     before = [type(m) for m in net.modules()]

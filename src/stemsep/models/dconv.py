@@ -5,8 +5,6 @@ convolution (dilation doubling per sub-block, which grows the receptive field ch
 optionally a bidirectional LSTM and/or local attention, expands back with a GLU and adds
 the result scaled by a :class:`LayerScale` started at ``init``.
 Sub-module indices inside each ``nn.Sequential`` match Demucs so checkpoints load.
-
-:func:`stemsep.inference.cpu.optimize_for_cpu` swaps in a CPU inference version (same weights).
 """
 
 from __future__ import annotations

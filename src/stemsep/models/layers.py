@@ -59,22 +59,6 @@ class ScaledEmbedding(nn.Module):
         return self.embedding(idx) * self.scale
 
 
-def same_layout(x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """The layers' ``layout``: ``x`` as it is. The memory layout in which a layer hands ``x`` to
-    its convolution (of ``weight``) changes speed, never values; an inference rewrite
-    (:func:`stemsep.inference.cpu.optimize_for_cpu`) chooses another one."""
-    return x
-
-
-def _glu(x: torch.Tensor) -> torch.Tensor:
-    """GLU over channels. ``F.glu``'s backward is ~4x slower on channels-last tensors than
-    ``a * sigmoid(b)``'s (same values), so that form is used when gradients are tracked."""
-    if x.dim() == 4 and x.requires_grad:
-        a, b = x.chunk(2, dim=1)
-        return a * torch.sigmoid(b)
-    return F.glu(x, dim=1)
-
-
 def _norm(enabled: bool, groups: int, channels: int) -> nn.Module:
     return nn.GroupNorm(groups, channels) if enabled else nn.Identity()
 
@@ -109,8 +93,6 @@ class EncoderLayer(_HybridLayer):
     ``kernel_size // 4`` so the output length is exactly ``input / stride``.
     """
 
-    layout = staticmethod(same_layout)
-
     def __init__(self, chin: int, chout: int, kernel_size: int = 8, stride: int = 4, norm_groups: int = 1,
                  empty: bool = False, freq: bool = True, dconv: bool = True, norm: bool = True,
                  context: int = 0, dconv_kw: dict | None = None, pad: bool = True, rewrite: bool = True):
@@ -129,11 +111,11 @@ class EncoderLayer(_HybridLayer):
     def forward(self, x: torch.Tensor, inject: torch.Tensor | None = None) -> torch.Tensor:
         if not self.freq:
             if x.dim() == 4:  # (B, C, 1, T) coming out of the last frequency layer
-                x = x.flatten(1, 2).contiguous()  # (B, C, T), not a channels-fastest view
+                x = x.flatten(1, 2)  # (B, C, T)
             rest = x.shape[-1] % self.stride
             if rest:
                 x = F.pad(x, (0, self.stride - rest))
-        y = self.conv(self.layout(x, self.conv.weight) if self.freq else x)
+        y = self.conv(x)
         if self.empty:
             return y
         if inject is not None:
@@ -144,19 +126,19 @@ class EncoderLayer(_HybridLayer):
             y = y + inject
         y = F.gelu(self.norm1(y))
         if self.dconv is not None:
-            y = _dconv_any(self.dconv, y, self.layout)
+            y = dconv_over_time(self.dconv, y)
         if self.rewrite is not None:
-            y = _glu(self.norm2(self.rewrite(y)))
+            y = F.glu(self.norm2(self.rewrite(y)), dim=1)
         return y
 
 
-def _dconv_any(dconv: nn.Module, y: torch.Tensor, layout) -> torch.Tensor:
+def dconv_over_time(dconv: nn.Module, y: torch.Tensor) -> torch.Tensor:
     """Apply a 1D DConv over time to ``(B, C, T)`` or, per frequency bin, to ``(B, C, F, T)``."""
     if y.dim() == 3:
         return dconv(y)
     b, c, f, t = y.shape
     flat = y.permute(0, 2, 1, 3).reshape(b * f, c, t)
-    return layout(dconv(flat).view(b, f, c, t).permute(0, 2, 1, 3))
+    return dconv(flat).view(b, f, c, t).permute(0, 2, 1, 3)
 
 
 class DecoderLayer(_HybridLayer):
@@ -166,8 +148,6 @@ class DecoderLayer(_HybridLayer):
     feeds the time branch where the two branches split again. ``empty`` layers only hold
     the transposed conv. The last layer (``last``) has no final GELU.
     """
-
-    layout = staticmethod(same_layout)
 
     def __init__(self, chin: int, chout: int, last: bool = False, kernel_size: int = 8, stride: int = 4,
                  norm_groups: int = 1, empty: bool = False, freq: bool = True, dconv: bool = True,
@@ -204,14 +184,12 @@ class DecoderLayer(_HybridLayer):
                 if self.freq and x.dim() == 3:
                     x = x.view(x.shape[0], self.chin, -1, x.shape[-1])
                 x = x + skip
-            y = self.layout(x, None if self.rewrite is None else self.rewrite.weight)
-            if self.rewrite is not None:
-                y = _glu(self.norm1(self.rewrite(y)))
+            y = x if self.rewrite is None else F.glu(self.norm1(self.rewrite(x)), dim=1)
             if self.dconv is not None:
-                y = _dconv_any(self.dconv, y, self.layout)
+                y = dconv_over_time(self.dconv, y)
         if self.freq and y.dim() == 3:
             y = y.view(y.shape[0], self.chin, -1, y.shape[-1])
-        z = self.norm2(self.conv_tr(self.layout(y, self.conv_tr.weight)))
+        z = self.norm2(self.conv_tr(y))
         if self.freq:
             if self.pad:
                 z = z[..., self.pad:-self.pad, :]

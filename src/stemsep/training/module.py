@@ -30,6 +30,7 @@ from stemsep.training.lora import base_reference as lora_base_reference
 from stemsep.training.lora import check_base as lora_check_base
 from stemsep.training.lora import inject as lora_inject
 from stemsep.training.lora import load_base_weights as lora_load_base
+from stemsep.training.sparse_dropout import apply_sparse_dropout, remove_sparse_dropout
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -254,6 +255,14 @@ class SeparationModule(L.LightningModule):
         for name, value in zip(self.sources, losses.detach()):
             self.log(f"train/loss_{name}", value, batch_size=batch_size)
         return loss
+
+    def on_fit_start(self) -> None:
+        """On CPU, attention dropout is drawn sparsely while fitting (:mod:`stemsep.training.sparse_dropout`)."""
+        if self.device.type == "cpu":
+            apply_sparse_dropout(self.net)
+
+    def on_fit_end(self) -> None:
+        remove_sparse_dropout(self.net)
 
     # ------------------------------------------------------------- evaluation
     def _evaluate(self, batch, metric: NSDR, prefix: str) -> torch.Tensor:

@@ -37,7 +37,10 @@ def optimize_for_cpu(net: nn.Module) -> nn.Module:
     """Swap in the CPU inference modules (in place; same weights and ``state_dict``); returns ``net``.
 
     Hybrid (Transformer) Demucs networks, alone or in a bag, get every rewrite; any other
-    network is returned unchanged. Call it on a network used for inference only.
+    network is returned unchanged. Call it on a network used for inference only. Targets are
+    found by their exact type over ``net.modules()`` (a subclass with a forward of its own is left
+    alone), never by position; in a DConv sub-block, the squeeze and the 1x1 expansion are its
+    first and last ``nn.Conv1d`` children.
     """
     for module in net.modules():
         if type(module) in LAYERS:
@@ -57,10 +60,15 @@ def restore_plain(net: nn.Module) -> nn.Module:
 
 def _optimize_dconv(dconv: DConv) -> None:
     for layer in dconv.layers:
-        squeeze, expand = layer[0], layer[-4]
-        if type(squeeze) is nn.Conv1d and TapConv1d.takes(squeeze):
+        # A sub-block's plain 1D convolutions are its squeeze (first) and its 1x1 expansion (last);
+        # BLSTM and LocalState are other types, whatever their place.
+        convs = [module for module in layer if type(module) is nn.Conv1d]
+        if len(convs) != 2:
+            continue
+        squeeze, expand = convs
+        if TapConv1d.takes(squeeze):
             squeeze.__class__ = TapConv1d
-        if type(expand) is nn.Conv1d and expand.kernel_size == (1,) and PointwiseConv1d.takes(expand):
+        if PointwiseConv1d.takes(expand):
             expand.__class__ = PointwiseConv1d
     if all(foldable_tail(layer) for layer in dconv.layers):
         dconv.__class__ = FusedDConv

@@ -1,18 +1,92 @@
 """Encoder/decoder layers handing their 2D convolutions channels-last inputs on CPU.
 
-Same modules and weights as :mod:`stemsep.models.layers`; only the ``layout`` hook differs:
-:func:`~stemsep.inference.cpu.predicates.cpu_channels_last` instead of the identity.
+Same modules, weights and values as :class:`~stemsep.models.layers.EncoderLayer` and
+:class:`~stemsep.models.layers.DecoderLayer`; the forwards below are theirs with the memory
+layout of the 4D tensors chosen by :func:`~stemsep.inference.cpu.predicates.cpu_channels_last`
+before each 2D convolution and after the per-frequency DConv, and the GLU written as
+:func:`channels_last_glu`. Keep them in step with the plain forwards
+(tests/inference/test_cpu_rewrites.py compares the two, layer by layer and over whole networks).
 """
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
 from stemsep.inference.cpu.predicates import cpu_channels_last
-from stemsep.models.layers import DecoderLayer, EncoderLayer
+from stemsep.models.layers import DecoderLayer, EncoderLayer, dconv_over_time
+
+
+def channels_last_glu(x: torch.Tensor) -> torch.Tensor:
+    """GLU over channels (dim 1). ``F.glu``'s backward is ~4x slower on channels-last tensors than
+    ``a * sigmoid(b)``'s (same values), so that form is used for 4D inputs when gradients are
+    tracked."""
+    if x.dim() == 4 and x.requires_grad:
+        a, b = x.chunk(2, dim=1)
+        return a * torch.sigmoid(b)
+    return F.glu(x, dim=1)
+
+
+def _dconv(layer: EncoderLayer | DecoderLayer, y: torch.Tensor) -> torch.Tensor:
+    return cpu_channels_last(dconv_over_time(layer.dconv, y))
 
 
 class CpuEncoderLayer(EncoderLayer):
-    layout = staticmethod(cpu_channels_last)
+    """:class:`~stemsep.models.layers.EncoderLayer` with channels-last 2D convolutions on CPU."""
+
+    def forward(self, x: torch.Tensor, inject: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.freq:
+            if x.dim() == 4:  # (B, C, 1, T) coming out of the last frequency layer
+                x = x.flatten(1, 2).contiguous()  # (B, C, T), not a channels-fastest view
+            rest = x.shape[-1] % self.stride
+            if rest:
+                x = F.pad(x, (0, self.stride - rest))
+        y = self.conv(cpu_channels_last(x, self.conv.weight) if self.freq else x)
+        if self.empty:
+            return y
+        if inject is not None:
+            if inject.shape[-1] != y.shape[-1]:
+                raise RuntimeError(f"time/frequency branches misaligned: {inject.shape} vs {y.shape}")
+            if inject.dim() == 3 and y.dim() == 4:
+                inject = inject[:, :, None]
+            y = y + inject
+        y = F.gelu(self.norm1(y))
+        if self.dconv is not None:
+            y = _dconv(self, y)
+        if self.rewrite is not None:
+            y = channels_last_glu(self.norm2(self.rewrite(y)))
+        return y
 
 
 class CpuDecoderLayer(DecoderLayer):
-    layout = staticmethod(cpu_channels_last)
+    """:class:`~stemsep.models.layers.DecoderLayer` with channels-last 2D convolutions on CPU."""
+
+    def forward(self, x: torch.Tensor | None, skip: torch.Tensor | None,
+                length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.empty:
+            y = x
+        else:
+            if x is None:
+                x = skip
+            else:
+                if self.freq and x.dim() == 3:
+                    x = x.view(x.shape[0], self.chin, -1, x.shape[-1])
+                x = x + skip
+            y = cpu_channels_last(x, None if self.rewrite is None else self.rewrite.weight)
+            if self.rewrite is not None:
+                y = channels_last_glu(self.norm1(self.rewrite(y)))
+            if self.dconv is not None:
+                y = _dconv(self, y)
+        if self.freq and y.dim() == 3:
+            y = y.view(y.shape[0], self.chin, -1, y.shape[-1])
+        z = self.norm2(self.conv_tr(cpu_channels_last(y, self.conv_tr.weight)))
+        if self.freq:
+            if self.pad:
+                z = z[..., self.pad:-self.pad, :]
+        else:
+            z = z[..., self.pad:self.pad + length]
+            if z.shape[-1] != length:
+                raise RuntimeError(f"decoder output has {z.shape[-1]} steps, expected {length}")
+        if not self.last:
+            z = F.gelu(z)
+        return z, y

@@ -10,7 +10,6 @@ so the same weights can be run with any backend.
 from __future__ import annotations
 
 import inspect
-import math
 
 import torch
 import torch.nn.functional as F
@@ -26,28 +25,6 @@ def resolve_backend(name: str):
         return get_backend(name)
     except ValueError as err:
         raise StemsepError(f"attention: {err}") from None
-
-
-def sparse_dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
-    """Softmax attention with dropout ``p`` on the attention weights, for CPU training.
-
-    ``scaled_dot_product_attention`` on CPU falls back to its math path when dropout is on and
-    draws one Bernoulli number per attention weight, which dominated HTDemucs' training step.
-    Here the dropped positions are drawn directly: a Poisson(-N ln(1 - p)) number of uniform
-    indices over the N weights. By Poisson splitting each weight is then hit independently
-    with probability exactly ``p``, so the mask has the same law as Bernoulli dropout while
-    needing about ``p * N`` random numbers. The ``1 / (1 - p)`` rescaling is applied to the
-    (much smaller) output instead of the weights.
-    """
-    scale = q.shape[-1] ** -0.5
-    weights = torch.matmul(q * scale, k.transpose(-2, -1)).softmax(dim=-1)
-    n = weights.numel()
-    rate = torch.tensor(-n * math.log1p(-p), dtype=torch.float64)
-    count = int(torch.poisson(rate).item())
-    if count:
-        drop = torch.randint(n, (count,), device=weights.device)
-        weights = weights.reshape(-1).index_fill(0, drop, 0.0).view(weights.shape)
-    return torch.matmul(weights, v) * (1.0 / (1.0 - p))
 
 
 def _accepts_dropout(kernel) -> bool:
@@ -93,6 +70,14 @@ class BackendAttention(nn.Module):
         self._kernel_dropout = _accepts_dropout(self._kernel)
         self.attention = name
 
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+        """``softmax(q k^T / sqrt(d)) v`` of ``(B, H, L, D)`` heads through the backend kernel, with
+        dropout ``dropout_p`` on the attention weights when the kernel takes a ``dropout_p`` keyword
+        (``dense``: ``scaled_dot_product_attention(q, k, v, dropout_p=...)``)."""
+        if dropout_p > 0 and self._kernel_dropout:
+            return self._kernel(q, k, v, dropout_p=dropout_p)
+        return self._kernel(q, k, v)
+
     def _project(self, query: torch.Tensor, key: torch.Tensor):
         e = self.embed_dim
         if self.separate_proj:
@@ -112,16 +97,7 @@ class BackendAttention(nn.Module):
         k = k.reshape(b, lk, h, -1).transpose(1, 2)
         v = v.reshape(b, lk, h, -1).transpose(1, 2)
         p = self.dropout if self.training else 0.0
-        if p > 0 and self.attention == "dense":
-            if q.device.type == "cpu":
-                out = sparse_dropout_attention(q, k, v, p)
-            else:  # fused kernels with built-in dropout
-                out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-        elif p > 0 and self._kernel_dropout:
-            out = self._kernel(q, k, v, dropout_p=p)
-        else:
-            out = self._kernel(q, k, v)
-        out = out.transpose(1, 2).reshape(b, lq, e)
+        out = self.attend(q, k, v, p).transpose(1, 2).reshape(b, lq, e)
         if self.separate_proj:
             return F.dropout(self.proj(out), p, self.training)
         return self.out_proj(out)
