@@ -155,7 +155,7 @@ class _DropsAfter:
 
 def _drop_first_reads(monkeypatch, drops: int, limit: int, then=None) -> list[int]:
     """The first ``drops`` S3 opens deliver ``limit`` bytes, then fail; returns the offsets opened at."""
-    from stemsep.data import remote
+    from stemsep.io import remote
 
     real, offsets = remote._fsspec_open, []
 
@@ -173,7 +173,7 @@ def _drop_first_reads(monkeypatch, drops: int, limit: int, then=None) -> list[in
 
 
 def test_s3_read_dropped_midway_resumes_by_seek_into_identical_bytes(shards, s3, monkeypatch):
-    from stemsep.data.remote import RemoteReader, Retry
+    from stemsep.io.remote import RemoteReader, Retry
 
     name = "train-000000.tar"
     data = (shards / name).read_bytes()
@@ -186,7 +186,7 @@ def test_s3_read_dropped_midway_resumes_by_seek_into_identical_bytes(shards, s3,
 def test_s3_object_replaced_between_a_drop_and_the_resume_is_an_error(shards, s3, monkeypatch):
     import s3fs
 
-    from stemsep.data.remote import RemoteReader, Retry
+    from stemsep.io.remote import RemoteReader, Retry
 
     name = "train-000000.tar"
     url = f"{BUCKET}/shards/{name}"

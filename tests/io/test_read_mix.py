@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 
 from helpers.audio import tone, write_av, write_sf
 from stemsep.errors import BadAudioError
-from stemsep.io.audio import MIX_EXTENSIONS, probe_mix, read_mix, resample
+from stemsep.io.audio import MIX_EXTENSIONS, DownmixWarning, iter_mix, probe_mix, read_mix, resample
 
 SR = 16000
 
@@ -31,15 +33,19 @@ def test_lossless_and_resampled_reads(tmp_path):
 
 
 def test_mono_is_duplicated_and_surround_downmixed_with_a_note(tmp_path, capsys):
-    mono = read_mix(write_sf(tmp_path / "m.flac", tone(0.5, SR, 1), SR, "FLAC", "PCM_24"), SR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # mono is duplicated silently
+        mono = read_mix(write_sf(tmp_path / "m.flac", tone(0.5, SR, 1), SR, "FLAC", "PCM_24"), SR)
     assert mono.shape == (2, SR // 2) and torch.equal(mono[0], mono[1])
-    assert capsys.readouterr().err == ""
     six = tone(0.5, SR, 6)
     path = write_sf(tmp_path / "s.wav", six, SR, "WAV", "FLOAT")
-    stereo = read_mix(path, SR)
-    assert stereo.shape == (2, SR // 2)
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(path) in err and "6 channels downmixed to stereo" in err
+    with pytest.warns(DownmixWarning) as caught:
+        stereo = read_mix(path, SR)
+    assert [str(w.message) for w in caught] == [f"{path}: 6 channels downmixed to stereo"]
+    assert caught[0].filename == __file__  # points at the caller, not at io
+    with pytest.warns(DownmixWarning, match=f"^{re.escape(str(path))}: 6 channels averaged to mono$"):
+        assert read_mix(path, SR, 1).shape == (1, SR // 2)
+    assert capsys.readouterr() == ("", "")  # io prints nothing: the note is the caller's to show
     # ITU coefficients normalised: left = (L + .707 C + .707 BL) / 2.414; LFE dropped
     left = (six[0] + 0.7071 * six[2] + 0.7071 * six[4]) / (1 + 2 * 0.7071)
     assert np.allclose(stereo[0].numpy(), left, atol=1e-6)
@@ -115,3 +121,25 @@ def test_bad_files_give_one_line_errors_naming_them(tmp_path, name):
 def test_missing_file(tmp_path):
     with pytest.raises(BadAudioError, match="file not found"):
         read_mix(tmp_path / "nope.m4a", SR)
+
+
+def test_iter_mix_records_the_note_for_its_caller_or_warns_once(tmp_path, capsys):
+    """Streamed: the downmix note goes to ``info["note"]`` (the caller prints it), once per file; without
+    ``info`` it is one DownmixWarning, not one per block."""
+    path = write_sf(tmp_path / "s.flac", tone(1.0, SR, 6), SR, "FLAC", "PCM_24")
+    info: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # recorded, not warned
+        blocks = list(iter_mix(path, SR, 2, block=3000, info=info))
+    assert len(blocks) > 1 and info["note"] == f"{path}: 6 channels downmixed to stereo"
+    assert info["frames"] == SR and info["samplerate"] == SR
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = list(iter_mix(path, SR, 2, block=3000))
+    assert [str(w.message) for w in caught if w.category is DownmixWarning] == [info["note"]]
+    assert all(np.array_equal(a, b) for a, b in zip(blocks, again, strict=True))
+    stereo = write_sf(tmp_path / "two.wav", tone(0.5, SR), SR, "WAV", "FLOAT")
+    plain: dict = {}
+    list(iter_mix(stereo, SR, 2, info=plain))
+    assert "note" not in plain
+    assert capsys.readouterr() == ("", "")

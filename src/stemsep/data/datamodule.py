@@ -10,7 +10,7 @@ Batches (the same contract as the folder data module):
 Sources follow the ``sources`` option (order, selection, or a mapping that sums stems).
 Shards may be local (paths, globs, brace patterns), behind ``pipe:`` commands, or remote
 (``s3://``, ``gs://``, ``http(s)://``...): see :mod:`stemsep.data.tarstream`; remote reads
-retry and resume after network faults (:mod:`stemsep.data.remote`).
+retry and resume after network faults (:mod:`stemsep.io.remote`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from stemsep.data.augment import Augmentation
 from stemsep.data.folder import SyntheticCorpus
 from stemsep.data.manifest import Manifest, resolve_sources
 from stemsep.data.prepare import PrepareShards, prepare_shards
-from stemsep.data.remote import Retry
 from stemsep.data.streams import EvalStream, TrainStream
 from stemsep.data.tarstream import local_path, read_json
 from stemsep.errors import BadDataError
+from stemsep.io.remote import Retry
 
 
 class StemDataModule(L.LightningDataModule):

@@ -20,10 +20,10 @@ from torch.utils.data import IterableDataset, get_worker_info
 from stemsep.data.allocator import keep_large_buffers
 from stemsep.data.augment import Augmentation, apply_augmentations, needed_length
 from stemsep.data.manifest import Manifest, check_sample, decode_rows, decode_sources
-from stemsep.data.remote import Retry
 from stemsep.data.stembatch import StemBatch
 from stemsep.data.tarstream import iter_shard
 from stemsep.errors import BadDataError, StemsepError
+from stemsep.io.remote import Retry
 
 MAX_CONSECUTIVE_FAILURES = 100
 

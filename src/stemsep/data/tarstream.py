@@ -5,7 +5,7 @@
 - ``pipe:CMD`` runs ``CMD`` and reads its stdout (webdataset's ``gopen``).
 - ``http(s)://`` (the standard library) and other schemes (``s3://``, ``gs://``, ``az://``, ...,
   through ``fsspec`` with its backend package installed, e.g. s3fs or gcsfs) are read by
-  :class:`~stemsep.data.remote.RemoteReader`: timeouts, retries with backoff, resuming where a
+  :class:`~stemsep.io.remote.RemoteReader`: timeouts, retries with backoff, resuming where a
   dropped connection stopped, and a one-line error naming the URL when a read keeps failing.
 
 A shard is read as a stream, once, front to back: its bytes are hashed on the way and compared
@@ -27,15 +27,12 @@ from urllib.parse import urlparse
 
 import braceexpand
 
-from stemsep.data.remote import RemoteReader, Retry
 from stemsep.errors import BadDataError
+from stemsep.io.remote import RemoteReader, Retry, url_scheme
 
 
 def _scheme(url: str) -> str:
-    if url.startswith("pipe:"):
-        return "pipe"
-    scheme = urlparse(url).scheme
-    return "" if len(scheme) <= 1 else scheme  # "C:\\..." is a local path
+    return "pipe" if url.startswith("pipe:") else url_scheme(url)  # "" for a local path
 
 
 def local_path(url: str) -> str | None:
@@ -49,7 +46,7 @@ def local_path(url: str) -> str | None:
 def open_url(url: str, retry: Retry | None = None, size: int | None = None) -> IO[bytes]:
     """A binary read stream for ``url`` (see the module docstring), or a one-line error.
 
-    ``retry``: timeouts and retries of remote reads (default :class:`~stemsep.data.remote.Retry`);
+    ``retry``: timeouts and retries of remote reads (default :class:`~stemsep.io.remote.Retry`);
     ``size``: the expected size in bytes (remote reads treat any other size as an error).
     """
     scheme, path = _scheme(url), local_path(url)

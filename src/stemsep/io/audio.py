@@ -1,20 +1,26 @@
 """Reading and writing audio with soundfile (torchaudio.load needs ffmpeg/torchcodec now).
 
+Kept as one module (over 400 lines): the decoder (about 200 lines: soundfile/PyAV fallback,
+length checks, one-line errors) is private to the public readers that wrap it, and the writers
+(about 100) are imported from here by every caller, so a split would only be re-exported here.
+
 Mixtures to separate (:func:`read_mix`) may be any of :data:`MIX_EXTENSIONS`: libsndfile
 (soundfile) decodes WAV/FLAC/AIFF/OGG/Opus/MP3, PyAV (FFmpeg, bundled in its wheels) decodes
 M4A/AAC/MP4/WebM/ALAC/Matroska and MUSDB18's ``.stem.mp4`` (first audio stream: the mixture).
-Other sample rates are converted with soxr at quality ``"VHQ"``. :func:`iter_mix` is ``read_mix``
-block by block (constant memory; soxr's streaming resampler gives the same samples), and
+One decoder (:func:`_blocks`: soundfile, else PyAV, with the length and error checks) serves
+every reader: :func:`iter_mix` converts its blocks one by one (constant memory; soxr's streaming
+resampler gives the same samples), :func:`read_mix`, :func:`decode_audio` and :func:`read_stream`
+join them. Other sample rates are converted with soxr at quality ``"VHQ"``; a downmix is reported
+as a :class:`DownmixWarning` (or recorded in ``iter_mix``'s ``info``), never printed here.
 :func:`open_writer` writes WAV/FLAC/MP3 block by block with a comment tag (``stemsep separate``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
-import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +184,10 @@ class MixInfo:
     frames: int
 
 
+class DownmixWarning(UserWarning):
+    """More channels than a model takes were mixed down (``<file>: N channels downmixed to stereo``)."""
+
+
 def is_stem_mp4(path: str | os.PathLike) -> bool:
     """MUSDB18's multi-stream ``<track>.stem.mp4`` (stream 0 is the mixture)."""
     return Path(path).name.lower().endswith(".stem.mp4")
@@ -207,15 +217,28 @@ def probe_mix(path: str | os.PathLike) -> MixInfo:
 def read_mix(path: str | os.PathLike, samplerate: int, channels: int = 2) -> torch.Tensor:
     """A mixture to separate as float32 ``(channels, time)`` at ``samplerate``, from any supported file.
 
-    Mono is duplicated; more channels than ``channels`` are downmixed (a one-line note on stderr);
+    Mono is duplicated; more channels than ``channels`` are downmixed (a :class:`DownmixWarning`);
     other rates are resampled with soxr (quality ``"VHQ"``). A file that cannot be decoded, is
     empty, holds NaN/Inf, or decodes shorter than its container states is a one-line
     :class:`BadAudioError` naming it.
     """
     path = Path(path)
-    data, sr = _decode_checked(path)
-    data = to_channels(data, channels, name=str(path))
+    data, sr = _read_checked(path)
+    data, note = _to_channels(data, channels, str(path))
+    if note:
+        warnings.warn(note, DownmixWarning, stacklevel=2)
     return resample(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), sr, samplerate)
+
+
+def decode_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+    """Any file :func:`read_mix` reads, as float32 ``(channels, time)`` at its own rate and channel
+    count (nothing converted), and the rate; a ``.stem.mp4`` gives its first stream (the mixture).
+
+    Errors as :func:`read_mix`: one line naming the file (missing, undecodable, empty, NaN/Inf, or
+    decoding shorter than the container states).
+    """
+    data, sr = _read_checked(Path(path))
+    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), sr
 
 
 class Resampler:
@@ -246,83 +269,34 @@ def iter_mix(path: str | os.PathLike, samplerate: int, channels: int = 2, block:
     concatenation equals ``read_mix``'s result, holding one block in memory (soundfile reads
     ``block`` frames at a time; PyAV decodes frame by frame; soxr resamples as a stream).
     Errors are :func:`read_mix`'s, raised when met (a truncated file: after its last block).
-    ``info``, when given, receives the input's ``samplerate`` and decoded ``frames``."""
+    ``info``, when given, receives the input's ``samplerate`` and decoded ``frames``, and ``note``:
+    ``"<file>: N channels downmixed to stereo"`` when it was (for the caller to report; without
+    ``info`` it is a :class:`DownmixWarning`)."""
     path = _existing_file(path)
-    state = {"resampler": None, "noted": False, "count": 0}
-
-    def convert(data: np.ndarray, sr: int, have: int) -> np.ndarray:
+    resampler, count, noted = None, 0, False
+    for data, sr in _blocks(path, block):
         if not np.isfinite(data).all():
             raise BadAudioError(f"{path}: contains NaN or Inf samples")
-        if state["resampler"] is None:
-            state["resampler"] = Resampler(sr, samplerate, channels)
-        if have != channels and have != 1 and not state["noted"]:
-            state["noted"] = True
-            data = to_channels(data, channels, name=str(path))  # prints its note once
-        else:
-            with contextlib.redirect_stderr(io.StringIO()):
-                data = to_channels(data, channels, name=str(path))
-        state["count"] += data.shape[1]
+        if resampler is None:
+            resampler = Resampler(sr, samplerate, channels)
+        data, note = _to_channels(data, channels, str(path))
+        if note and not noted:
+            noted = True
+            if info is not None:
+                info["note"] = note
+            else:
+                warnings.warn(note, DownmixWarning, stacklevel=2)
+        count += data.shape[1]
         if info is not None:
-            info["samplerate"], info["frames"] = sr, state["count"]
-        return state["resampler"](np.ascontiguousarray(data, dtype=np.float32))
-
-    blocks = _iter_decode(path, block)
-    for data, sr in blocks:
-        out = convert(data, sr, data.shape[0])
+            info["samplerate"], info["frames"] = sr, count
+        out = resampler(np.ascontiguousarray(data, dtype=np.float32))
         if out.shape[1]:
             yield out
-    if state["count"] == 0:
+    if count == 0:
         raise BadAudioError(f"{path}: audio is empty (zero samples)")
-    tail = state["resampler"].flush()
+    tail = resampler.flush()
     if tail.shape[1]:
         yield tail
-
-
-def _iter_decode(path: Path, block: int) -> Iterator[tuple[np.ndarray, int]]:
-    """``((channels, n) float32, rate)`` blocks of the first audio stream; soundfile first, else PyAV."""
-    if _uses_av(path):
-        yield from _iter_decode_av(path)
-        return
-    try:
-        info = sf.info(str(path))
-        handle = sf.SoundFile(str(path))
-    except (RuntimeError, sf.LibsndfileError) as err:
-        try:
-            yield from _iter_decode_av(path)
-            return
-        except BadAudioError as av_err:
-            reason = short_error(err)
-            if "unsupported audio codec" in str(av_err) or "does not exist" in reason:
-                raise
-            raise BadAudioError(f"{path}: not a readable audio file ({reason})") from None
-    decoded = 0
-    with handle:
-        try:
-            while True:
-                data = handle.read(block, dtype="float32", always_2d=True)
-                if data.shape[0] == 0:
-                    break
-                decoded += data.shape[0]
-                yield np.ascontiguousarray(data.T), info.samplerate
-        except (RuntimeError, sf.LibsndfileError) as err:
-            raise BadAudioError(f"{path}: cannot decode its audio ({short_error(err)})") from None
-    _check_length(path, decoded, _stated_frames_sf(info), info.samplerate,
-                  fraction=10 if info.format == "MP3" else 100)
-
-
-def _iter_decode_av(path: Path) -> Iterator[tuple[np.ndarray, int]]:
-    with _open_av(path) as container:
-        stream = _first_audio(path, container)
-        sr = stream.codec_context.sample_rate
-        decoded = 0
-        with _av_decode_errors(path, stream):
-            for data in _decoded_frames(container, stream):
-                decoded += data.shape[1]
-                yield data, sr
-        stated = _stated_frames_av(container, stream)
-    if decoded == 0:
-        raise BadAudioError(f"{path}: audio is empty (no decodable samples)")
-    _check_length(path, decoded, stated, sr)
 
 
 def resample(wav: torch.Tensor, source: int, target: int) -> torch.Tensor:
@@ -336,6 +310,7 @@ def resample(wav: torch.Tensor, source: int, target: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(out)).reshape(*wav.shape[:-1], -1).to(wav.device)
 
 
+# ---------------------------------------------------------------- the decoder
 def _existing_file(path: str | os.PathLike) -> Path:
     """``path`` as a Path, or a one-line :class:`BadAudioError`: file not found, or not a file."""
     path = Path(path)
@@ -344,9 +319,9 @@ def _existing_file(path: str | os.PathLike) -> Path:
     return path
 
 
-def _decode_checked(path: Path) -> tuple[np.ndarray, int]:
-    """:func:`_decode` of an existing, non-empty file holding finite samples (else a one-line error)."""
-    data, sr = _decode(_existing_file(path))
+def _read_checked(path: Path) -> tuple[np.ndarray, int]:
+    """The joined blocks of an existing file, non-empty and finite (else a one-line error)."""
+    data, sr, _ = _join(_blocks(_existing_file(path), None))
     if data.shape[1] == 0:
         raise BadAudioError(f"{path}: audio is empty (zero samples)")
     if not np.isfinite(data).all():
@@ -354,25 +329,86 @@ def _decode_checked(path: Path) -> tuple[np.ndarray, int]:
     return data, sr
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """``(channels, time)`` float32 and the rate; soundfile first for its formats, else PyAV."""
+def _join(blocks) -> tuple[np.ndarray, int, int | None]:
+    """A decoder's blocks as one ``(channels, time)`` array, the rate, and the frames the file
+    states (the decoder's return value)."""
+    chunks, sr = [], 0
+    while True:
+        try:
+            data, sr = next(blocks)
+        except StopIteration as end:
+            stated = end.value
+            break
+        chunks.append(data)
+    data = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    return data, sr, stated
+
+
+def _blocks(path: Path, block: int | None):
+    """The decoder: ``((channels, n) float32, rate)`` blocks of the first audio stream, returning
+    the frames the file states after checking the decoded length against them.
+
+    soundfile first for its formats (``block`` frames at a time; ``None``: the whole file in one
+    read), PyAV (frame by frame) for the others and for what libsndfile cannot open; a whole-file
+    read that libsndfile fails goes to PyAV too, a block read stops with a one-line error.
+    """
     if _uses_av(path):
-        return _decode_av(path)
+        return (yield from _av_blocks(path))
     try:
         info = sf.info(str(path))
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        if block is None:
+            whole = sf.read(str(path), dtype="float32", always_2d=True)[0]
+        else:
+            handle = sf.SoundFile(str(path))
     except (RuntimeError, sf.LibsndfileError) as err:
-        try:
-            return _decode_av(path)
-        except BadAudioError as av_err:
-            reason = short_error(err)
-            if "unsupported audio codec" in str(av_err) or "does not exist" in reason:
-                raise  # FFmpeg's reason says more (libsndfile's MP3 reader reports "File does not exist")
-            raise BadAudioError(f"{path}: not a readable audio file ({reason})") from None
+        return (yield from _av_instead(path, err))
     stated = _stated_frames_sf(info)
+    if block is None:
+        decoded = whole.shape[0]
+        yield whole.T, info.samplerate
+    else:
+        decoded = 0
+        with handle:
+            try:
+                while (data := handle.read(block, dtype="float32", always_2d=True)).shape[0]:
+                    decoded += data.shape[0]
+                    yield np.ascontiguousarray(data.T), info.samplerate
+            except (RuntimeError, sf.LibsndfileError) as err:
+                raise BadAudioError(f"{path}: cannot decode its audio ({short_error(err)})") from None
     # MP3 lengths are estimated when no Xing/LAME header states them: only a large shortfall counts
-    _check_length(path, data.shape[0], stated, sr, fraction=10 if info.format == "MP3" else 100)
-    return data.T, sr
+    _check_length(path, decoded, stated, info.samplerate, fraction=10 if info.format == "MP3" else 100)
+    return stated
+
+
+def _av_instead(path: Path, err: Exception):
+    """PyAV's blocks of a file libsndfile refused; libsndfile's reason when PyAV fails too, except
+    where FFmpeg's says more (libsndfile's MP3 reader reports "File does not exist")."""
+    try:
+        return (yield from _av_blocks(path))
+    except BadAudioError as av_err:
+        reason = short_error(err)
+        if "unsupported audio codec" in str(av_err) or "does not exist" in reason:
+            raise
+        raise BadAudioError(f"{path}: not a readable audio file ({reason})") from None
+
+
+def _av_blocks(path: Path, index: int | None = None):
+    """PyAV's half of :func:`_blocks`: the frames of the first audio stream (``index``: of audio
+    stream ``index``, errors naming it), then the length check; returns the stated frames."""
+    with _open_av(path) as container:
+        stream = _first_audio(path, container) if index is None else _audio_stream(path, container, index)
+        sr = stream.codec_context.sample_rate
+        decoded = 0
+        with _av_decode_errors(path, stream, index):
+            for data in _decoded_frames(container, stream):
+                decoded += data.shape[1]
+                yield data, sr
+        stated = _stated_frames_av(container, stream) if index is None else _stated_frames(container, stream)
+    if decoded == 0:
+        what = "audio is" if index is None else f"audio stream {index} is"
+        raise BadAudioError(f"{path}: {what} empty (no decodable samples)")
+    _check_length(path, decoded, stated, sr)
+    return stated
 
 
 def _stated_frames_sf(info: sf._SoundFileInfo) -> int:
@@ -420,6 +456,17 @@ def _first_audio(path: Path, container):
     return stream
 
 
+def _audio_stream(path: Path, container, index: int):
+    """Audio stream ``index`` (:func:`read_stream`), refused with a one-line error naming it."""
+    streams = container.streams.audio
+    if not 0 <= index < len(streams):
+        raise BadAudioError(f"{path}: has {len(streams)} audio stream(s), no stream {index}")
+    stream = streams[index]
+    if stream.codec_context is None or not stream.codec_context.sample_rate:
+        raise BadAudioError(f"{path}: audio stream {index}: unsupported codec or no sample rate")
+    return stream
+
+
 def _stated_frames(container, stream) -> int | None:
     """Frames the container states for ``stream`` (its duration), or None."""
     rate = stream.codec_context.sample_rate
@@ -430,6 +477,12 @@ def _stated_frames(container, stream) -> int | None:
 
         return int(round(container.duration / av.time_base * rate))
     return None
+
+
+def _stated_frames_av(container, stream) -> int | None:
+    """:func:`_stated_frames`, except for raw ADTS AAC / MP3 streams: FFmpeg estimates their duration
+    from the bitrate (not a stated length)."""
+    return None if container.format.name in ("aac", "mp3") else _stated_frames(container, stream)
 
 
 def _decoded_frames(container, stream) -> Iterator[np.ndarray]:
@@ -446,38 +499,20 @@ def _decoded_frames(container, stream) -> Iterator[np.ndarray]:
 
 
 @contextlib.contextmanager
-def _av_decode_errors(path: Path, stream):
-    """PyAV's decoding errors on the first audio stream of ``path`` as one-line :class:`BadAudioError`."""
+def _av_decode_errors(path: Path, stream, index: int | None = None):
+    """PyAV's decoding errors as one-line :class:`BadAudioError` (naming audio stream ``index`` if given)."""
     import av
 
     try:
         yield
     except av.error.DecoderNotFoundError as err:
+        if index is not None:
+            raise BadAudioError(f"{path}: audio stream {index}: cannot decode ({_av_error(err)})") from None
         raise BadAudioError(f"{path}: unsupported codec {stream.codec_context.name!r} "
                             f"({_av_error(err)})") from None
     except (av.error.FFmpegError, ValueError) as err:
-        raise BadAudioError(f"{path}: cannot decode its audio ({_av_error(err)})") from None
-
-
-def _stated_frames_av(container, stream) -> int | None:
-    """:func:`_stated_frames`, except for raw ADTS AAC / MP3 streams: FFmpeg estimates their duration
-    from the bitrate (not a stated length)."""
-    return None if container.format.name in ("aac", "mp3") else _stated_frames(container, stream)
-
-
-def _decode_av(path: Path) -> tuple[np.ndarray, int]:
-    """First audio stream of a PyAV/FFmpeg-readable file as ``(channels, time)`` float32."""
-    with _open_av(path) as container:
-        stream = _first_audio(path, container)
-        sr = stream.codec_context.sample_rate
-        with _av_decode_errors(path, stream):
-            chunks = list(_decoded_frames(container, stream))
-        stated = _stated_frames_av(container, stream)
-    if not chunks:
-        raise BadAudioError(f"{path}: audio is empty (no decodable samples)")
-    data = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
-    _check_length(path, data.shape[1], stated, sr)
-    return data, sr
+        where = "cannot decode its audio" if index is None else f"audio stream {index}: cannot decode"
+        raise BadAudioError(f"{path}: {where} ({_av_error(err)})") from None
 
 
 # Downmix to stereo (ITU-R BS.775 coefficients, then normalised so a full-scale input cannot clip),
@@ -493,26 +528,29 @@ _DOWNMIX = {
 
 
 def to_channels(data: np.ndarray, channels: int, *, name: str = "input") -> np.ndarray:
-    """``(have, time)`` -> ``(channels, time)``: mono duplicated, more channels downmixed (a one-line
-    note on stderr naming ``name``); anything else is a :class:`BadAudioError`."""
-    path = name
+    """``(have, time)`` -> ``(channels, time)``: mono duplicated, more channels downmixed (a
+    :class:`DownmixWarning` naming ``name``); anything else is a :class:`BadAudioError`."""
+    data, note = _to_channels(data, channels, name)
+    if note:
+        warnings.warn(note, DownmixWarning, stacklevel=2)
+    return data
+
+
+def _to_channels(data: np.ndarray, channels: int, name: str) -> tuple[np.ndarray, str | None]:
+    """:func:`to_channels` and its note (``"<name>: N channels downmixed to stereo"``), or None."""
     have = data.shape[0]
     if have == channels:
-        return data
+        return data, None
     if have == 1:
-        return np.repeat(data, channels, axis=0)
+        return np.repeat(data, channels, axis=0), None
     if channels == 1:
-        print(f"note: {path}: {have} channels averaged to mono", file=sys.stderr)
-        return data.mean(0, keepdims=True)
-    if channels != 2:
-        raise BadAudioError(f"{path}: has {have} channel(s), the model takes {channels} (or mono)")
-    if have > 2:
-        matrix = np.asarray(_DOWNMIX.get(have) or [[1.0 - i % 2 for i in range(have)],
-                                                    [float(i % 2) for i in range(have)]], dtype=np.float32)
-        matrix /= matrix.sum(1, keepdims=True)
-        print(f"note: {path}: {have} channels downmixed to stereo", file=sys.stderr)
-        return matrix @ data
-    raise BadAudioError(f"{path}: has {have} channel(s), the model takes {channels} (or mono)")
+        return data.mean(0, keepdims=True), f"{name}: {have} channels averaged to mono"
+    if channels != 2 or have < 2:
+        raise BadAudioError(f"{name}: has {have} channel(s), the model takes {channels} (or mono)")
+    matrix = np.asarray(_DOWNMIX.get(have) or [[1.0 - i % 2 for i in range(have)],
+                                                [float(i % 2) for i in range(have)]], dtype=np.float32)
+    matrix /= matrix.sum(1, keepdims=True)
+    return matrix @ data, f"{name}: {have} channels downmixed to stereo"
 
 
 # ---------------------------------------------------------------- multi-stream files (MUSDB18 .stem.mp4)
@@ -540,40 +578,10 @@ def read_stream(path: str | os.PathLike, index: int) -> tuple[torch.Tensor, int]
     its last frame); a stream that decodes shorter than stated, is empty, holds NaN/Inf or cannot
     be decoded is a one-line :class:`BadAudioError` naming the file and the stream.
     """
-    import av
-
     path = _existing_file(path)
-    with _open_av(path) as container:
-        streams = container.streams.audio
-        if not 0 <= index < len(streams):
-            raise BadAudioError(f"{path}: has {len(streams)} audio stream(s), no stream {index}")
-        stream = streams[index]
-        if stream.codec_context is None or not stream.codec_context.sample_rate:
-            raise BadAudioError(f"{path}: audio stream {index}: unsupported codec or no sample rate")
-        sr = stream.codec_context.sample_rate
-        try:
-            chunks = list(_decoded_frames(container, stream))
-        except (av.error.FFmpegError, ValueError) as err:
-            raise BadAudioError(f"{path}: audio stream {index}: cannot decode ({_av_error(err)})") from None
-        stated = _stated_frames(container, stream)
-    if not chunks:
-        raise BadAudioError(f"{path}: audio stream {index} is empty (no decodable samples)")
-    data = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
-    _check_length(path, data.shape[1], stated, sr)
+    data, sr, stated = _join(_av_blocks(path, index))
     if stated:
         data = data[:, :stated]
     if not np.isfinite(data).all():
         raise BadAudioError(f"{path}: audio stream {index} contains NaN or Inf samples")
     return torch.from_numpy(np.ascontiguousarray(data)), sr
-
-
-def decode_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """Any file :func:`read_mix` reads, as float32 ``(channels, time)`` at its own rate and channel
-    count (nothing converted), and the rate; a ``.stem.mp4`` gives its first stream (the mixture).
-
-    Errors as :func:`read_mix`: one line naming the file (missing, undecodable, empty, NaN/Inf, or
-    decoding shorter than the container states).
-    """
-    path = Path(path)
-    data, sr = _decode_checked(path)
-    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), sr

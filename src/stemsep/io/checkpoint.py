@@ -31,6 +31,7 @@ from stemsep.contract import describe
 from stemsep.errors import BadCheckpointError
 from stemsep.io.files import atomic_path
 from stemsep.io.quantized import load_quantized
+from stemsep.io.remote import local_copy, name_of
 from stemsep.io.weights import load_weights, net_state_dict
 
 # Plain types a checkpoint may hold besides tensors and containers.
@@ -38,35 +39,29 @@ SAFE_GLOBALS = [Fraction]
 REFUSED = "refused, it holds pickled code or objects, not only weights"
 
 
-def _is_url(path: str | os.PathLike) -> bool:
-    """``scheme://...`` other than ``file://`` (``s3://``, ``gs://``, ``http(s)://``...: read through fsspec)."""
-    scheme = str(path).split("://", 1)[0] if "://" in str(path) else ""
-    return len(scheme) > 1 and scheme != "file"
-
-
-def _read_remote(url: str) -> io.BytesIO:
-    import fsspec
-
-    try:
-        with fsspec.open(url, "rb") as f:
-            return io.BytesIO(f.read())
-    except FileNotFoundError:
-        raise BadCheckpointError(f"{url}: checkpoint not found") from None
-    except Exception as err:  # noqa: BLE001 - network/backend failures become one line naming the URL
-        raise BadCheckpointError(f"{url}: cannot read ({' '.join(str(err).split()) or type(err).__name__})") from None
+def open_checkpoint(path: str | os.PathLike, what: str = "checkpoint"):
+    """``with open_checkpoint(path) as file:`` a local file holding the checkpoint ``path`` names: a
+    local path as it is, a URL (:func:`~stemsep.io.remote.is_url`: ``http(s)://``, ``s3://``, ...)
+    read through :mod:`stemsep.io.remote` (its timeouts, retries, resuming, size/ETag checks) into a
+    temporary file; a URL that cannot be read is a one-line :class:`BadCheckpointError` naming it
+    (a missing one: ``<url>: <what> not found (HTTP 404)``)."""
+    return local_copy(path, error=BadCheckpointError, missing=f"{what} not found")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True``: refuses any pickled code, names the file.
 
-    ``path`` may be a URL fsspec reads (``s3://bucket/run/last.ckpt``, ...): the same rules apply.
+    ``path`` may be a URL (``https://host/model.ckpt``, ``s3://bucket/run/last.ckpt``, ...): read
+    through :func:`open_checkpoint`, then the same rules apply.
     """
-    if _is_url(path):
-        path, source = str(path), _read_remote(str(path))
-    else:
-        path = source = Path(str(path).removeprefix("file://"))
-        if not path.is_file():
+    with open_checkpoint(path) as source:
+        path = name_of(path)
+        if not source.is_file():
             raise BadCheckpointError(f"{path}: checkpoint not found")
+        return _load_checkpoint(path, source, map_location)
+
+
+def _load_checkpoint(path: str | Path, source: Path, map_location: str | torch.device) -> dict[str, Any]:
     hint = _torchscript_hint(_peek(source)[2])
     if hint:  # before torch.load, which would warn and hand it to torch.jit.load
         raise BadCheckpointError(f"{path}: {hint}")

@@ -32,9 +32,10 @@ import yaml
 
 from stemsep.contract import network_config
 from stemsep.errors import BadCheckpointError, StemsepError
-from stemsep.io.checkpoint import import_class, refused_globals, save_checkpoint
+from stemsep.io.checkpoint import import_class, open_checkpoint, refused_globals, save_checkpoint
 from stemsep.io.files import file_sha256
 from stemsep.io.import_scnet import SCNET_WRAPPER_KEYS, reference_config_sections
+from stemsep.io.remote import name_of
 from stemsep.io.weights import load_weights
 
 
@@ -147,15 +148,20 @@ def _where(err: yaml.MarkedYAMLError) -> str:
 
 # ------------------------------------------------------------------------------------- weights
 def read_msst_state_dict(path: str | Path, wrapper_keys: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
-    """The state_dict of an MSST checkpoint, read without running pickled code."""
-    path = Path(path)
-    if not path.is_file():
+    """The state_dict of an MSST checkpoint (a path or a URL), read without running pickled code."""
+    with open_checkpoint(path) as file:
+        return _read_msst_state_dict(name_of(path), file, wrapper_keys)
+
+
+def _read_msst_state_dict(path: str | Path, file: Path,
+                          wrapper_keys: tuple[str, ...] | None) -> dict[str, torch.Tensor]:
+    if not file.is_file():
         raise BadCheckpointError(f"{path}: checkpoint not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - every failure becomes one line naming the file
         text = str(err)
-        unsafe = refused_globals(path, text)
+        unsafe = refused_globals(file, text)
         if unsafe:
             raise BadCheckpointError(f"{path}: refused, the pickle references {unsafe}, which is not a tensor "
                                      "or a plain value (possibly malicious)") from None
@@ -233,7 +239,7 @@ def import_checkpoint(checkpoint: str | Path, config: str | Path, dst: str | Pat
     ``training.model_type``. ``force``: overwrite ``dst``. Returns a summary (class path,
     parameters, sources, sha256 of the source checkpoint).
     """
-    checkpoint, dst = Path(checkpoint), Path(dst)
+    checkpoint, dst = name_of(checkpoint), Path(dst)  # a URL stays a string
     if dst.exists() and not force:
         raise StemsepError(f"{dst}: already exists (use --force to overwrite)")
     given = MODEL_TYPES.get(model_type) if model_type is not None else None
@@ -246,7 +252,10 @@ def import_checkpoint(checkpoint: str | Path, config: str | Path, dst: str | Pat
         model_type = str(stated)
     elif stated and stated != model_type:
         raise StemsepError(f"{msst.path}: training.model_type is {stated!r}, not the --model-type {model_type!r}")
-    state = read_msst_state_dict(checkpoint, MODEL_TYPES[model_type].wrapper_keys if model_type in MODEL_TYPES else None)
+    with open_checkpoint(checkpoint) as file:
+        state = _read_msst_state_dict(checkpoint, file,
+                                      MODEL_TYPES[model_type].wrapper_keys if model_type in MODEL_TYPES else None)
+        sha256 = file_sha256(file)
     implied = MODEL_TYPES[model_type].state_kwargs if model_type in MODEL_TYPES else None
     if implied is not None:
         for key, value in implied(state).items():
@@ -254,8 +263,7 @@ def import_checkpoint(checkpoint: str | Path, config: str | Path, dst: str | Pat
     net, net_config = build_network(msst, model_type)
     load_weights(net, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                  origin=str(checkpoint))
-    provenance = {"file": checkpoint.name, "config": msst.path.name, "model_type": model_type,
-                  "sha256": file_sha256(checkpoint)}
+    provenance = {"file": file.name, "config": msst.path.name, "model_type": model_type, "sha256": sha256}
     save_checkpoint(dst, net.eval(), net_config, {"imported_from": provenance})
     return {**provenance, "class_path": net_config["class_path"],
             "parameters": sum(p.numel() for p in net.parameters()), "sources": list(net.sources)}

@@ -31,7 +31,8 @@ import torch
 
 from stemsep.contract import network_config
 from stemsep.errors import BadCheckpointError, StemsepError
-from stemsep.io.checkpoint import import_class, refused_globals, save_checkpoint
+from stemsep.io.checkpoint import import_class, open_checkpoint, refused_globals, save_checkpoint
+from stemsep.io.remote import name_of
 from stemsep.io.weights import load_weights
 
 
@@ -61,19 +62,24 @@ CLASS_REFS = {name: DemucsClassRef(name) for name in [*SUPPORTED, *KNOWN_UNSUPPO
 ALLOWED_GLOBALS: list[Any] = [Fraction, *((ref, name) for name, ref in CLASS_REFS.items())]
 
 
-def read_demucs_package(path: Path) -> dict[str, Any]:
-    """Unpickle ``path`` without running code; a one-line BadCheckpointError on any problem."""
-    if not path.is_file():
+def read_demucs_package(path: str | Path) -> dict[str, Any]:
+    """Unpickle ``path`` (a path or a URL) without running code; a one-line BadCheckpointError on any problem."""
+    with open_checkpoint(path, "file") as file:
+        return _read_demucs_package(name_of(path), file)
+
+
+def _read_demucs_package(path: str | Path, file: Path) -> dict[str, Any]:
+    if not file.is_file():
         raise BadCheckpointError(f"{path}: file not found")
     try:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            package = torch.load(path, map_location="cpu", weights_only=True)
+            package = torch.load(file, map_location="cpu", weights_only=True)
     except RefusedCall as err:
         raise BadCheckpointError(f"{path}: refused, the pickle tries to construct {err} while loading "
                                  "(possibly malicious)") from None
     except Exception as err:  # noqa: BLE001 - every failure becomes one line naming the file
         text = str(err)
-        offending = refused_globals(path, text, frozenset({"fractions.Fraction", *CLASS_REFS}))
+        offending = refused_globals(file, text, frozenset({"fractions.Fraction", *CLASS_REFS}))
         if offending:
             raise BadCheckpointError(f"{path}: refused, the pickle references {offending}, which is not a "
                                      "tensor, a plain value or a demucs model class (possibly malicious)") from None
@@ -147,12 +153,12 @@ def import_demucs(src: str | Path, dst: str | Path, *, attention: str | None = N
     ``dst``. Returns a summary: demucs class, our class path, parameters, sources and the stored
     constructor arguments that were dropped.
     """
-    src, dst = Path(src), Path(dst)
+    src, dst = name_of(src), Path(dst)  # a URL stays a string
     if dst.exists() and not force:
         raise StemsepError(f"{dst}: already exists (use --force to overwrite)")
     package = read_demucs_package(src)
     net, config, dropped = build_model(package, src, attention)
-    provenance = {"file": src.name, "klass": package["klass"].name, "dropped_kwargs": dropped}
+    provenance = {"file": Path(src).name, "klass": package["klass"].name, "dropped_kwargs": dropped}
     save_checkpoint(dst, net, config, {"imported_from": provenance})
     return {**provenance, "class_path": config["class_path"],
             "parameters": sum(p.numel() for p in net.parameters()), "sources": list(net.sources)}

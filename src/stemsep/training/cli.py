@@ -46,7 +46,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
 from stemsep.errors import BadCheckpointError, StemsepError
-from stemsep.io.checkpoint import REFUSED, SAFE_GLOBALS, why_unloadable
+from stemsep.io.checkpoint import REFUSED, SAFE_GLOBALS, open_checkpoint, why_unloadable
+from stemsep.io.remote import is_url
 from stemsep.training.callbacks import LoggerGuard, NonFiniteGuard, TestResultWriter
 from stemsep.training.module import SeparationModule, building_from_config
 
@@ -84,6 +85,20 @@ class StemsepCLI(LightningCLI):
             callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]
             kwargs["callbacks"] = callbacks + extra
         return super().instantiate_trainer(**kwargs)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """A URL ``--ckpt_path`` is read as every remote checkpoint is (``open_checkpoint``: timeouts,
+        retries, resuming, size/ETag checks); Lightning loads the local copy."""
+        config = self.config_init[subcommand]
+        ckpt = config.get("ckpt_path")
+        if not (isinstance(ckpt, str) and is_url(ckpt)):
+            return super()._run_subcommand(subcommand)
+        with open_checkpoint(ckpt) as file:
+            config["ckpt_path"] = str(file)
+            try:
+                super()._run_subcommand(subcommand)
+            finally:
+                config["ckpt_path"] = ckpt
 
     def after_fit(self) -> None:
         """Name the checkpoint a fit saved and the command that separates with it."""

@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 from stemsep.errors import BadArgumentError, BadCheckpointError, StemsepError
-from stemsep.io.checkpoint import load_checkpoint, load_network, save_checkpoint
+from stemsep.io.checkpoint import load_checkpoint, load_network, open_checkpoint, save_checkpoint
 from stemsep.io.files import file_sha256
+from stemsep.io.remote import is_url, name_of
 from stemsep.io.weights import net_state_dict
 
 ADAPTER = "default"  # peft's adapter name
@@ -143,13 +144,13 @@ def load_base_weights(net: nn.Module, state: dict[str, torch.Tensor], *, origin:
 
 
 def base_reference(path: str | os.PathLike) -> dict[str, str]:
-    """How a LoRA checkpoint names its base: the path as given, resolved, and the file's sha256."""
-    if "://" in str(path) and not str(path).startswith("file://"):
-        raise BadArgumentError(f"model.init_from {path}: a LoRA base must be a local file (its sha256 is "
-                               "recorded and checked on every run); copy it locally first")
-    if not Path(path).is_file():
-        raise BadCheckpointError(f"{path}: base checkpoint not found")
-    return {"path": str(path), "resolved": str(Path(path).resolve()), "sha256": file_sha256(path)}
+    """How a LoRA checkpoint names its base: the path as given, resolved (a URL: as given), and the
+    file's sha256 (a URL's bytes are read through :func:`~stemsep.io.checkpoint.open_checkpoint`)."""
+    with open_checkpoint(path, "base checkpoint") as file:
+        if not file.is_file():
+            raise BadCheckpointError(f"{name_of(path)}: base checkpoint not found")
+        return {"path": str(path), "resolved": str(path) if is_url(path) else str(file.resolve()),
+                "sha256": file_sha256(file)}
 
 
 def check_base(reference: dict[str, Any], path: str | os.PathLike, sha256: str, *, origin: str) -> None:
@@ -199,11 +200,11 @@ def merge_lora(adapters: str | os.PathLike, dst: str | os.PathLike, *, base: str
     reference, lora, adapter_weights, _ = read_adapters(adapters)
     if base is None:
         candidates = [reference.get("path"), reference.get("resolved")]
-        base = next((c for c in candidates if c and Path(c).is_file()), None)
+        base = next((c for c in candidates if c and (is_url(c) or Path(c).is_file())), None)
         if base is None:
             raise BadCheckpointError(f"{adapters}: its base checkpoint {reference.get('path')} is not found; "
                                      "give it with --base")
-    check_base(reference, base, file_sha256(base), origin=str(adapters))
+    check_base(reference, base, base_reference(base)["sha256"], origin=str(adapters))
     net, base_ckpt = load_network(base)
     inject(net, lora)
     own = adapter_state_dict(net)
