@@ -91,15 +91,20 @@ def test_every_checkpoint_reader_takes_the_url(served):
         base_reference(f"{server.url}/gone.ckpt")
 
 
-def test_separate_model_url(served, tmp_path):
+def test_separate_model_url(served, tmp_path, capsys):
+    """``stemsep separate --model http://...`` as a user types it, the connection dropped half-way
+    through the checkpoint: resumed, and the stems equal those of the local file."""
     from helpers.audio import tone, write_sf
-    from stemsep.inference.separate import separate_files
+    from stemsep.cli import main
     from stemsep.io.audio import read_audio
 
     folder, path, server = served
     song = write_sf(tmp_path / "in" / "song.wav", tone(0.5, 44100), 44100, "WAV", "FLOAT")
-    separate_files(song, tmp_path / "local", models=path, shifts=0, bits=32, device="cpu")
-    separate_files(song, tmp_path / "remote", models=f"{server.url}/model.ckpt", shifts=0, bits=32, device="cpu")
+    cut = path.stat().st_size // 2
+    server.faults.append(Fault(match="model.ckpt", after_bytes=cut))
+    common = ["separate", str(song), "--shifts", "2", "--bits", "32", "--device", "cpu"]
+    assert main([*common, "--model", str(path), "-o", str(tmp_path / "local")]) == 0
+    assert main([*common, "--model", f"{server.url}/model.ckpt", "-o", str(tmp_path / "remote")]) == 0
     stems = sorted(p.name for p in (tmp_path / "local" / "song").iterdir())
     assert stems == sorted(f"{s}.wav" for s in TinyNet().sources)
     assert sorted(p.name for p in (tmp_path / "remote" / "song").iterdir()) == stems
@@ -107,4 +112,5 @@ def test_separate_model_url(served, tmp_path):
         a, _ = read_audio(tmp_path / "local" / "song" / name)
         b, _ = read_audio(tmp_path / "remote" / "song" / name)
         assert np.array_equal(a.numpy(), b.numpy()), name
-    assert server.requests("model.ckpt")  # really read over HTTP
+    assert [(rng, outcome) for _, rng, outcome in server.requests("model.ckpt")] == [
+        (None, f"dropped after {cut} bytes"), (f"bytes={cut}-", "ok")]

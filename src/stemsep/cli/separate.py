@@ -30,9 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, help="audio files (WAV, FLAC, AIFF, OGG, Opus, MP3, M4A/AAC, MP4, WebM, ALAC, "
                              "MUSDB18 .stem.mp4; any sample rate and channel count), or folders searched for them")
     models = parser.add_mutually_exclusive_group(required=True)
-    models.add_argument("--model", action="append", type=Path, metavar="CKPT",
-                        help="stemsep checkpoint; repeat for a bag of models")
-    models.add_argument("--models", dest="model", action="extend", nargs="+", type=Path, metavar="CKPT",
+    models.add_argument("--model", action="append", metavar="CKPT",
+                        help="stemsep checkpoint (a path or an http(s)://, s3://... URL); repeat for a bag of models")
+    models.add_argument("--models", dest="model", action="extend", nargs="+", metavar="CKPT",
                         help="several checkpoints at once: a bag (as in `stemsep bag`)")
     parser.add_argument("--weights", nargs="+", type=weight_rows, metavar="W,W,...",
                         help="per-source weights of each model (one comma-separated list per --model)")

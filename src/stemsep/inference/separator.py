@@ -39,6 +39,7 @@ from stemsep.inference.writing import WriteOptions, seed_key
 from stemsep.io.audio import resample, to_channels
 from stemsep.io.checkpoint import load_separator
 from stemsep.io.files import ensure_writable_dir
+from stemsep.io.remote import is_url, name_of
 
 PathLike = str | os.PathLike
 
@@ -53,7 +54,7 @@ def load_models(paths: Sequence[str | os.PathLike], weights: Sequence[Sequence[f
     """The network (one model, or a bag of them mixed with ``weights``), on ``device``, in eval mode;
     on CPU with its CPU inference rewrites (:func:`~stemsep.inference.cpu.optimize_for_cpu`)."""
     if backend == "torch":
-        nets = [load_separator(_source(path), map_location="cpu") for path in paths]
+        nets = [load_separator(name_of(path), map_location="cpu") for path in paths]
     else:
         from stemsep.inference.exported import load_exported
 
@@ -77,18 +78,10 @@ def chunking_for(device: torch.device, *, shifts: int = 1, overlap: float = 0.25
                     batch_size=default_batch_size(device) if batch_size is None else batch_size)
 
 
-def _is_url(path: str | os.PathLike) -> bool:
-    return "://" in str(path)
-
-
-def _source(path: str | os.PathLike) -> str | Path:
-    """A checkpoint argument as the loader takes it: a URL stays a string (``Path`` would mangle it)."""
-    return str(path) if _is_url(path) else Path(path)
-
-
 def _model_name(path: str | os.PathLike) -> str:
     """How a model is named in the provenance record: its URL, or its absolute path."""
-    return str(path) if _is_url(path) else str(Path(path).resolve())
+    name = name_of(path)
+    return str(name) if is_url(name) else str(Path(name).resolve())
 
 
 class Separator:

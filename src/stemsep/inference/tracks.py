@@ -23,9 +23,9 @@ import torch
 from stemsep.errors import BadAudioError, StemsepError
 from stemsep.inference.chunked import Chunking
 from stemsep.inference.inputs import trackext
-from stemsep.inference.windowed import separate_stream
+from stemsep.inference.windowed import mix_blocks, separate_stream
 from stemsep.inference.writing import StemSink, WriteOptions, track_state
-from stemsep.io.audio import iter_mix, probe_mix
+from stemsep.io.audio import probe_mix
 from stemsep.io.provenance import input_identity, provenance
 from stemsep.io.staging import SCRATCH_NAME, TrackStaging
 
@@ -144,7 +144,7 @@ class TrackWriter:
         for job in group:
             info: dict = {}
             try:
-                blocks = list(iter_mix(job.path, rate, channels, info=info))
+                blocks = list(mix_blocks(job.path, rate, channels, info))
             except BadAudioError as err:
                 if on_error is None:
                     raise

@@ -107,7 +107,7 @@ def separate_stream(net: torch.nn.Module, path: Path, sink: Callable[[torch.Tens
     channels, rate = int(net.audio_channels), int(net.samplerate)
     stats, total, info = MixStats(), 0, {}
     with open(scratch, "wb") as handle:
-        for block in iter_mix(path, rate, channels, info=info):
+        for block in mix_blocks(path, rate, channels, info):
             stats.add(block)
             handle.write(np.ascontiguousarray(block.T).tobytes())
             total += block.shape[1]
@@ -132,3 +132,14 @@ def separate_stream(net: torch.nn.Module, path: Path, sink: Callable[[torch.Tens
                 progress(emitted, total)
     scratch.unlink()
     return total, info.get("frames", total)
+
+
+def mix_blocks(path: Path, rate: int, channels: int, info: dict):
+    """:func:`~stemsep.io.audio.iter_mix`, printing its downmix note on stderr once, when met
+    (``note: <file>: N channels downmixed to stereo``), as ``stemsep separate`` always has."""
+    noted = False
+    for block in iter_mix(path, rate, channels, info=info):
+        if not noted and "note" in info:
+            noted = True
+            print(f"note: {info['note']}", file=sys.stderr)
+        yield block
