@@ -66,3 +66,27 @@ def test_remote_reader_moved_to_io_and_is_still_importable_from_data():
     with pytest.raises(AttributeError, match=r"^stemsep.data.remote._fsspec_open moved to stemsep.io.remote._fsspec_open$"):
         old._fsspec_open  # noqa: B018
 
+
+@pytest.mark.parametrize("augmentation,note", [
+    ("{class_path: stemsep.data.augment.Shift, init_args: {shift: 44100}}",
+     "Shift: init_args.shift 44100 counts samples (the old key): write seconds: 1 instead (44100 samples at 44100 Hz)"),
+    ("{class_path: stemsep.data.augment.ParametricEQ, init_args: {samplerate: 44100}}",
+     "ParametricEQ: init_args.samplerate 44100 is no longer needed (augmentations take the data's sample rate): "
+     "drop the key"),
+])
+def test_old_augmentation_keys_in_a_config_still_work_with_a_note(augmentation, note, shards, tmp_path):
+    """Issue 24: Shift's `shift` (samples) became `seconds`; the per-augmentation `samplerate` is the data's."""
+    from helpers.recipes import tiny_overrides
+    from stemsep.training.cli import StemsepCLI, run_lightning_cli
+
+    class BuildOnly(StemsepCLI):  # built, not run
+        def _run_subcommand(self, subcommand: str) -> None:
+            pass
+
+    with pytest.warns(FutureWarning) as notes:
+        cli = run_lightning_cli(["fit", "--config", str(REPO / "recipes" / "quickstart.yaml"),
+                                 *tiny_overrides(shards, tmp_path), "--data.init_args.augmentations",
+                                 f"[{augmentation}]"], BuildOnly)
+    assert note in [str(n.message) for n in notes]
+    (aug,) = cli.datamodule.augmentations
+    assert aug.samplerate == 44100 and getattr(aug, "shift", 44100) == 44100

@@ -1,4 +1,5 @@
-"""Augmentations: mixture consistency, seeding, and measured pitch/tempo of Repitch."""
+"""Augmentations: mixture consistency, seeding, measured pitch/tempo of Repitch, and Shift in seconds at the
+data's sample rate (the old key in samples still read, with a note)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,20 @@ from stemsep.data.augment import (
 )
 from stemsep.data.stembatch import StemBatch
 from stemsep.data.wsola import wsola
+from stemsep.errors import StemsepError
 
 SR = 44100
 
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+def _shift(samples: int, same: bool = False, rate: int = SR) -> Shift:
+    """A Shift of up to ``samples`` at ``rate``, stated in seconds and bound as a data module binds it."""
+    aug = Shift(seconds=samples / rate, same=same)
+    aug.bind(rate)
+    return aug
 
 
 def _peak_hz(wav: torch.Tensor) -> float:
@@ -55,9 +64,9 @@ def test_simple_augmentations_and_seeding():
                for b in range(4) for s in range(4))
     gains = Scale(min=0.5, max=0.6)(stems, _gen()) / stems
     assert gains.min() > 0.49 and gains.max() < 0.61
-    shifted = Shift(100)(stems, _gen())
-    assert shifted.shape[-1] == 900 and torch.equal(Shift(100)(stems, _gen(3)), Shift(100)(stems, _gen(3)))
-    augs = [Repitch(proba=1.0), Shift(100), FlipSign(), Remix()]
+    shifted = _shift(100)(stems, _gen())
+    assert shifted.shape[-1] == 900 and torch.equal(_shift(100)(stems, _gen(3)), _shift(100)(stems, _gen(3)))
+    augs = [Repitch(proba=1.0), _shift(100), FlipSign(), Remix()]
     length = needed_length(augs, 1000)
     assert length >= 1100 * 1.12
     a = apply_augmentations(augs, torch.randn(4, 4, 2, length, generator=_gen(1)), _gen(5), 1000)
@@ -111,7 +120,7 @@ def test_lazy_batch_applies_each_recorded_edit_exactly():
     maybe channel-swapped, read from an offset <= shift): search for it among all candidates."""
     stems = torch.randn(4, 3, 2, 300, generator=_gen(7))
     rows = [[s.T.contiguous().T for s in example] for example in stems]  # non-contiguous views
-    augs = [Shift(20), FlipChannels(), FlipSign(), Scale(min=0.5, max=0.6), Remix(group_size=2)]
+    augs = [_shift(20), FlipChannels(), FlipSign(), Scale(min=0.5, max=0.6), Remix(group_size=2)]
     mix, out = apply_augmentations(augs, StemBatch.from_rows(rows), _gen(3), 280)
     assert out.shape == (4, 3, 2, 280) and torch.equal(mix, out.sum(1))
     flipped = swapped = 0
@@ -135,7 +144,7 @@ def test_lazy_batch_applies_each_recorded_edit_exactly():
 
 def test_plain_callables_still_work_as_augmentations():
     stems = torch.randn(2, 2, 2, 50)
-    mix, out = apply_augmentations([FlipSign(), lambda x, g: x * 2, Shift(10)], stems, _gen(), 40)
+    mix, out = apply_augmentations([FlipSign(), lambda x, g: x * 2, _shift(10)], stems, _gen(), 40)
     assert out.shape == (2, 2, 2, 40) and torch.equal(mix, out.sum(1))
     ratio = out / stems[..., : 40]
     assert ratio.abs().max() > 0  # scaled, not zeroed
@@ -148,3 +157,36 @@ def test_wsola_cuts_all_rows_at_the_same_places():
     out = wsola(wav, 1.1)
     assert out.shape == (3, round(2 * SR / 1.1))
     assert torch.allclose(out[1], -0.5 * out[0], atol=1e-5) and out[2].abs().max() == 0
+
+
+@pytest.mark.parametrize("rate", [8000, 44100, 48000])
+def test_shift_counts_seconds_at_the_datas_rate(rate):
+    aug = Shift(seconds=0.25)
+    aug.bind(rate)
+    assert aug.shift == rate // 4 and aug.input_length(1000) == 1000 + rate // 4
+    stems = torch.randn(2, 3, 2, rate // 2, generator=_gen(1))
+    assert aug(stems, _gen()).shape[-1] == rate // 2 - rate // 4
+    assert Shift().seconds == 1.0  # demucs' 1 s by default
+
+
+def test_shift_in_seconds_needs_the_rate():
+    with pytest.raises(StemsepError) as err:
+        needed_length([Shift(seconds=0.5)], 1000)
+    assert str(err.value) == ("Shift: the data's sample rate is unknown: call bind(samplerate) first "
+                              "(StemDataModule and its training stream do)")
+
+
+def test_old_shift_in_samples_is_read_as_before_with_a_note():
+    stems = torch.randn(3, 4, 2, 20000, generator=_gen(2))
+    old = Shift(shift=8820, same=False)
+    assert old.shift == 8820  # no rate needed: samples, as before
+    with pytest.warns(FutureWarning) as notes:
+        old.bind(SR)
+    assert [str(n.message) for n in notes] == [
+        "Shift: init_args.shift 8820 counts samples (the old key): write seconds: 0.2 instead (8820 samples at 44100 Hz)"]
+    new = Shift(seconds=0.2)
+    new.bind(SR)
+    assert torch.equal(old(stems, _gen(4)), new(stems, _gen(4)))  # the same crop, the same offsets
+    assert Shift(8820).shift == 8820  # positional, as Python callers wrote it
+    with pytest.raises(StemsepError, match=r"^Shift: give seconds \(0.2\) or the old shift in samples \(8820\), not both$"):
+        Shift(shift=8820, seconds=0.2)

@@ -1,4 +1,5 @@
-"""Robustness augmentations, each measured: MP3 round trip, parametric EQ, LimitAug limiter."""
+"""Robustness augmentations, each measured: MP3 round trip, parametric EQ, LimitAug limiter; each takes the
+data's sample rate (``bind``), the old per-augmentation key still read."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ from stemsep.data.degrade import limiter_gain
 from stemsep.errors import StemsepError
 
 SR = 44100
+
+
+def _bound(aug, rate: int = SR):
+    """``aug`` given the data's sample rate, as the data module and its stream give it."""
+    aug.bind(rate)
+    return aug
 
 
 def _gen(seed=0):
@@ -36,7 +43,7 @@ def _level_db(wav: torch.Tensor, freq: float) -> float:
 @pytest.mark.parametrize("compression", [0.5, 0.95])  # ~160 kbps, and a low rate where LAME adds delay
 def test_mp3_codec_changes_the_mix_but_keeps_length_rate_and_alignment(compression):
     stems = _tones()
-    aug = Mp3Codec(proba=1.0, min_compression=compression, max_compression=compression, samplerate=SR)
+    aug = _bound(Mp3Codec(proba=1.0, min_compression=compression, max_compression=compression))
     mix, out = apply_augmentations([FlipSign(), aug], stems, _gen(), stems.shape[-1])
     clean = out.sum(1)
     assert mix.shape == clean.shape and mix.dtype == clean.dtype
@@ -60,8 +67,8 @@ def test_parametric_eq_gain_at_centre_and_mixture_stays_sum(gain_db):
     probe = torch.sin(2 * math.pi * centre * t) + torch.sin(2 * math.pi * 100 * t)
     stems = torch.stack([probe, 0.5 * probe.roll(777)]).expand(1, 2, 2, SR).clone() * 0.1
     stems += 0.01 * torch.randn(stems.shape, generator=_gen())
-    eq = ParametricEQ(proba=1.0, bands=1, min_freq=centre, max_freq=centre, min_gain_db=gain_db,
-                      max_gain_db=gain_db, min_q=1.0, max_q=1.0, samplerate=SR)
+    eq = _bound(ParametricEQ(proba=1.0, bands=1, min_freq=centre, max_freq=centre, min_gain_db=gain_db,
+                             max_gain_db=gain_db, min_q=1.0, max_q=1.0))
     mix, out = apply_augmentations([eq], stems, _gen(), SR)
     steady = slice(SR // 4, SR // 4 + SR // 2)  # past the filter's transient, whole periods
     for s in range(2):
@@ -80,7 +87,7 @@ def test_limiter_bounds_the_peak_and_keeps_the_documented_relation(targets):
     stems = _tones(seed=1)
     stems[:, 0, :, SR // 2: SR // 2 + 300] += 0.8  # a transient to limit
     threshold = 0.9
-    aug = Limiter(proba=1.0, threshold=threshold, min_drive_db=6.0, max_drive_db=6.0, targets=targets, samplerate=SR)
+    aug = _bound(Limiter(proba=1.0, threshold=threshold, min_drive_db=6.0, max_drive_db=6.0, targets=targets))
     mix, out = apply_augmentations([aug], stems, _gen(), stems.shape[-1])
     original = stems.sum(1)
     assert mix.abs().max() <= threshold + 1e-6
@@ -110,3 +117,37 @@ def test_limiter_gain_is_smooth_and_bounded():
 def test_mixture_augmentations_must_come_last():
     with pytest.raises(StemsepError, match="must come after"):
         apply_augmentations([Limiter(proba=1.0), FlipSign()], _tones(), _gen(), SR)
+
+
+@pytest.mark.parametrize("cls", [ParametricEQ, Limiter, Mp3Codec])
+def test_the_rate_is_the_datas_and_the_old_key_is_checked_against_it(cls):
+    name = cls.__name__
+    unbound = cls(proba=1.0)
+    stems = _tones(batch=1, sources=2, seconds=0.1)
+    with pytest.raises(StemsepError) as err:
+        apply_augmentations([unbound], stems, _gen(), stems.shape[-1])
+    assert str(err.value) == (f"{name}: the data's sample rate is unknown: call bind(samplerate) first "
+                              "(StemDataModule and its training stream do)")
+    assert _bound(cls(proba=1.0), 32000).samplerate == 32000
+    # the old key, equal to the data's rate: one note, once, and the same output as without it
+    old = cls(proba=1.0, samplerate=SR)
+    with pytest.warns(FutureWarning) as notes:
+        old.bind(SR)
+        old.bind(SR)
+    assert [str(n.message) for n in notes] == [f"{name}: init_args.samplerate 44100 is no longer needed "
+                                               "(augmentations take the data's sample rate): drop the key"]
+    new = _bound(cls(proba=1.0))
+    a = apply_augmentations([old], stems, _gen(3), stems.shape[-1])
+    b = apply_augmentations([new], stems, _gen(3), stems.shape[-1])
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # different from the data's rate: one line
+    with pytest.raises(StemsepError) as err:
+        cls(proba=1.0, samplerate=48000).bind(SR)
+    assert str(err.value) == (f"{name}: init_args.samplerate 48000 differs from the data's sample rate 44100 Hz: "
+                              "drop the key (every augmentation takes the data's rate)")
+
+
+def test_eq_band_above_nyquist_is_said_when_the_rate_is_known():
+    eq = ParametricEQ(max_freq=12000.0)  # fine at 44.1 kHz
+    with pytest.raises(StemsepError, match=r"^ParametricEQ: need max_freq < samplerate / 2, got 12000.0 at 16000 Hz$"):
+        eq.bind(16000)

@@ -1,11 +1,10 @@
 """stemsep's default callbacks (LoggerGuard, NonFiniteGuard, TestResultWriter) are config keys of
 the CLI (visible, switchable off, never duplicated), still added from Python when the trainer has
-none; and the network and the data cannot silently disagree on sources or segment."""
+none. (The data follows the network: tests/training/test_data_follows_network.py.)"""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -14,7 +13,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import stemsep.training.cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
 from helpers import REPO, TinyNet
-from helpers.recipes import tiny_overrides
 from stemsep.cli import main
 from stemsep.errors import StemsepError
 from stemsep.training import SeparationModule
@@ -95,48 +93,3 @@ def test_test_results_folder_cannot_silently_disagree():
     assert TestResultWriter("a").configured(module) == "a"
     with pytest.raises(StemsepError, match=r"test_results.init_args.dirpath b and model.test_results_dir a"):
         TestResultWriter("b").configured(module)
-
-
-class _Data(L.LightningDataModule):
-    def __init__(self, sources: list[str], segment: float):
-        super().__init__()
-        self.sources, self.segment = sources, segment
-
-    def train_dataloader(self):
-        stems = torch.randn(4, len(self.sources), 2, 512) * 0.1
-        return DataLoader(TensorDataset(stems.sum(1), stems), batch_size=2)
-
-
-class _PadsToSegment(TinyNet):
-    """TinyNet claiming HT Demucs' contract: trained on (and padding to) 2 s segments."""
-
-    segment, use_train_segment = 2.0, True
-
-
-def _fit(tmp_path: Path, net: TinyNet, data: _Data) -> None:
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, default_root_dir=tmp_path,
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
-    trainer.fit(SeparationModule(net), datamodule=data)
-
-
-def test_sources_and_segment_must_agree_with_the_data(tmp_path):
-    with pytest.raises(StemsepError) as err:
-        _fit(tmp_path, TinyNet(), _Data(["vocals", "drums", "bass", "other"], 2.0))
-    message = str(err.value)
-    assert message == ("model.net sources ['drums', 'bass', 'other', 'vocals'] differ from data sources "
-                       "['vocals', 'drums', 'bass', 'other']: give both the same list, in the same order")
-    with pytest.raises(StemsepError) as err:
-        _fit(tmp_path, _PadsToSegment(), _Data(["drums", "bass", "other", "vocals"], 1.5))
-    assert str(err.value).startswith("model.net segment 2 s differs from data segment 1.5 s")
-    assert "\n" not in str(err.value)
-    _fit(tmp_path, _PadsToSegment(), _Data(["drums", "bass", "other", "vocals"], 2.0))  # agreeing: trains
-    _fit(tmp_path, TinyNet(), _Data(["drums", "bass", "other", "vocals"], 1.5))  # no training segment: any
-
-
-def test_cli_stops_with_one_line_when_sources_disagree(shards, tmp_path, capsys):
-    code = main(["fit", "--config", QUICKSTART, *tiny_overrides(shards, tmp_path / "run"),
-                 "--data.init_args.sources", "[vocals, drums, bass, other]", "--trainer.fast_dev_run", "1"])
-    assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == ("stemsep: error: model.net sources ['drums', 'bass', 'other', 'vocals'] differ from data "
-                   "sources ['vocals', 'drums', 'bass', 'other']: give both the same list, in the same order")

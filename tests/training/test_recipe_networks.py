@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from helpers import REPO
 from helpers.recipes import RECIPES, command_of
@@ -42,12 +41,14 @@ _stepped: dict[str, str] = {}  # model block (JSON) -> the first test that stepp
 
 
 def data_overrides(shards: Path) -> list[str]:
-    """The recipe's data module on the test corpus' shards: its augmentations, one short example a batch."""
+    """The recipe's data module on the test corpus' shards: its augmentations, one short example a batch
+    (the network's segment too: the data follows it, and HT Demucs pads its inputs to it)."""
     data = "--data.init_args."
     return [f"{data}train_manifest", str(shards / "train.json"), f"{data}valid_manifest", str(shards / "test.json"),
             f"{data}test_manifest", "null", f"{data}train_shards", "null", f"{data}valid_shards", "null",
             f"{data}keep_list", "null", f"{data}prepare", "null", f"{data}synthetic", "null",
-            f"{data}segment", str(SECONDS), f"{data}batch_size", "1", f"{data}num_workers", "0"]
+            "--model.net.init_args.segment", str(SECONDS), f"{data}segment", str(SECONDS),
+            f"{data}batch_size", "1", f"{data}num_workers", "0"]
 
 
 class BuildOnly(StemsepCLI):
@@ -114,12 +115,10 @@ def _id(path: Path) -> str:
 
 def config_args(path: Path, shards: Path) -> list[str]:
     """The command line that resolves a recipe, or a network config as ``--model.net configs/model/X.yaml``
-    (with the module's default L1 loss and Adam), on the test corpus."""
+    (with the module's default L1 loss and Adam), on the test corpus (the data takes the network's sources)."""
     if path.parent.name != "model":
         return ["--config", str(path), *data_overrides(shards)]
-    sources = yaml.safe_load(path.read_text())["init_args"]["sources"]
-    return ["--model.net", str(path), "--data", str(REPO / "configs/data/synthetic.yaml"), *data_overrides(shards),
-            "--data.init_args.sources", json.dumps(sources)]
+    return ["--model.net", str(path), "--data", str(REPO / "configs/data/synthetic.yaml"), *data_overrides(shards)]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=_id)

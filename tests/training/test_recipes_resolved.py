@@ -5,6 +5,8 @@ the recipes as they were, and only the renames and added keys listed here may di
 A recipe whose settings change on purpose has its snapshot re-printed with the change, in the same
 commit (``stemsep fit --config R --print_config``, less the ADDED keys): recipes/quickstart.yaml,
 tuned to end in a usable model (issue 15: 1 s segments, 300 steps, OneCycleLR, ``last.ckpt``).
+Renamed and moved keys are not re-printed: the snapshots keep the old names and ``renamed``/``moved``
+apply the documented table to them, so this test shows that nothing else changed.
 """
 
 from __future__ import annotations
@@ -48,6 +50,45 @@ ADDED_MODEL = {"lora": None}
 ADDED_DATA = {"retries": 5, "timeout": 60.0, "backoff": 1.0}
 
 
+# Issue 24 ("one source of truth": the data follows the network, augmentations take the data's sample
+# rate, Shift counts seconds). Documented in CHANGELOG.md, "Unreleased"; applied by `moved` below:
+#   data.init_args.samplerate                    new, linked: the network's (model.net.init_args.samplerate,
+#                                                or the Mel-Band RoFormer's sample_rate)
+#   Shift init_args.shift: N (samples)           -> seconds: N / that rate; shift: null (the old key, still read)
+#   ParametricEQ / Limiter / Mp3Codec
+#     init_args.samplerate: R (R = that rate)    -> null (the old key, still read): the data gives the rate
+#   data.init_args.sources / segment             unchanged values, now linked from the network (recipes no
+#                                                longer state them in the data)
+SAMPLERATE_AUGMENTATIONS = {f"stemsep.data.augment.{name}" for name in ("ParametricEQ", "Limiter", "Mp3Codec")}
+# A value that changed because it is now linked, where it has no effect: recipe -> {data key: (before, after)}.
+# `stemsep test` reads whole songs: the segment of eval.yaml's data is unused (was the old default, 10 s).
+LINKED_UNUSED = {"eval.yaml": {"segment": (10.0, 7.8)}}
+
+
+def network_samplerate(config: dict) -> int:
+    init_args = config["model"]["net"]["init_args"]
+    return init_args["samplerate"] if "samplerate" in init_args else init_args["sample_rate"]
+
+
+def moved(config: dict, recipe: str) -> dict:
+    """A snapshot of the resolved config before issue 24, with its renames and moves applied (see above)."""
+    config = yaml.safe_load(yaml.safe_dump(config))  # a copy
+    rate = network_samplerate(config)
+    data = config["data"]["init_args"]
+    data["samplerate"] = rate
+    for key, (before, after) in LINKED_UNUSED.get(recipe, {}).items():
+        assert data[key] == before, f"{recipe}: data.init_args.{key} is not the documented {before}"
+        data[key] = after
+    for aug in data.get("augmentations") or []:
+        init_args = aug.get("init_args") if isinstance(aug, dict) else None
+        if aug.get("class_path") == "stemsep.data.augment.Shift":
+            init_args.update(seconds=init_args["shift"] / rate, shift=None)
+        elif aug.get("class_path") in SAMPLERATE_AUGMENTATIONS:
+            assert init_args["samplerate"] == rate, f"{recipe}: an augmentation's rate was not the data's"
+            init_args["samplerate"] = None
+    return config
+
+
 # Keys that newer Lightning releases add to their own classes (with these defaults): not recipe settings,
 # so a snapshot holds the same recipe whichever Lightning the pins allow (CI runs the lowest too).
 ADDED_BY_LIGHTNING = {"lightning.pytorch.callbacks.EMAWeightAveraging": {"multi_avg_fn": None}}
@@ -86,7 +127,8 @@ def test_every_recipe_has_a_snapshot():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: str(p.relative_to(REPO / "recipes")))
 def test_recipe_resolves_as_before(recipe: Path, capsys):
-    before = renamed(yaml.safe_load(fixture_of(recipe).read_text()))
+    name = recipe.relative_to(REPO / "recipes").as_posix()
+    before = moved(renamed(yaml.safe_load(fixture_of(recipe).read_text())), name)
     after = resolved_config(recipe, capsys)
     for key, value in ADDED.items():
         assert after.pop(key) == value, f"{key} is not the documented default"
@@ -113,3 +155,6 @@ def test_renames_are_documented():
         assert f"`model.{key}" in unreleased
     for key, value in ADDED_DATA.items():
         assert f"{key}={value}" in unreleased
+    for key in ("data.init_args.samplerate", "`Shift` `init_args.shift`", "`init_args.seconds`", "ParametricEQ",
+                "Limiter", "Mp3Codec"):
+        assert key in unreleased, key

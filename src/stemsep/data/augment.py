@@ -1,5 +1,8 @@
 """Training augmentations on batches of stems, in-process and seeded.
 
+Kept as one module (over 400 lines): configs, recipes and the config.yaml of every run name each
+augmentation ``stemsep.data.augment.<Class>``, and Repitch's pitch/tempo DSP is used by it alone.
+
 Every augmentation is a small callable ``aug(stems, generator) -> stems`` on a **batch**
 ``(B, S, C, T)`` (batch level because :class:`Remix` recombines stems across songs), drawing
 all its randomness from the given ``torch.Generator`` so a seeded stream is reproducible. The
@@ -14,7 +17,15 @@ Some augmentations consume samples (:class:`Shift` crops, :class:`Repitch` may s
 ``aug.input_length(n)`` says how many input samples give at least ``n`` output samples, and
 :func:`apply_augmentations` crops the result to exactly ``n``. Constructor arguments are plain
 numbers so they can be given in YAML (``class_path: stemsep.data.augment.Remix``,
-``init_args: {group_size: 4}``).
+``init_args: {group_size: 4}``); times are in seconds (``Shift(seconds=1.0)``, ``Limiter``'s
+milliseconds).
+
+**Sample rate.** No augmentation states a sample rate: the stream they run in gives them its own
+(:meth:`Augmentation.bind`, called by :class:`~stemsep.data.streams.TrainStream` with the shards' rate
+and by :class:`~stemsep.data.datamodule.StemDataModule` with the network's, and
+:func:`bind_augmentations` for a list). The old per-augmentation ``samplerate`` key of
+:class:`ParametricEQ`, :class:`Limiter` and :class:`Mp3Codec` is still read: equal to the data's, a
+one-line note says to drop it; different, it is a one-line error.
 
 Defaults follow the demucs recipe: Shift up to 1 s, channel swap, sign flip, gains in
 [0.25, 1.25], remix in groups of 4, and repitch with probability 0.2 (pitch ±2 semitones,
@@ -26,7 +37,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 from fractions import Fraction
 
 import torch
@@ -40,6 +52,10 @@ from stemsep.errors import StemsepError
 
 class Augmentation:
     """Base class: identity on length; subclasses implement ``transform`` on a lazy batch."""
+
+    def bind(self, samplerate: int) -> None:
+        """Take the sample rate of the data this augmentation runs on (the stream calls it before the
+        first batch). Augmentations that work in seconds or hertz override it; the others ignore it."""
 
     def input_length(self, length: int) -> int:
         """Input samples needed for ``length`` output samples."""
@@ -62,26 +78,97 @@ def _uniform(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor
     return torch.rand(shape, generator=generator)
 
 
-class Shift(Augmentation):
-    """Random crop of ``shift`` fewer samples, independently per stem unless ``same``.
+def bind_augmentations(augmentations: Iterable, samplerate: int) -> None:
+    """Give every augmentation of a list the data's sample rate (plain callables have no ``bind``)."""
+    for aug in augmentations:
+        bind = getattr(aug, "bind", None)
+        if callable(bind):
+            bind(int(samplerate))
 
-    Stems of one example move against each other by up to ``shift`` samples (default 1 s at
-    44.1 kHz), which makes new mixtures from the same song.
+
+def _note(message: str) -> None:
+    """A one-line note on a config key that still works but should change (shown once per message)."""
+    warnings.warn(message, FutureWarning, stacklevel=4)
+
+
+class _TakesSampleRate(Augmentation):
+    """An augmentation that needs the data's sample rate: :meth:`bind` gives it; ``samplerate`` given to
+    the constructor (the old per-augmentation key) is checked against it."""
+
+    samplerate: int | None = None  # the data's, once bound
+    _stated: int | None = None
+    _noted = False
+
+    def _stated_samplerate(self, samplerate: int | None) -> None:
+        self._stated = None if samplerate is None else int(samplerate)
+        self.samplerate = self._stated  # until bound: the stated rate, if any
+        self._noted = False
+
+    def bind(self, samplerate: int) -> None:
+        rate, name = int(samplerate), type(self).__name__
+        if self._stated is not None and self._stated != rate:
+            raise StemsepError(f"{name}: init_args.samplerate {self._stated} differs from the data's sample rate "
+                               f"{rate} Hz: drop the key (every augmentation takes the data's rate)")
+        if self._stated is not None and not self._noted:
+            self._noted = True
+            _note(f"{name}: init_args.samplerate {self._stated} is no longer needed (augmentations take the "
+                  "data's sample rate): drop the key")
+        self.samplerate = rate
+        self._check_rate()
+
+    def _check_rate(self) -> None:
+        """Settings that depend on the rate, checked once it is known (subclasses)."""
+
+    def _rate(self) -> int:
+        if self.samplerate is None:
+            raise StemsepError(f"{type(self).__name__}: the data's sample rate is unknown: call bind(samplerate) "
+                               "first (StemDataModule and its training stream do)")
+        return self.samplerate
+
+
+class Shift(_TakesSampleRate):
+    """Random crop up to ``seconds`` shorter (default 1 s, demucs'), independently per stem unless ``same``.
+
+    Stems of one example move against each other by up to ``seconds``, which makes new mixtures from
+    the same song; the count of samples is ``round(seconds * samplerate)`` at the data's rate
+    (:meth:`bind`). ``shift`` is the old key, in samples: still read as it was (exactly that many
+    samples; no rate needed), with a one-line note giving the ``seconds`` to write instead; not
+    together with ``seconds``.
     """
 
-    def __init__(self, shift: int = 44100, same: bool = False):
-        self.shift = int(shift)
+    def __init__(self, shift: int | None = None, same: bool = False, seconds: float | None = None):
+        if shift is not None and seconds is not None:
+            raise StemsepError(f"Shift: give seconds ({seconds}) or the old shift in samples ({shift}), not both")
+        if (seconds is not None and float(seconds) < 0) or (shift is not None and int(shift) < 0):
+            raise StemsepError(f"Shift: the shift must be >= 0, got {seconds if shift is None else shift}")
+        self.seconds = 1.0 if seconds is None else float(seconds)
         self.same = bool(same)
+        self._samples = None if shift is None else int(shift)  # the old key
+        self._stated_samplerate(None)
+
+    def _check_rate(self) -> None:
+        if self._samples is not None and not self._noted:
+            self._noted = True
+            _note(f"Shift: init_args.shift {self._samples} counts samples (the old key): write seconds: "
+                  f"{self._samples / self.samplerate:g} instead ({self._samples} samples at {self.samplerate} Hz)")
+
+    @property
+    def shift(self) -> int:
+        """The largest shift in samples."""
+        if self._samples is not None:
+            return self._samples
+        return round(self.seconds * self._rate())
 
     def input_length(self, length: int) -> int:
         return length + self.shift
 
     def transform(self, batch: StemBatch, generator: torch.Generator) -> StemBatch:
-        if self.shift <= 0 or batch.length - self.shift <= 0:
+        shift = self.shift
+        if shift <= 0 or batch.length - shift <= 0:
             return batch
         count = 1 if self.same else batch.sources
-        batch.offsets += torch.randint(0, self.shift + 1, (batch.batch, count), generator=generator)
-        batch.length -= self.shift
+        batch.offsets += torch.randint(0, shift + 1, (batch.batch, count), generator=generator)
+        batch.length -= shift
         return batch
 
 
@@ -274,27 +361,34 @@ def _nearest_peak(magnitude: torch.Tensor) -> torch.Tensor:
     return nearest.reshape(n, frames, bins).transpose(1, 2)
 
 
-class ParametricEQ(Augmentation):
+class ParametricEQ(_TakesSampleRate):
     """With probability ``proba`` per example, ``bands`` random peaking EQ bands on all its stems.
 
     Each band: centre log-uniform in [min_freq, max_freq] Hz, gain uniform in
     [-max_gain_db, max_gain_db] (or [min_gain_db, max_gain_db]), Q log-uniform in [min_q, max_q].
     The same linear filter is applied to every stem and channel of an example, so the mixture
     (the sum of the stems) is the equalised mixture: recordings and masters with other tonal
-    balances. ``samplerate`` must be the data's.
+    balances. The sample rate is the data's (:meth:`bind`; ``samplerate``: the old key, see the module).
     """
 
     def __init__(self, proba: float = 0.5, bands: int = 2, min_freq: float = 60.0, max_freq: float = 12000.0,
                  max_gain_db: float = 6.0, min_gain_db: float | None = None, min_q: float = 0.5, max_q: float = 2.0,
-                 samplerate: int = 44100):
+                 samplerate: int | None = None):
         self.proba, self.bands = float(proba), int(bands)
         self.min_freq, self.max_freq = float(min_freq), float(max_freq)
         self.max_gain_db = float(max_gain_db)
         self.min_gain_db = -self.max_gain_db if min_gain_db is None else float(min_gain_db)
-        self.min_q, self.max_q, self.samplerate = float(min_q), float(max_q), int(samplerate)
-        if not 0 < self.min_freq <= self.max_freq < self.samplerate / 2:
-            raise StemsepError(f"ParametricEQ: need 0 < min_freq <= max_freq < samplerate / 2, got "
-                               f"{self.min_freq}, {self.max_freq} at {self.samplerate} Hz")
+        self.min_q, self.max_q = float(min_q), float(max_q)
+        if not 0 < self.min_freq <= self.max_freq:
+            raise StemsepError(f"ParametricEQ: need 0 < min_freq <= max_freq, got {self.min_freq}, {self.max_freq}")
+        self._stated_samplerate(samplerate)
+        if self.samplerate is not None:
+            self._check_rate()
+
+    def _check_rate(self) -> None:
+        if not self.max_freq < self.samplerate / 2:
+            raise StemsepError(f"ParametricEQ: need max_freq < samplerate / 2, got {self.max_freq} at "
+                               f"{self.samplerate} Hz")
 
     def _log_uniform(self, low: float, high: float, generator: torch.Generator) -> float:
         return math.exp(math.log(low) + (math.log(high) - math.log(low)) * _uniform((1,), generator).item())
@@ -308,7 +402,7 @@ class ParametricEQ(Augmentation):
                 freq = self._log_uniform(self.min_freq, self.max_freq, generator)
                 gain = self.min_gain_db + (self.max_gain_db - self.min_gain_db) * _uniform((1,), generator).item()
                 bands.append((freq, gain, self._log_uniform(self.min_q, self.max_q, generator)))
-            batch.set_example(b, degrade.peaking_eq(batch.example(b), bands, self.samplerate))
+            batch.set_example(b, degrade.peaking_eq(batch.example(b), bands, self._rate()))
         return batch
 
 
@@ -329,18 +423,20 @@ class MixAugmentation(Augmentation):
         raise StemsepError(f"{type(self).__name__} edits the mixture: use apply_augmentations")
 
 
-class Mp3Codec(MixAugmentation):
+class Mp3Codec(MixAugmentation, _TakesSampleRate):
     """With probability ``proba`` per example, an MP3 encode/decode round trip of the mixture.
 
     The bit rate is constant, drawn through libsndfile's compression level, uniform in
     [min_compression, max_compression] (0: 320 kbps, 0.5: about 160, 0.85: about 80 kbps).
     Length, sample rate and alignment are kept; stems stay clean. In-process (soundfile /
-    libsndfile >= 1.1), about 0.1 s of CPU per second of stereo audio.
+    libsndfile >= 1.1), about 0.1 s of CPU per second of stereo audio. The sample rate is the data's
+    (:meth:`bind`; ``samplerate``: the old key, see the module).
     """
 
     def __init__(self, proba: float = 0.5, min_compression: float = 0.3, max_compression: float = 0.9,
-                 samplerate: int = 44100):
-        self.proba, self.samplerate = float(proba), int(samplerate)
+                 samplerate: int | None = None):
+        self.proba = float(proba)
+        self._stated_samplerate(samplerate)
         self.min_compression, self.max_compression = float(min_compression), float(max_compression)
         if not 0 <= self.min_compression <= self.max_compression < 1:
             raise StemsepError("Mp3Codec: need 0 <= min_compression <= max_compression < 1")
@@ -352,11 +448,11 @@ class Mp3Codec(MixAugmentation):
         for b in range(mix.shape[0]):
             if _uniform((1,), generator).item() < self.proba:
                 level = self.min_compression + span * _uniform((1,), generator).item()
-                mix[b] = degrade.mp3_round_trip(mix[b], self.samplerate, level)
+                mix[b] = degrade.mp3_round_trip(mix[b], self._rate(), level)
         return mix, stems
 
 
-class Limiter(MixAugmentation):
+class Limiter(MixAugmentation, _TakesSampleRate):
     """LimitAug-style brickwall limiting of the mixture (Chae et al., 2023), with probability ``proba``.
 
     Per example the mixture is driven ``drive`` dB (uniform in [min_drive_db, max_drive_db])
@@ -370,11 +466,13 @@ class Limiter(MixAugmentation):
       *unlimited* scaled mixture ``k * mix``, i.e. ``limited mix = g(t) * sum(stems)``: the
       network learns to undo the limiting;
     - ``targets="limited"``: stems are ``g(t) * k * stems`` and sum exactly to the limited mix.
+
+    The sample rate is the data's (:meth:`bind`; ``samplerate``: the old key, see the module).
     """
 
     def __init__(self, proba: float = 0.5, threshold: float = 0.99, min_drive_db: float = 0.0,
                  max_drive_db: float = 9.0, lookahead_ms: float = 5.0, hold_ms: float = 50.0,
-                 targets: str = "linear", samplerate: int = 44100):
+                 targets: str = "linear", samplerate: int | None = None):
         if targets not in ("linear", "limited"):
             raise StemsepError(f"Limiter: targets must be 'linear' or 'limited', got {targets!r}")
         if not 0 < float(threshold) <= 1 or float(min_drive_db) > float(max_drive_db):
@@ -382,12 +480,13 @@ class Limiter(MixAugmentation):
         self.proba, self.threshold = float(proba), float(threshold)
         self.min_drive_db, self.max_drive_db = float(min_drive_db), float(max_drive_db)
         self.lookahead_ms, self.hold_ms, self.targets = float(lookahead_ms), float(hold_ms), targets
-        self.samplerate = int(samplerate)
+        self._stated_samplerate(samplerate)
 
     def apply(self, mix, stems, generator):
         mix, stems = mix.clone(), stems.clone()
-        lookahead = max(1, round(self.lookahead_ms * self.samplerate / 1000))
-        hold = max(0, round(self.hold_ms * self.samplerate / 1000))
+        rate = self._rate()
+        lookahead = max(1, round(self.lookahead_ms * rate / 1000))
+        hold = max(0, round(self.hold_ms * rate / 1000))
         for b in range(mix.shape[0]):
             if _uniform((1,), generator).item() >= self.proba:
                 continue

@@ -8,6 +8,15 @@ Batches (the same contract as the folder data module):
   exactly once across all ranks and workers.
 
 Sources follow the ``sources`` option (order, selection, or a mapping that sums stems).
+
+**The data follows the network.** ``sources``, ``segment`` and ``samplerate`` left unset are the
+network's: ``stemsep fit`` fills them from ``model.net`` (they show in ``--print_config``;
+:mod:`stemsep.training.linking`), and from Python :meth:`StemDataModule.follow_network` does. Set
+and different from the network's, sources and sample rate are a one-line error; so is the segment
+when fitting a network that pads its inputs to its training segment (HT Demucs). Other networks
+may train on a segment of their own (Hybrid Demucs' ``segment`` is only its inference chunk). A
+network without a ``segment`` trains on :data:`DEFAULT_SEGMENT` (10 s) unless ``segment`` is set.
+
 Shards may be local (paths, globs, brace patterns), behind ``pipe:`` commands, or remote
 (``s3://``, ``gs://``, ``http(s)://``...): see :mod:`stemsep.data.tarstream`; remote reads
 retry and resume after network faults (:mod:`stemsep.io.remote`).
@@ -21,14 +30,35 @@ from typing import Literal
 import lightning as L
 from torch.utils.data import DataLoader
 
-from stemsep.data.augment import Augmentation
+from stemsep.contract import segment_of, uses_train_segment
+from stemsep.data.augment import Augmentation, bind_augmentations
 from stemsep.data.folder import SyntheticCorpus
 from stemsep.data.manifest import Manifest, resolve_sources
 from stemsep.data.prepare import PrepareShards, prepare_shards
 from stemsep.data.streams import EvalStream, TrainStream
 from stemsep.data.tarstream import local_path, read_json
-from stemsep.errors import BadDataError
+from stemsep.errors import BadDataError, StemsepError
 from stemsep.io.remote import Retry
+
+# The training segment (seconds) of a data module whose network has none and that sets none itself.
+DEFAULT_SEGMENT = 10.0
+
+
+def source_names(option: list[str] | dict[str, list[str]]) -> list[str]:
+    """The source names a ``sources`` option gives (a mapping's keys)."""
+    return [str(name) for name in (option.keys() if isinstance(option, dict) else option)]
+
+
+def sources_differ(given: list[str], network: list[str]) -> str:
+    """The one-line error of data sources that are not the network's."""
+    return (f"data.init_args.sources {given} differ from model.net's sources {network}: the data follows the "
+            "network; leave data.init_args.sources unset, or give the same names in the same order")
+
+
+def segment_differs(given: float, network: float) -> str:
+    """The one-line error of a data segment other than the training segment of a network that pads to it."""
+    return (f"data.init_args.segment {given:g} s differs from model.net's segment {network:g} s: the network "
+            "pads its inputs to its training segment; set model.net.init_args.segment alone (the data follows it)")
 
 
 class StemDataModule(L.LightningDataModule):
@@ -40,8 +70,13 @@ class StemDataModule(L.LightningDataModule):
         train_shards / valid_shards / test_shards: shard URLs or patterns; default: the
             manifest's shards in the manifest's folder. Each must be listed in the manifest.
         sources: output sources: a list (pick and order stems) or a mapping
-            ``{name: [stems...]}``; default the shards' stems.
-        segment: training segment length in seconds.
+            ``{name: [stems...]}``; default the network's (``stemsep fit`` sets it,
+            :meth:`follow_network`), else the shards' stems.
+        segment: training segment length in seconds; default the network's ``segment``
+            (``stemsep fit`` sets it, :meth:`follow_network`), else :data:`DEFAULT_SEGMENT` (10 s).
+        samplerate: the sample rate the shards must have (a one-line error otherwise); default
+            the network's (``stemsep fit`` sets it), else the shards' own. Training augmentations
+            take this rate (none of them states one).
         batch_size: training batch size (per rank).
         num_workers: DataLoader workers per rank (evaluation uses at most this many).
         segments_per_song: random segments cut from each decoded song.
@@ -77,10 +112,11 @@ class StemDataModule(L.LightningDataModule):
     def __init__(self, train_manifest: str | None = None, valid_manifest: str | None = None,
                  test_manifest: str | None = None, train_shards: str | list[str] | None = None,
                  valid_shards: str | list[str] | None = None, test_shards: str | list[str] | None = None,
-                 sources: list[str] | dict[str, list[str]] | None = None, segment: float = 10.0,
-                 batch_size: int = 4, num_workers: int = 2, segments_per_song: int = 4, song_buffer: int = 4,
-                 shuffle: int = 64, augmentations: list[Augmentation] | None = None,
-                 epoch_batches: int | None = 1000, seed: int = 0, keep_list: str | None = None,
+                 sources: list[str] | dict[str, list[str]] | None = None, segment: float | None = None,
+                 samplerate: int | None = None, batch_size: int = 4, num_workers: int = 2,
+                 segments_per_song: int = 4, song_buffer: int = 4, shuffle: int = 64,
+                 augmentations: list[Augmentation] | None = None, epoch_batches: int | None = 1000, seed: int = 0,
+                 keep_list: str | None = None,
                  policy: Literal["raise", "warn"] = "raise", verify_sha: bool = True, pin_memory: bool = False,
                  prepare: PrepareShards | None = None, synthetic: SyntheticCorpus | None = None,
                  tune_malloc: bool = True, retries: int = 5, timeout: float = 60.0, backoff: float = 1.0):
@@ -92,7 +128,9 @@ class StemDataModule(L.LightningDataModule):
                               for role, url in self.manifests.items()}
         self.shard_patterns = {"train": train_shards, "valid": valid_shards, "test": test_shards}
         self.source_option = sources
-        self.segment, self.batch_size, self.num_workers = float(segment), int(batch_size), int(num_workers)
+        self.segment_option = None if segment is None else float(segment)
+        self.samplerate_option = None if samplerate is None else int(samplerate)
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
         self.segments_per_song, self.song_buffer, self.shuffle = segments_per_song, song_buffer, shuffle
         self.augmentations = list(augmentations or [])
         self.epoch_batches, self.seed, self.keep_list = epoch_batches, seed, keep_list
@@ -116,6 +154,38 @@ class StemDataModule(L.LightningDataModule):
                     f"data.init_args.{role}_manifest to your own manifest (null: no {role} split), or try "
                     "the recipe on the synthetic corpus: --data configs/data/synthetic.yaml")
 
+    def follow_network(self, net, fitting: bool = True) -> None:
+        """Take ``net``'s sources, segment and sample rate where this data module sets none; one-line
+        error where it sets them otherwise (the segment: only when ``fitting`` a network that pads its
+        inputs to its training segment). The training augmentations get the sample rate."""
+        sources = [str(s) for s in net.sources]
+        if self.source_option is None:
+            self.source_option = sources
+        elif source_names(self.source_option) != sources:
+            raise StemsepError(sources_differ(source_names(self.source_option), sources))
+        rate = int(net.samplerate)
+        if self.samplerate_option is None:
+            self.samplerate_option = rate
+        elif self.samplerate_option != rate:
+            raise StemsepError(f"data.init_args.samplerate {self.samplerate_option} differs from model.net's "
+                               f"samplerate {rate}: the data follows the network; leave data.init_args.samplerate unset")
+        if self.prepare is not None and int(self.prepare.samplerate) != rate:
+            raise StemsepError(f"data.init_args.prepare.samplerate {self.prepare.samplerate} differs from "
+                               f"model.net's samplerate {rate}: set data.init_args.prepare.samplerate {rate} "
+                               "(the shards are made at it)")
+        segment = segment_of(net)
+        if self.segment_option is None:
+            self.segment_option = DEFAULT_SEGMENT if segment is None else float(segment)
+        elif (fitting and segment is not None and uses_train_segment(net)
+              and abs(float(segment) - self.segment_option) * rate >= 1):
+            raise StemsepError(segment_differs(self.segment_option, float(segment)))
+        bind_augmentations(self.augmentations, rate)
+
+    @property
+    def segment(self) -> float:
+        """The training segment in seconds (``segment``, else :data:`DEFAULT_SEGMENT`)."""
+        return DEFAULT_SEGMENT if self.segment_option is None else self.segment_option
+
     def prepare_data(self) -> None:
         if self.prepare is not None:
             option = self.source_option
@@ -130,7 +200,13 @@ class StemDataModule(L.LightningDataModule):
             url = self.manifests.get(split)
             if url is None:
                 raise BadDataError(f"data: no {split}_manifest configured")
-            self._loaded[split] = Manifest.load(url, self.retry)
+            manifest = Manifest.load(url, self.retry)
+            if self.samplerate_option is not None and manifest.samplerate != self.samplerate_option:
+                raise BadDataError(f"data.init_args.{split}_manifest: {url} holds {manifest.samplerate} Hz audio, "
+                                   f"the network takes {self.samplerate_option} Hz (data.init_args.samplerate): "
+                                   f"shard the songs at {self.samplerate_option} Hz or train a network for "
+                                   f"{manifest.samplerate} Hz")
+            self._loaded[split] = manifest
         return self._loaded[split]
 
     @property

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from stemsep.data.allocator import keep_large_buffers
-from stemsep.data.augment import Augmentation, apply_augmentations, needed_length
+from stemsep.data.augment import Augmentation, apply_augmentations, bind_augmentations, needed_length
 from stemsep.data.manifest import Manifest, check_sample, decode_rows, decode_sources
 from stemsep.data.stembatch import StemBatch
 from stemsep.data.tarstream import iter_shard
@@ -52,6 +52,9 @@ class TrainStream(IterableDataset):
     a shard failing midway that are still in the song buffer are dropped; songs already taken
     out were read whole); ``"raise"`` stops on it. ``epoch_batches`` (per rank) ends an epoch;
     ``None`` is endless (then bound epochs with the trainer's ``limit_train_batches``).
+
+    The augmentations get the shards' sample rate (:meth:`~stemsep.data.augment.Augmentation.bind`):
+    none of them states one.
     """
 
     def __init__(self, manifest: Manifest, shards: list[tuple[str, str]], mapping: dict[str, list[str]], *,
@@ -67,6 +70,7 @@ class TrainStream(IterableDataset):
         self.manifest, self.shards, self.mapping = manifest, shards, mapping
         self.segment, self.batch_size = int(segment), int(batch_size)
         self.augmentations = list(augmentations)
+        bind_augmentations(self.augmentations, manifest.samplerate)  # before any length: Shift counts seconds
         self.read_length = needed_length(self.augmentations, self.segment)
         self.segments_per_song, self.song_buffer, self.shuffle = segments_per_song, song_buffer, shuffle
         self.seed, self.keep, self.policy, self.verify_sha = seed, keep, policy, verify_sha

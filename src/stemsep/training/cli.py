@@ -20,6 +20,11 @@ They are added after ``trainer.callbacks``. ``model.max_nonfinite_steps`` stays 
 of the non-finite guard (``null`` there switches it off too, as before); a ``max_consecutive`` given
 to the guard itself takes precedence.
 
+The data follows the network (:mod:`stemsep.training.linking`): ``data.init_args.sources``,
+``segment`` and ``samplerate`` left unset are ``model.net``'s, filled in the config before
+``--print_config`` prints it and before the classes are built, then checked on the built objects
+(networks built from a checkpoint state theirs only then).
+
 After ``stemsep fit`` saved a checkpoint, its last lines name the checkpoint and the
 ``stemsep separate ... --model <checkpoint>`` command to try it (:func:`next_command`).
 
@@ -42,6 +47,7 @@ from typing import Any
 import lightning as L
 import torch
 from jsonargparse import lazy_instance
+from jsonargparse._actions import _ActionPrintConfig
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -49,6 +55,7 @@ from stemsep.errors import BadCheckpointError, StemsepError
 from stemsep.io.checkpoint import REFUSED, SAFE_GLOBALS, open_checkpoint, why_unloadable
 from stemsep.io.remote import is_url
 from stemsep.training.callbacks import LoggerGuard, NonFiniteGuard, TestResultWriter
+from stemsep.training.linking import link_config, link_data
 from stemsep.training.module import SeparationModule, building_from_config
 
 # The config keys of stemsep's default callbacks, in the order they join the trainer's callbacks.
@@ -68,14 +75,25 @@ class StemsepCLI(LightningCLI):
         parser.add_argument("--test_results", type=TestResultWriter | None, default=lazy_instance(TestResultWriter),
                             help="Writes the per-track results of `stemsep test` (null: off).")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse; with ``--print_config``, print the config only once the data is linked to the network."""
+        with _ActionPrintConfig.skip_print_config():
+            super().parse_arguments(parser, args)
+        if hasattr(parser, "print_config"):
+            subcommand = self.config.get("subcommand")
+            link_config(self.config.get(str(subcommand), self.config) if subcommand else self.config)
+            _ActionPrintConfig.print_config_if_requested(parser, self.config)
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
+        link_config(config)  # after --ckpt_path's hyperparameters replaced the model's
         reconcile_nonfinite(config, fitting=self.subcommand == "fit")
         check_accelerator(config.get("trainer.accelerator"), config.get("trainer.precision"))
 
     def instantiate_classes(self) -> None:
         with building_from_config():  # SeparationModule: hparams from the config, callbacks from the config
             super().instantiate_classes()
+        link_data(self.model.net, self.datamodule, fitting=self.subcommand == "fit")
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         config = self.config_init.get(str(self.subcommand), self.config_init)

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from stemsep.contract import check_network, network_config, segment_of, uses_train_segment
+from stemsep.contract import check_network, network_config
 from stemsep.errors import StemsepError
 from stemsep.evaluation.metrics import NSDR
 from stemsep.inference import optimize_for_cpu, restore_plain
@@ -98,8 +98,9 @@ class SeparationModule(L.LightningModule):
     ``NonFiniteGuard(max_nonfinite_steps)`` and a ``TestResultWriter`` unless the trainer already
     has one of that type. The ``stemsep`` CLI lists them in the config instead (``guards.logger``,
     ``guards.nonfinite``, ``test_results``; ``null`` switches one off) and the module adds none.
-    The network and the data module must agree on sources (and, for networks that pad inputs to
-    their training segment, on the segment): :meth:`setup` checks it.
+    The module does not look at the data: the data follows the network (``stemsep fit`` links the
+    data's sources, segment and sample rate to ``net``'s, :mod:`stemsep.training.linking`; from
+    Python, ``StemDataModule.follow_network(net)``).
     """
 
     def __init__(
@@ -166,37 +167,12 @@ class SeparationModule(L.LightningModule):
         return apply_model(self.net, mix, segment=self.eval_segment, overlap=self.eval_overlap)
 
     def setup(self, stage: str) -> None:
-        self.check_data(stage)
         if self.lora is not None:  # the base weights, in every run: adapters alone are no model
             self.load_lora_base()
         elif stage == "fit" and self.init_from and getattr(self.trainer, "ckpt_path", None) is None:
             ckpt = load_checkpoint(self.init_from)
             load_weights(self.net, net_state_dict(ckpt), origin=self.init_from)
             rank_zero_info(f"stemsep: initialised network weights from {self.init_from}")
-
-    def check_data(self, stage: str) -> None:
-        """One-line error if the trainer's data module disagrees with the network on sources or segment.
-
-        Sources: always (the targets are stacked in the data's order). Segment: when fitting a
-        network that pads every input to its training segment (HT Demucs), whose positional
-        encodings follow it. Data modules without ``sources``/``segment`` are not checked.
-        """
-        data = getattr(self.trainer, "datamodule", None)
-        if data is None:
-            return
-        try:
-            data_sources = getattr(data, "sources", None)
-        except (StemsepError, OSError, ValueError):  # no manifest yet: the data module reports it itself
-            data_sources = None
-        if data_sources is not None and list(data_sources) != list(self.sources):
-            raise StemsepError(f"model.net sources {list(self.sources)} differ from data sources "
-                               f"{list(data_sources)}: give both the same list, in the same order")
-        net_segment, data_segment = segment_of(self.net), getattr(data, "segment", None)
-        if (stage == "fit" and uses_train_segment(self.net) and net_segment is not None and data_segment is not None
-                and abs(float(net_segment) - float(data_segment)) * int(self.net.samplerate) >= 1):
-            raise StemsepError(f"model.net segment {float(net_segment):g} s differs from data segment "
-                               f"{float(data_segment):g} s: the network pads its inputs to its training segment; "
-                               "give both the same length")
 
     def count_parameters(self, trainable_only: bool) -> int:
         return sum(p.numel() for p in self.net.parameters() if p.requires_grad or not trainable_only)
