@@ -64,10 +64,10 @@ from urllib.parse import urlparse
 import torch
 
 from stemsep import DEFAULT_SOURCES
-from stemsep.data.allocator import keep_large_buffers
 from stemsep.data.augment import FlipChannels, FlipSign, Remix, Repitch, Scale, Shift
-from stemsep.data.datamodule import StemDataModule
-from stemsep.data.synth import generate_corpus
+from stemsep.data.corpus.synth import generate_corpus
+from stemsep.data.loaders.allocator import keep_large_buffers
+from stemsep.data.loaders.datamodule import StemDataModule
 from stemsep.io.audio import audio_info, read_audio, write_audio
 
 SR = 44100
@@ -91,8 +91,8 @@ def decode_floor(shards: Path, segment: float, count: int = 40) -> float:
     from a random offset, sharing nothing with other examples (as on full-length songs)."""
     import random
 
-    from stemsep.data.codec import decode_flac, flac_header
-    from stemsep.data.tarstream import iter_shard
+    from stemsep.data.shards.codec import decode_flac, flac_header
+    from stemsep.data.shards.tarstream import iter_shard
 
     songs = [sample for tar in sorted(shards.glob("train-*.tar")) for _, sample in iter_shard(str(tar), tar.name)]
     frames = int(segment * SR)
@@ -208,7 +208,7 @@ def serve(folder: Path, url: str) -> tuple[subprocess.Popen, str]:
 
 def read_rate(base: Path | str, names: list[str]) -> float:
     """MB/s of reading the shards' bytes alone (no tar parsing or decoding)."""
-    from stemsep.data.tarstream import open_url
+    from stemsep.data.shards.tarstream import open_url
 
     start, total = time.perf_counter(), 0
     for name in names:
@@ -295,8 +295,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_data_"))
     try:
         root = generate_corpus(work / "corpus", songs=args.songs, seconds=args.seconds, test_songs=0)
-        from stemsep.data.layouts import discover_songs
-        from stemsep.data.shard import shard_split
+        from stemsep.data.corpus.layouts import discover_songs
+        from stemsep.data.shards.shard import shard_split
 
         songs = discover_songs(root, "folder", "train")
         shard_split(songs, work / "shards", "train", DEFAULT_SOURCES, max_shard_size=256 * 10**6)

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _songs(count: int, seconds: float, samplerate: int, sources: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from stemsep.data.synth import render_song
+    from stemsep.data.corpus.synth import render_song
 
     songs = []
     for i in range(count):

@@ -66,6 +66,7 @@ from stemsep.models import HDemucs, HTDemucs
 from stemsep.models.attention.backends import get_backend
 from stemsep.models.attention.fast_transformers import fast_transformers_available
 from stemsep.models.attention.lsh import LSHAttention
+from stemsep.training.sparse_dropout import apply_sparse_dropout
 
 SR = 44100
 HT_RELEASED = dict(bottom_channels=512, dconv_mode=3, t_dropout=0.02)
@@ -111,6 +112,8 @@ def bench_models(args, device: torch.device) -> list[dict]:
             # inference on CPU runs what `stemsep separate` runs (the load-time CPU rewrites);
             # training runs the plain modules
             (optimize_for_cpu if step_name == "forward" and device.type == "cpu" else restore_plain)(ours)
+            if step_name == "train step" and device.type == "cpu":
+                apply_sparse_dropout(ours)  # what stemsep fit trains with on CPU (SeparationModule.on_fit_start)
             med = alternating_medians(models, step, reps=args.reps, mix=mix, target=target, device=device,
                                       dtype=args.dtype)
             _report(rows, name, step_name, med, 9)

@@ -36,6 +36,7 @@ from _timing import alternating_medians, forward_step, l1_train_step
 from stemsep import DEFAULT_SOURCES
 from stemsep.inference.cpu import optimize_for_cpu, restore_plain
 from stemsep.models import HTDemucs, SCNet
+from stemsep.training.sparse_dropout import apply_sparse_dropout
 
 SR = 44100
 PAIRS = {"scnet": "htdemucs_10m", "scnet_large": "htdemucs"}
@@ -68,6 +69,8 @@ def bench(args, device: torch.device) -> list[dict]:
         for step_name, step in (("forward", forward_step), ("train step", l1_train_step)):
             for model in models.values():
                 (optimize_for_cpu if step_name == "forward" and device.type == "cpu" else restore_plain)(model)
+                if step_name == "train step" and device.type == "cpu":
+                    apply_sparse_dropout(model)  # as stemsep fit trains on CPU (SeparationModule.on_fit_start)
             med = alternating_medians(models, step, reps=args.reps, mix=mix, target=target, device=device,
                                       dtype=args.dtype)
             row = {"step": step_name, "segment_s": args.segment, "batch": args.batch,

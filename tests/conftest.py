@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers.data import shard_corpus
-from stemsep.data.synth import generate_corpus
+from stemsep.data.corpus.synth import generate_corpus
 
 
 @pytest.fixture(scope="session")

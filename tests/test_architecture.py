@@ -217,3 +217,26 @@ def test_long_modules_say_why_they_are_one_module():
         if "one module" not in "\n".join(doc.splitlines()[:5]):
             long.append(f"{path.relative_to(SRC)} ({text.count(chr(10))} lines)")
     assert not long, f"modules over {MAX_LINES} lines without their reason: {long}"
+
+
+# Subpackages of stemsep.data, in layers too: each imports only those listed (and itself).
+DATA_ALLOWED = {"corpus": set(), "shards": {"corpus"}, "augment": set(), "loaders": {"corpus", "shards", "augment"}}
+
+
+def test_data_subpackages_follow_their_layers():
+    data = SRC / "data"
+    found = {p.name for p in data.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert found == set(DATA_ALLOWED), f"data subpackages {found} vs the table {set(DATA_ALLOWED)}"
+    assert sorted(p.name for p in data.glob("*.py")) == ["__init__.py"], "data modules belong in a subpackage"
+    bad = []
+    for path in sorted(data.rglob("*.py")):
+        parts = module_name(path).split(".")
+        if len(parts) < 3:
+            continue
+        here = parts[2]
+        for line, target in imports_of(path):
+            tparts = target.split(".")
+            if tparts[:2] == ["stemsep", "data"] and len(tparts) > 2 and tparts[2] != here \
+                    and tparts[2] not in DATA_ALLOWED[here]:
+                bad.append(f"{path.relative_to(SRC)}:{line} imports {target}")
+    assert not bad, bad

@@ -9,6 +9,7 @@ import torch
 from helpers import REPO, TinyNet
 from stemsep.cli import main
 from stemsep.contract import network_config
+from stemsep.data import MOVED
 from stemsep.inference.bag import BagOfModels
 from stemsep.io.checkpoint import load_separator, save_checkpoint
 
@@ -54,17 +55,36 @@ def test_checkpoint_with_the_old_bag_class_path_loads(tmp_path):
 
 
 def test_remote_reader_moved_to_io_and_is_still_importable_from_data():
-    """``stemsep.data.remote`` (before the checkpoint readers used it too) re-exports the reader's
-    public names from ``stemsep.io.remote``; any other name names the new home in one line."""
-    import stemsep.data.remote as old
+    """``stemsep.data.remote`` (before the checkpoint readers used it too) imports as
+    ``stemsep.io.remote`` itself, with a warning naming the new path."""
     import stemsep.io.remote as new
 
-    for name in ("Retry", "RemoteReader", "RETRY_STATUS"):
-        assert getattr(old, name) is getattr(new, name)
-    from stemsep.data.remote import RemoteReader, Retry  # noqa: F401 - the old import line works
+    with pytest.warns(FutureWarning, match="^stemsep.data.remote moved to stemsep.io.remote$"):
+        from stemsep.data.remote import RemoteReader, Retry
+    assert (RemoteReader, Retry) == (new.RemoteReader, new.Retry)
 
-    with pytest.raises(AttributeError, match=r"^stemsep.data.remote._fsspec_open moved to stemsep.io.remote._fsspec_open$"):
-        old._fsspec_open  # noqa: B018
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_former_data_modules_import_as_their_new_home(old):
+    """The modules of ``stemsep.data`` before its grouping into subpackages (issue 24) import as the
+    module that now holds the code (the same object: monkeypatching, isinstance and pickles agree)."""
+    import importlib
+    import sys
+
+    sys.modules.pop(f"stemsep.data.{old}", None)
+    with pytest.warns(FutureWarning, match=f"^stemsep.data.{old} moved to {MOVED[old]}$"):
+        module = importlib.import_module(f"stemsep.data.{old}")
+    assert module is importlib.import_module(MOVED[old]) and module.__name__ == MOVED[old]
+    assert module.__spec__.name == MOVED[old]
+
+
+def test_config_naming_the_former_data_module_path_runs(capsys):
+    """A config written before the grouping (``stemsep.data.datamodule.StemDataModule``) still resolves."""
+    with pytest.raises(SystemExit) as done, pytest.warns(FutureWarning, match="stemsep.data.datamodule moved"):
+        main(["fit", "--config", str(REPO / "recipes" / "quickstart.yaml"), "--data",
+              "stemsep.data.datamodule.StemDataModule", "--print_config"])
+    assert done.value.code == 0
+    assert "class_path: stemsep.data.datamodule.StemDataModule" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("augmentation,note", [

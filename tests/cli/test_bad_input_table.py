@@ -134,7 +134,7 @@ def synth_unwritable_output_directory(env):
 
 @case
 def synth_disk_full(env):
-    env.disk_full("stemsep.data.synth._write_pcm24")
+    env.disk_full("stemsep.data.corpus.synth._write_pcm24")
     out = env.tmp / "synth"
     return Case(["synth", "--out", str(out), "--songs", "1", "--test-songs", "0", "--seconds", "0.5"],
                 ("song0000", "No space left on device"), [out / "train"])

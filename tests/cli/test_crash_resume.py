@@ -35,7 +35,7 @@ from helpers import REPO
 from helpers.data import leftovers
 from helpers.gate import Gate
 from stemsep.cli import main
-from stemsep.data.synth import generate_corpus
+from stemsep.data.corpus.synth import generate_corpus
 from stemsep.io.audio import read_audio, write_audio
 from stemsep.io.checkpoint import save_checkpoint
 
@@ -92,7 +92,7 @@ model:
   optimizer: {{class_path: torch.optim.Adam, init_args: {{lr: 0.01}}}}
   scheduler: {{class_path: torch.optim.lr_scheduler.StepLR, init_args: {{step_size: 1, gamma: 0.9}}}}
 data:
-  class_path: stemsep.data.folder.FolderDataModule
+  class_path: stemsep.data.loaders.FolderDataModule
   init_args: {{root: {corpus}, segment: 0.25, batch_size: 2, epoch_size: 100000, valid_split: test}}
 trainer:
   accelerator: cpu
@@ -141,7 +141,7 @@ def test_fit_killed_resumes_from_last_checkpoint(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ shard
-GATED_ENCODE = "import helpers.gate as g, stemsep.data.shard as s; s.encode_song = g.gated(s.encode_song)"
+GATED_ENCODE = "import helpers.gate as g, stemsep.data.shards.shard as s; s.encode_song = g.gated(s.encode_song)"
 
 
 def _sha(path: Path) -> str:

@@ -9,7 +9,7 @@ from torch import nn
 
 from helpers.data import shard_corpus
 from stemsep.cli import main
-from stemsep.data.audit import bleed_matrix
+from stemsep.data.shards.audit import bleed_matrix
 from stemsep.io.audio import read_audio, write_audio
 
 

@@ -19,8 +19,8 @@ from stemsep.data.augment import (
     needed_length,
     repitch,
 )
-from stemsep.data.stembatch import StemBatch
-from stemsep.data.wsola import wsola
+from stemsep.data.augment.stembatch import StemBatch
+from stemsep.data.augment.wsola import wsola
 from stemsep.errors import StemsepError
 
 SR = 44100

@@ -11,9 +11,9 @@ import torch
 
 from helpers.data import shard_corpus
 from stemsep.cli import main
-from stemsep.data.codec import decode_flac, encode_flac, quantize24
-from stemsep.data.layouts import discover_songs
-from stemsep.data.shard import parse_size
+from stemsep.data.corpus.layouts import discover_songs
+from stemsep.data.shards.codec import decode_flac, encode_flac, quantize24
+from stemsep.data.shards.shard import parse_size
 from stemsep.errors import BadAudioError, BadDataError
 from stemsep.io.audio import read_audio, write_audio
 from stemsep.io.files import file_sha256

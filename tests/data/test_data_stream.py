@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from helpers.data import copy_shards
 from stemsep.data.augment import FlipChannels, FlipSign, Remix, Repitch, Scale, Shift
-from stemsep.data.datamodule import StemDataModule
+from stemsep.data.loaders.datamodule import StemDataModule
 from stemsep.errors import BadDataError
 
 
@@ -111,7 +111,7 @@ def test_truncated_shard_is_named(shards, tmp_path):
 
 
 def test_sha_mismatch_and_policy_warn(shards, tmp_path, monkeypatch):
-    monkeypatch.setattr("stemsep.data.streams.MAX_CONSECUTIVE_FAILURES", 5)
+    monkeypatch.setattr("stemsep.data.loaders.streams.MAX_CONSECUTIVE_FAILURES", 5)
     out, name = _broken(shards, tmp_path)
     data = bytearray((out / name).read_bytes())
     data[-2000] ^= 0xFF  # inside the tar's zero padding: tar still parses, content hash differs
@@ -150,7 +150,7 @@ def test_pipe_and_brace_urls(shards):
 
 
 def test_segments_of_a_song_share_decoded_spans():
-    from stemsep.data.streams import _spans
+    from stemsep.data.loaders.streams import _spans
 
     assert _spans([0, 50, 300], 100) == [(0, 150), (300, 400)]
     assert _spans([10, 10, 110], 100) == [(10, 210)]
@@ -158,8 +158,8 @@ def test_segments_of_a_song_share_decoded_spans():
 
 def test_training_segments_equal_a_direct_decode(shards):
     """Segments cut from shared decoded spans equal the same samples decoded one by one."""
-    from stemsep.data.manifest import check_sample, decode_sources
-    from stemsep.data.tarstream import iter_shard
+    from stemsep.data.shards.manifest import check_sample, decode_sources
+    from stemsep.data.shards.tarstream import iter_shard
 
     dm = _dm(shards, segments_per_song=6, shuffle=1, song_buffer=1, segment=1.0)
     stream = dm.train_dataset()
@@ -189,8 +189,8 @@ def test_training_segments_equal_a_direct_decode(shards):
 
 
 def test_prepare_generates_and_shards_once(tmp_path):
-    from stemsep.data.folder import SyntheticCorpus
-    from stemsep.data.prepare import PrepareShards
+    from stemsep.data.corpus.synth import SyntheticCorpus
+    from stemsep.data.shards.prepare import PrepareShards
 
     dm = StemDataModule(prepare=PrepareShards(root=str(tmp_path / "corpus"), valid="test"),
                         synthetic=SyntheticCorpus(songs=3, seconds=2.0, test_songs=1), segment=0.5,
@@ -207,7 +207,7 @@ def test_prepare_generates_and_shards_once(tmp_path):
 
 
 def test_prepare_without_synthetic_names_the_missing_root(tmp_path):
-    from stemsep.data.prepare import PrepareShards
+    from stemsep.data.shards.prepare import PrepareShards
 
     dm = StemDataModule(prepare=PrepareShards(root=str(tmp_path / "nowhere")))
     with pytest.raises(BadDataError, match="nowhere"):
@@ -218,7 +218,7 @@ def test_allocator_tuning_changes_no_data(shards):
     """tune_malloc only changes where buffers live: the same seed gives the same batches."""
     import platform
 
-    from stemsep.data.allocator import keep_large_buffers
+    from stemsep.data.loaders.allocator import keep_large_buffers
 
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert keep_large_buffers() and keep_large_buffers()  # accepted by glibc, idempotent

@@ -12,7 +12,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 from helpers.data import shard_corpus
-from stemsep.data.datamodule import StemDataModule
+from stemsep.data.loaders.datamodule import StemDataModule
 from stemsep.errors import StemsepError
 
 

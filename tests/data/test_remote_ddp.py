@@ -15,7 +15,7 @@ import pytest
 
 from helpers.data import shard_corpus
 from helpers.remote import Fault, ShardServer
-from stemsep.data.synth import generate_corpus
+from stemsep.data.corpus.synth import generate_corpus
 
 CONFIG = """\
 model:
@@ -24,7 +24,7 @@ model:
     init_args: {{hidden: 2}}
   max_nonfinite_steps: null
 data:
-  class_path: stemsep.data.datamodule.StemDataModule
+  class_path: stemsep.data.loaders.StemDataModule
   init_args:
     train_manifest: {url}/train.json
     valid_manifest: {url}/test.json

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from helpers.data import copy_shards
 from helpers.remote import Fault, ShardServer
-from stemsep.data.datamodule import StemDataModule
+from stemsep.data.loaders.datamodule import StemDataModule
 from stemsep.errors import BadDataError
 
 FAST = dict(retries=3, timeout=0.5, backoff=0.01)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from helpers.remote import moto_s3, upload_folder
-from stemsep.data.datamodule import StemDataModule
+from stemsep.data.loaders.datamodule import StemDataModule
 from stemsep.errors import BadCheckpointError, BadDataError
 
 pytest.importorskip("s3fs")
@@ -53,7 +53,7 @@ model:
     class_path: helpers.nets.TinyNet
   max_nonfinite_steps: null
 data:
-  class_path: stemsep.data.datamodule.StemDataModule
+  class_path: stemsep.data.loaders.StemDataModule
   init_args:
     train_manifest: {base}/train.json
     valid_manifest: {base}/test.json

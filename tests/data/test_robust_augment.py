@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stemsep.data.augment import FlipSign, Limiter, Mp3Codec, ParametricEQ, apply_augmentations
-from stemsep.data.degrade import limiter_gain
+from stemsep.data.augment.degrade import limiter_gain
 from stemsep.errors import StemsepError
 
 SR = 44100

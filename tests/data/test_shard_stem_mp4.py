@@ -12,8 +12,8 @@ import pytest
 
 from helpers.stem_mp4 import write_stem_mp4
 from stemsep.cli import main
-from stemsep.data.codec import decode_flac
-from stemsep.data.layouts import discover_songs
+from stemsep.data.corpus.layouts import discover_songs
+from stemsep.data.shards.codec import decode_flac
 from stemsep.errors import BadAudioError, BadDataError
 from stemsep.io.audio import STEM_MP4_STREAMS, read_stream
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from stemsep.data.shard import shard_dataset
+from stemsep.data.shards.shard import shard_dataset
 from stemsep.io.files import TEMP_MARK
 
 

@@ -4,7 +4,7 @@ import lightning as L
 import torch
 
 from helpers import TinyNet
-from stemsep.data.folder import FolderDataModule
+from stemsep.data.loaders.folder import FolderDataModule
 from stemsep.io.checkpoint import load_checkpoint
 from stemsep.training.callbacks import CompileNetwork
 from stemsep.training.module import SeparationModule

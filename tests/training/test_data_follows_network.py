@@ -18,7 +18,7 @@ from helpers import REPO, TinyNet
 from helpers.recipes import save_tiny, tiny_overrides
 from stemsep.cli import main
 from stemsep.data.augment import Limiter, ParametricEQ, Shift
-from stemsep.data.datamodule import DEFAULT_SEGMENT, StemDataModule
+from stemsep.data.loaders.datamodule import DEFAULT_SEGMENT, StemDataModule
 from stemsep.errors import StemsepError
 from stemsep.training.cli import StemsepCLI, run_lightning_cli
 from stemsep.training.linking import link_data

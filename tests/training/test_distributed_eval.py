@@ -9,8 +9,8 @@ from pathlib import Path
 import lightning as L
 
 from helpers import TinyNet
-from stemsep.data.folder import FolderDataModule
-from stemsep.data.synth import generate_corpus
+from stemsep.data.corpus.synth import generate_corpus
+from stemsep.data.loaders.folder import FolderDataModule
 from stemsep.training.module import SeparationModule
 
 CONFIG = """\
@@ -19,7 +19,7 @@ model:
     class_path: helpers.nets.TinyNet
   test_metrics: [sdr, isr, sir, sar]
 data:
-  class_path: stemsep.data.folder.FolderDataModule
+  class_path: stemsep.data.loaders.FolderDataModule
   init_args:
     root: {root}
     segment: 0.5

@@ -6,7 +6,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
 
 from helpers import TinyNet
-from stemsep.data.folder import FolderDataModule
+from stemsep.data.loaders.folder import FolderDataModule
 from stemsep.io.checkpoint import load_checkpoint, load_separator
 from stemsep.training.module import SeparationModule
 

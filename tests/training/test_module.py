@@ -54,7 +54,7 @@ def test_scheduler_steps_every_optimizer_step():
 
 
 def test_fit_checkpoint_reload_and_init_from(corpus_root, tmp_path):
-    from stemsep.data.folder import FolderDataModule
+    from stemsep.data.loaders.folder import FolderDataModule
 
     L.seed_everything(0)
     data = FolderDataModule(str(corpus_root), segment=0.5, batch_size=2, epoch_size=4, valid_split="test")

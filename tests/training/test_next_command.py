@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from helpers import REPO
 from helpers.recipes import tiny_overrides
 from stemsep.cli import main
-from stemsep.data.prepare import PrepareShards
+from stemsep.data.shards.prepare import PrepareShards
 from stemsep.training.cli import example_input, next_command
 
 

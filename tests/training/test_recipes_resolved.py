@@ -28,6 +28,8 @@ RENAMES = {
     "stemsep.callbacks.CompileNetwork": "stemsep.training.callbacks.CompileNetwork",
     # the default of model.optimizer (printed by recipes that keep it), moved with stemsep.module
     "stemsep.module.default_optimizer": "stemsep.training.module.default_optimizer",
+    # stemsep.data grouped into subpackages (issue 24); the former path still imports
+    "stemsep.data.datamodule.StemDataModule": "stemsep.data.loaders.StemDataModule",
 }
 
 # Keys that are new in every resolved recipe: the default callbacks, once added silently by

@@ -106,7 +106,7 @@ def test_the_check_finds_what_it_looks_for(tmp_path):
     """A recipe as they were written before issue 24 fails, each of the three ways."""
     (tmp_path / "net.yaml").write_text("class_path: stemsep.models.HTDemucs\n"
                                        "init_args: {sources: [drums, bass], segment: 2, samplerate: 44100}\n")
-    (tmp_path / "data.yaml").write_text("class_path: stemsep.data.datamodule.StemDataModule\n"
+    (tmp_path / "data.yaml").write_text("class_path: stemsep.data.loaders.StemDataModule\n"
                                         "init_args:\n  sources: [drums, bass]\n  segment: 7.8\n  augmentations:\n"
                                         "    - class_path: stemsep.data.augment.Mp3Codec\n"
                                         "      init_args: {samplerate: 44100}\n")
@@ -119,7 +119,7 @@ def test_the_check_finds_what_it_looks_for(tmp_path):
     assert any("segment" in p for p in problems)
     recipe.write_text("config: base.yaml\nmodel.net.init_args.segment: 1.0\ndata.init_args.segment: 7.8\n")
     assert not any("segment" in p for p in stated_twice(recipe))  # a segment of the data's own
-    (tmp_path / "plain.yaml").write_text("class_path: stemsep.data.datamodule.StemDataModule\n"
+    (tmp_path / "plain.yaml").write_text("class_path: stemsep.data.loaders.StemDataModule\n"
                                          "init_args: {batch_size: 2}\n")
     recipe.write_text("config: base.yaml\ndata: plain.yaml\n")  # a data block replaced as a whole drops its keys
     assert stated_twice(recipe) == []

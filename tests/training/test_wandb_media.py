@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from helpers import TinyNet
-from stemsep.data.folder import FolderDataModule
+from stemsep.data.loaders.folder import FolderDataModule
 from stemsep.training.callbacks import WandbMedia
 from stemsep.training.callbacks.spectrogram import colorize, spectrogram_grid
 from stemsep.training.module import SeparationModule

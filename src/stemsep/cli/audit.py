@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from stemsep.cli.common import add_output
-from stemsep.data.audit import audit_shards
+from stemsep.data.shards.audit import audit_shards
 
 HELP = "Filter songs: silent stems and bleeding between stems."
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from stemsep.cli.common import add_output
 from stemsep.contract import DEFAULT_SOURCES
-from stemsep.data.layouts import LAYOUTS
-from stemsep.data.shard import shard_dataset
+from stemsep.data.corpus.layouts import LAYOUTS
+from stemsep.data.shards.shard import shard_dataset
 
 HELP = "Pack a multitrack dataset into WebDataset tar shards."
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from stemsep.cli.common import add_output
-from stemsep.data.synth import SAMPLERATE, generate_corpus
+from stemsep.data.corpus.synth import SAMPLERATE, generate_corpus
 
 HELP = "Generate a synthetic multitrack corpus (MUSDB18-HQ layout)."
 

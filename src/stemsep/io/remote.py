@@ -22,12 +22,12 @@ For every request:
   ``ETag``/``Last-Modified`` (fsspec: ETag/generation/modification time from ``info``) as the
   first, and the size must equal the expected ``size`` (a shard manifest's ``bytes``); else the
   read stops with a one-line error naming the URL (the sha256 check over a whole shard, done by
-  :func:`stemsep.data.tarstream.iter_shard`, catches what headers cannot).
+  :func:`stemsep.data.shards.tarstream.iter_shard`, catches what headers cannot).
 
 Errors that retrying cannot fix (HTTP 404 and other 4xx, a changed file) are not retried.
 Every error is one line, ``<url>: <cause>``: a :class:`~stemsep.errors.BadDataError`, or the
 ``error`` class the caller names (checkpoints: :class:`~stemsep.errors.BadCheckpointError`).
-Moved here from ``stemsep.data.remote`` (which re-exports the public names).
+Moved here from ``stemsep.io.remote`` (which re-exports the public names).
 """
 
 

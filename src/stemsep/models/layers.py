@@ -109,27 +109,34 @@ class EncoderLayer(_HybridLayer):
         self.dconv = DConv(chout, **(dconv_kw or {})) if dconv else None
 
     def forward(self, x: torch.Tensor, inject: torch.Tensor | None = None) -> torch.Tensor:
-        if not self.freq:
-            if x.dim() == 4:  # (B, C, 1, T) coming out of the last frequency layer
-                x = x.flatten(1, 2)  # (B, C, T)
-            rest = x.shape[-1] % self.stride
-            if rest:
-                x = F.pad(x, (0, self.stride - rest))
-        y = self.conv(x)
+        y = self.conv(x if self.freq else self.time_input(x))
         if self.empty:
             return y
-        if inject is not None:
-            if inject.shape[-1] != y.shape[-1]:
-                raise RuntimeError(f"time/frequency branches misaligned: {inject.shape} vs {y.shape}")
-            if inject.dim() == 3 and y.dim() == 4:
-                inject = inject[:, :, None]
-            y = y + inject
-        y = F.gelu(self.norm1(y))
+        y = F.gelu(self.norm1(self.add_inject(y, inject)))
         if self.dconv is not None:
             y = dconv_over_time(self.dconv, y)
         if self.rewrite is not None:
             y = F.glu(self.norm2(self.rewrite(y)), dim=1)
         return y
+
+    def time_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A time layer's input as ``(B, C, T)`` (from ``(B, C, 1, T)`` after the last frequency
+        layer), zero-padded to a multiple of the stride."""
+        if x.dim() == 4:
+            x = x.flatten(1, 2)
+        rest = x.shape[-1] % self.stride
+        return F.pad(x, (0, self.stride - rest)) if rest else x
+
+    @staticmethod
+    def add_inject(y: torch.Tensor, inject: torch.Tensor | None) -> torch.Tensor:
+        """``y`` plus the time branch's output where the branches merge (broadcast over frequency)."""
+        if inject is None:
+            return y
+        if inject.shape[-1] != y.shape[-1]:
+            raise RuntimeError(f"time/frequency branches misaligned: {inject.shape} vs {y.shape}")
+        if inject.dim() == 3 and y.dim() == 4:
+            inject = inject[:, :, None]
+        return y + inject
 
 
 def dconv_over_time(dconv: nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -178,18 +185,29 @@ class DecoderLayer(_HybridLayer):
         if self.empty:
             y = x
         else:
-            if x is None:
-                x = skip
-            else:
-                if self.freq and x.dim() == 3:
-                    x = x.view(x.shape[0], self.chin, -1, x.shape[-1])
-                x = x + skip
-            y = x if self.rewrite is None else F.glu(self.norm1(self.rewrite(x)), dim=1)
+            y = self.add_skip(x, skip)
+            if self.rewrite is not None:
+                y = F.glu(self.norm1(self.rewrite(y)), dim=1)
             if self.dconv is not None:
                 y = dconv_over_time(self.dconv, y)
+        y = self.freq_view(y)
+        return self.output(self.norm2(self.conv_tr(y)), length), y
+
+    def add_skip(self, x: torch.Tensor | None, skip: torch.Tensor) -> torch.Tensor:
+        """The layer's input plus the encoder's skip (``x=None``: the skip alone)."""
+        if x is None:
+            return skip
+        return self.freq_view(x) + skip
+
+    def freq_view(self, y: torch.Tensor) -> torch.Tensor:
+        """A frequency layer's ``(B, C, F*..., T)`` input seen as ``(B, chin, F, T)``."""
         if self.freq and y.dim() == 3:
-            y = y.view(y.shape[0], self.chin, -1, y.shape[-1])
-        z = self.norm2(self.conv_tr(y))
+            return y.view(y.shape[0], self.chin, -1, y.shape[-1])
+        return y
+
+    def output(self, z: torch.Tensor, length: int) -> torch.Tensor:
+        """The transposed conv's (normalised) output trimmed of its padding (time: to ``length``),
+        then GELU unless ``last``."""
         if self.freq:
             if self.pad:
                 z = z[..., self.pad:-self.pad, :]
@@ -197,6 +215,4 @@ class DecoderLayer(_HybridLayer):
             z = z[..., self.pad:self.pad + length]
             if z.shape[-1] != length:
                 raise RuntimeError(f"decoder output has {z.shape[-1]} steps, expected {length}")
-        if not self.last:
-            z = F.gelu(z)
-        return z, y
+        return z if self.last else F.gelu(z)

@@ -11,7 +11,7 @@ module's keys of the same names, left unset (``null``), take the network's value
   ``samplerate``; a different ``segment`` is kept (see below).
 * on the **built objects** (:func:`link_data`), after jsonargparse built them: from the network's own
   attributes, which also covers networks whose config does not state them (``stemsep.io.FromCheckpoint``,
-  user networks): the data module's :meth:`~stemsep.data.datamodule.StemDataModule.follow_network`
+  user networks): the data module's :meth:`~stemsep.data.loaders.StemDataModule.follow_network`
   fills what is still unset and checks the rest; it also gives the training augmentations the rate.
 
 Why not jsonargparse's ``link_arguments``: its targets can be neither given nor printed (a linked
@@ -23,7 +23,7 @@ training segment (HT Demucs, ``use_train_segment``) must get exactly that length
 different one is a one-line error); other networks may train on a segment of their own (Hybrid
 Demucs' ``segment`` is its inference chunk: ``recipes/hdemucs.yaml`` trains it on 7.8 s). A network
 without a ``segment`` trains on ``data.init_args.segment`` or, unset, 10 s
-(:data:`~stemsep.data.datamodule.DEFAULT_SEGMENT`), with a note.
+(:data:`~stemsep.data.loaders.datamodule.DEFAULT_SEGMENT`), with a note.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 
 from stemsep.contract import segment_of, uses_train_segment
-from stemsep.data.datamodule import DEFAULT_SEGMENT, segment_differs, source_names, sources_differ
+from stemsep.data.loaders.datamodule import DEFAULT_SEGMENT, segment_differs, source_names, sources_differ
 from stemsep.errors import StemsepError
 
 # data.init_args key -> the model.net.init_args keys it is linked from (the first one present).
@@ -100,7 +100,7 @@ def note(message: str) -> None:
 
 def link_data(net: Any, data: Any, fitting: bool) -> None:
     """The built data module follows the built network: its ``follow_network(net, fitting)`` if it has
-    one (:class:`~stemsep.data.datamodule.StemDataModule`); otherwise the ``sources`` and ``segment``
+    one (:class:`~stemsep.data.loaders.StemDataModule`); otherwise the ``sources`` and ``segment``
     it exposes are checked against the network's (one-line errors, as ``follow_network``)."""
     if data is None:
         return

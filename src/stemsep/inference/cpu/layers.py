@@ -35,22 +35,11 @@ class CpuEncoderLayer(EncoderLayer):
     """:class:`~stemsep.models.layers.EncoderLayer` with channels-last 2D convolutions on CPU."""
 
     def forward(self, x: torch.Tensor, inject: torch.Tensor | None = None) -> torch.Tensor:
-        if not self.freq:
-            if x.dim() == 4:  # (B, C, 1, T) coming out of the last frequency layer
-                x = x.flatten(1, 2).contiguous()  # (B, C, T), not a channels-fastest view
-            rest = x.shape[-1] % self.stride
-            if rest:
-                x = F.pad(x, (0, self.stride - rest))
-        y = self.conv(cpu_channels_last(x, self.conv.weight) if self.freq else x)
+        # time layers: not a channels-fastest view of the last frequency layer's output
+        y = self.conv(cpu_channels_last(x, self.conv.weight) if self.freq else self.time_input(x).contiguous())
         if self.empty:
             return y
-        if inject is not None:
-            if inject.shape[-1] != y.shape[-1]:
-                raise RuntimeError(f"time/frequency branches misaligned: {inject.shape} vs {y.shape}")
-            if inject.dim() == 3 and y.dim() == 4:
-                inject = inject[:, :, None]
-            y = y + inject
-        y = F.gelu(self.norm1(y))
+        y = F.gelu(self.norm1(self.add_inject(y, inject)))
         if self.dconv is not None:
             y = _dconv(self, y)
         if self.rewrite is not None:
@@ -66,27 +55,10 @@ class CpuDecoderLayer(DecoderLayer):
         if self.empty:
             y = x
         else:
-            if x is None:
-                x = skip
-            else:
-                if self.freq and x.dim() == 3:
-                    x = x.view(x.shape[0], self.chin, -1, x.shape[-1])
-                x = x + skip
-            y = cpu_channels_last(x, None if self.rewrite is None else self.rewrite.weight)
+            y = cpu_channels_last(self.add_skip(x, skip), None if self.rewrite is None else self.rewrite.weight)
             if self.rewrite is not None:
                 y = channels_last_glu(self.norm1(self.rewrite(y)))
             if self.dconv is not None:
                 y = _dconv(self, y)
-        if self.freq and y.dim() == 3:
-            y = y.view(y.shape[0], self.chin, -1, y.shape[-1])
-        z = self.norm2(self.conv_tr(cpu_channels_last(y, self.conv_tr.weight)))
-        if self.freq:
-            if self.pad:
-                z = z[..., self.pad:-self.pad, :]
-        else:
-            z = z[..., self.pad:self.pad + length]
-            if z.shape[-1] != length:
-                raise RuntimeError(f"decoder output has {z.shape[-1]} steps, expected {length}")
-        if not self.last:
-            z = F.gelu(z)
-        return z, y
+        y = self.freq_view(y)
+        return self.output(self.norm2(self.conv_tr(cpu_channels_last(y, self.conv_tr.weight))), length), y

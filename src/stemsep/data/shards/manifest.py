@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from stemsep.data.codec import decode_flac, flac_header
-from stemsep.data.shard import MANIFEST_FORMAT, MANIFEST_VERSION
-from stemsep.data.tarstream import expand_urls, read_json, sibling_url
+from stemsep.data.shards.codec import decode_flac, flac_header
+from stemsep.data.shards.shard import MANIFEST_FORMAT, MANIFEST_VERSION
+from stemsep.data.shards.tarstream import expand_urls, read_json, sibling_url
 from stemsep.errors import BadAudioError, BadDataError
 from stemsep.io.remote import Retry
 

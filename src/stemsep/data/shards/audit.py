@@ -26,9 +26,9 @@ from typing import Any
 import torch
 
 from stemsep.contract import check_network
-from stemsep.data.activity import activity_db
-from stemsep.data.manifest import Manifest, check_sample, decode_sources
-from stemsep.data.tarstream import iter_shard
+from stemsep.data.corpus.activity import activity_db
+from stemsep.data.shards.manifest import Manifest, check_sample, decode_sources
+from stemsep.data.shards.tarstream import iter_shard
 from stemsep.errors import BadDataError
 from stemsep.io.files import atomic_path
 

@@ -31,9 +31,9 @@ import torch
 from tqdm import tqdm
 
 from stemsep.contract import DEFAULT_SOURCES
-from stemsep.data.activity import activity_db
-from stemsep.data.codec import encode_flac
-from stemsep.data.layouts import SongFiles, discover_songs, read_stem
+from stemsep.data.corpus.activity import activity_db
+from stemsep.data.corpus.layouts import SongFiles, discover_songs, read_stem
+from stemsep.data.shards.codec import encode_flac
 from stemsep.errors import BadAudioError, BadDataError, StemsepError
 from stemsep.io.files import atomic_path, ensure_writable_dir, file_sha256, remove_stale_temporaries
 
@@ -217,7 +217,7 @@ def shard_dataset(root: str | os.PathLike, out: str | os.PathLike, *, layout: st
                   progress: bool = False) -> dict[str, dict[str, Any] | None]:
     """``stemsep shard``: write ``out/<split>-NNNNNN.tar`` and ``out/<split>.json`` for each split.
 
-    ``layout``: ``musdb``, ``moisesdb`` or ``folder`` (:mod:`stemsep.data.layouts`); ``sources``
+    ``layout``: ``musdb``, ``moisesdb`` or ``folder`` (:mod:`stemsep.data.corpus.layouts`); ``sources``
     default drums, bass, other, vocals; ``splits`` default :data:`DEFAULT_SPLITS` of the layout;
     ``max_shard_size``: bytes or text such as ``"1GB"``, ``"256MB"``, ``"64MiB"``. Returns the manifest
     of each split, ``None`` for a split without songs (nothing written for it).

@@ -2,10 +2,10 @@
 generating a synthetic corpus there first) when its manifests are absent.
 
 Why: the quickstart (and any small experiment) should train on exactly the data path used at
-scale -- shards streamed by :class:`~stemsep.data.datamodule.StemDataModule` -- without a
+scale -- shards streamed by :class:`~stemsep.data.loaders.StemDataModule` -- without a
 separate ``stemsep synth`` + ``stemsep shard`` step. Bad input folders fail here, while
-sharding, with the one-line errors of :mod:`stemsep.data.layouts` and
-:mod:`stemsep.data.shard` (naming the file).
+sharding, with the one-line errors of :mod:`stemsep.data.corpus.layouts` and
+:mod:`stemsep.data.shards.shard` (naming the file).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stemsep.contract import DEFAULT_SOURCES
-from stemsep.data.folder import SyntheticCorpus
-from stemsep.data.layouts import LAYOUTS, discover_songs
-from stemsep.data.shard import shard_split
+from stemsep.data.corpus.layouts import LAYOUTS, discover_songs
+from stemsep.data.corpus.synth import SyntheticCorpus
+from stemsep.data.shards.shard import shard_split
 from stemsep.errors import BadDataError, StemsepError
 
 SPLIT_ROLES = ("train", "valid", "test")
@@ -86,7 +86,7 @@ def prepare_shards(prep: PrepareShards, stems: list[str] | None = None,
     if not todo:
         return
     if synthetic is not None and not prep.root_path.exists():
-        from stemsep.data.synth import generate_corpus
+        from stemsep.data.corpus.synth import generate_corpus
 
         generate_corpus(prep.root_path, samplerate=prep.samplerate, progress=True, **asdict(synthetic))
     stems = list(stems or DEFAULT_SOURCES)

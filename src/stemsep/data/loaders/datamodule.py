@@ -18,7 +18,7 @@ may train on a segment of their own (Hybrid Demucs' ``segment`` is only its infe
 network without a ``segment`` trains on :data:`DEFAULT_SEGMENT` (10 s) unless ``segment`` is set.
 
 Shards may be local (paths, globs, brace patterns), behind ``pipe:`` commands, or remote
-(``s3://``, ``gs://``, ``http(s)://``...): see :mod:`stemsep.data.tarstream`; remote reads
+(``s3://``, ``gs://``, ``http(s)://``...): see :mod:`stemsep.data.shards.tarstream`; remote reads
 retry and resume after network faults (:mod:`stemsep.io.remote`).
 """
 
@@ -32,11 +32,11 @@ from torch.utils.data import DataLoader
 
 from stemsep.contract import segment_of, uses_train_segment
 from stemsep.data.augment import Augmentation, bind_augmentations
-from stemsep.data.folder import SyntheticCorpus
-from stemsep.data.manifest import Manifest, resolve_sources
-from stemsep.data.prepare import PrepareShards, prepare_shards
-from stemsep.data.streams import EvalStream, TrainStream
-from stemsep.data.tarstream import local_path, read_json
+from stemsep.data.corpus.synth import SyntheticCorpus
+from stemsep.data.loaders.streams import EvalStream, TrainStream
+from stemsep.data.shards.manifest import Manifest, resolve_sources
+from stemsep.data.shards.prepare import PrepareShards, prepare_shards
+from stemsep.data.shards.tarstream import local_path, read_json
 from stemsep.errors import BadDataError, StemsepError
 from stemsep.io.remote import Retry
 
@@ -93,17 +93,17 @@ class StemDataModule(L.LightningDataModule):
         pin_memory: DataLoader ``pin_memory``.
         tune_malloc: in the process that streams training batches (a DataLoader worker, or
             the main process with ``num_workers: 0``), keep large freed buffers for reuse
-            instead of returning them to the system (:mod:`stemsep.data.allocator`: glibc
+            instead of returning them to the system (:mod:`stemsep.data.loaders.allocator`: glibc
             only; ~20 % faster, keeps up to 512 MB of freed memory).
         retries: remote reads (``http(s)://``, ``s3://``, ...): failed attempts in a row retried
             (resuming where the stream stopped) before the shard counts as failed.
         timeout: remote reads: seconds a connect or read may wait for data before the attempt fails.
         backoff: remote reads: seconds before the first retry, doubled for each further one.
-        prepare: shard a dataset folder on first use (:class:`~stemsep.data.prepare.PrepareShards`,
+        prepare: shard a dataset folder on first use (:class:`~stemsep.data.shards.prepare.PrepareShards`,
             optionally generating a synthetic corpus); manifests left unset then default to
             the prepared ones. ``prepare_data`` does the work once, on local rank 0.
         synthetic: with ``prepare``, generate a synthetic corpus at a missing ``prepare.root``
-            first (:class:`~stemsep.data.folder.SyntheticCorpus` settings).
+            first (:class:`~stemsep.data.loaders.folder.SyntheticCorpus` settings).
 
     Data workers run with one torch thread (PyTorch sets this in DataLoader workers), which
     is what the augmentations are tuned for.

@@ -19,6 +19,7 @@ import os
 import shutil
 import wave
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -315,3 +316,13 @@ def _write_song(split_dir: Path, seed: int, index: int, seconds: float, samplera
         raise StemsepError(f"{folder}: cannot write the song ({err.strerror or err})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed song leaves nothing behind
+
+
+@dataclass
+class SyntheticCorpus:
+    """Arguments of :func:`generate_corpus` for a corpus made on first use."""
+
+    songs: int = 16
+    seconds: float = 12.0
+    seed: int = 0
+    test_songs: int | None = None

@@ -1,4 +1,4 @@
-"""The iterable datasets behind :class:`~stemsep.data.datamodule.StemDataModule`.
+"""The iterable datasets behind :class:`~stemsep.data.loaders.StemDataModule`.
 
 Both yield ready batches (the DataLoader runs with ``batch_size=None``), so augmentations,
 including :class:`~stemsep.data.augment.Remix` across songs, run in the data workers.
@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from stemsep.data.allocator import keep_large_buffers
 from stemsep.data.augment import Augmentation, apply_augmentations, bind_augmentations, needed_length
-from stemsep.data.manifest import Manifest, check_sample, decode_rows, decode_sources
-from stemsep.data.stembatch import StemBatch
-from stemsep.data.tarstream import iter_shard
+from stemsep.data.augment.stembatch import StemBatch
+from stemsep.data.loaders.allocator import keep_large_buffers
+from stemsep.data.shards.manifest import Manifest, check_sample, decode_rows, decode_sources
+from stemsep.data.shards.tarstream import iter_shard
 from stemsep.errors import BadDataError, StemsepError
 from stemsep.io.remote import Retry
 
@@ -44,7 +44,7 @@ class TrainStream(IterableDataset):
     and the segments pass a shuffle buffer of ``shuffle`` segments before being batched.
 
     ``tune_malloc`` keeps large freed buffers in this process's heap for reuse
-    (:func:`~stemsep.data.allocator.keep_large_buffers`), which saves the page faults of
+    (:func:`~stemsep.data.loaders.allocator.keep_large_buffers`), which saves the page faults of
     fresh ``mmap`` memory for every decoded span and batch.
 
     ``policy="warn"`` skips a corrupt shard or sample, or a remote shard whose reads keep

@@ -1,14 +1,14 @@
 """``FolderDataModule``: multitrack songs straight from folders (MUSDB18-HQ, MoisesDB, plain).
 
 Good for small datasets and quick experiments; thousands of songs belong in shards
-(:class:`stemsep.data.datamodule.StemDataModule`). Training draws random segments of random
+(:class:`stemsep.data.loaders.StemDataModule`). Training draws random segments of random
 songs (only the needed samples are decoded); validation and test use whole tracks.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -16,8 +16,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from stemsep.contract import DEFAULT_SOURCES
-from stemsep.data.augment import Augmentation, apply_augmentations, needed_length
-from stemsep.data.layouts import SongFiles, discover_songs
+from stemsep.data.augment import Augmentation, apply_augmentations, bind_augmentations, needed_length
+from stemsep.data.corpus.layouts import SongFiles, discover_songs
+from stemsep.data.corpus.synth import SyntheticCorpus
 from stemsep.errors import BadDataError
 from stemsep.io.audio import read_audio
 
@@ -92,18 +93,8 @@ class AugmentedCollate:
         return apply_augmentations(self.augment, torch.stack(items), self._generator, self.frames)
 
 
-@dataclass
-class SyntheticCorpus:
-    """Arguments of :func:`stemsep.data.synth.generate_corpus` for a corpus made on first use."""
-
-    songs: int = 16
-    seconds: float = 12.0
-    seed: int = 0
-    test_songs: int | None = None
-
-
 class FolderDataModule(L.LightningDataModule):
-    """Songs from folders in one of the layouts of :mod:`stemsep.data.layouts`.
+    """Songs from folders in one of the layouts of :mod:`stemsep.data.corpus.layouts`.
 
     Args:
         root: dataset root (``~`` and environment variables expanded).
@@ -135,7 +126,7 @@ class FolderDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.synthetic is not None and not self.root.exists():
-            from stemsep.data.synth import generate_corpus
+            from stemsep.data.corpus.synth import generate_corpus
 
             generate_corpus(self.root, samplerate=self.samplerate, progress=True, **asdict(self.synthetic))
 
@@ -146,6 +137,7 @@ class FolderDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.frames = int(round(self.segment * self.samplerate))
+            bind_augmentations(self.augment or [], self.samplerate)  # Shift(seconds=...) etc. need the rate
             read_frames = needed_length(self.augment or [], self.frames)
             self.train_set = SegmentDataset(self._songs("train"), self.sources, read_frames, self.epoch_size)
         if stage in ("fit", "validate"):
