@@ -31,6 +31,7 @@ from torch import nn
 
 from stemsep.contract import DEFAULT_SOURCES, ExportParts, records_init_args
 from stemsep.errors import StemsepError
+from stemsep.models.spectral import SpectralCore
 
 BANDS = ("low", "mid", "high")
 
@@ -337,19 +338,8 @@ class SCNet(nn.Module):
 
     def export_parts(self) -> ExportParts:
         """Core and front end for ``stemsep export`` (see :func:`stemsep.contract.export_parts`)."""
-        return ExportParts(core=SCNetCore(self), front_end=SCNetFrontEnd.of(self), input_names=["spec"],
+        return ExportParts(core=SpectralCore(self), front_end=SCNetFrontEnd.of(self), input_names=["spec"],
                            output_names=["spec_out"])
-
-
-class SCNetCore(nn.Module):
-    """``spec -> (spec_out,)``: :meth:`SCNet.core` as a module returning a tuple."""
-
-    def __init__(self, net: SCNet):
-        super().__init__()
-        self.net = net
-
-    def forward(self, spec: torch.Tensor) -> tuple[torch.Tensor]:
-        return (self.net.core(spec),)
 
 
 class SCNetFrontEnd:

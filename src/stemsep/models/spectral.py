@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def pad_reflect_safe(x: torch.Tensor, left: int, right: int, mode: str = "reflect") -> torch.Tensor:
@@ -166,3 +167,15 @@ class FrontEnd:
 
     def finish(self, outputs: tuple[torch.Tensor, ...], state: torch.Tensor, length: int) -> torch.Tensor:
         return self.waveforms(state, outputs[0], outputs[1] if len(outputs) > 1 else None, length)
+
+
+class SpectralCore(nn.Module):
+    """``spec -> (net.core(spec),)``: a spectral network's core as the module ``stemsep export``
+    traces (the front end's STFT/ISTFT run outside the exported graph)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, spec: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.net.core(spec),)

@@ -8,9 +8,9 @@ Music-Source-Separation-Training (MSST), so their ``state_dict`` loads with ``st
 """
 
 from stemsep.models.roformer.bands import BandSplit, MaskEstimator, mel_band_layout
-from stemsep.models.roformer.base import RoFormerBase, RoFormerCore, RoFormerFrontEnd
+from stemsep.models.roformer.base import RoFormerBase, RoFormerFrontEnd
 from stemsep.models.roformer.rope import RotaryEmbedding
 from stemsep.models.roformer.transformer import Attention, FeedForward, LinearAttention, RMSNorm, Transformer
 
 __all__ = ["Attention", "BandSplit", "FeedForward", "LinearAttention", "MaskEstimator", "RMSNorm", "RoFormerBase",
-           "RoFormerCore", "RoFormerFrontEnd", "RotaryEmbedding", "Transformer", "mel_band_layout"]
+           "RoFormerFrontEnd", "RotaryEmbedding", "Transformer", "mel_band_layout"]

@@ -25,6 +25,7 @@ from stemsep.contract import DEFAULT_SOURCES, ExportParts
 from stemsep.errors import StemsepError
 from stemsep.models.roformer.rope import RotaryEmbedding
 from stemsep.models.roformer.transformer import Transformer
+from stemsep.models.spectral import SpectralCore
 
 # The reference's multi-resolution STFT loss settings, which its forward applies when given a target,
 # with their defaults: our constructors accept them (configs pass them) and nothing reads them; the
@@ -128,17 +129,6 @@ class RoFormerFrontEnd:
 
     def finish(self, outputs: tuple[torch.Tensor, ...], state: torch.Tensor, length: int) -> torch.Tensor:
         return self.waveforms(state, outputs[0], length)
-
-
-class RoFormerCore(nn.Module):
-    """``spec -> (masks,)``: :meth:`RoFormerBase.core` as the module ``stemsep export`` traces."""
-
-    def __init__(self, net: RoFormerBase):
-        super().__init__()
-        self.net = net
-
-    def forward(self, spec: torch.Tensor) -> tuple[torch.Tensor]:
-        return (self.net.core(spec),)
 
 
 class RoFormerBase(nn.Module):
@@ -260,5 +250,5 @@ class RoFormerBase(nn.Module):
 
     def export_parts(self):
         """Core and front end for ``stemsep export`` (:func:`stemsep.contract.export_parts`)."""
-        return ExportParts(core=RoFormerCore(self), front_end=self.front_end, input_names=["spec"],
+        return ExportParts(core=SpectralCore(self), front_end=self.front_end, input_names=["spec"],
                            output_names=["masks"])
