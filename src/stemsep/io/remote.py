@@ -27,7 +27,7 @@ For every request:
 Errors that retrying cannot fix (HTTP 404 and other 4xx, a changed file) are not retried.
 Every error is one line, ``<url>: <cause>``: a :class:`~stemsep.errors.BadDataError`, or the
 ``error`` class the caller names (checkpoints: :class:`~stemsep.errors.BadCheckpointError`).
-Moved here from ``stemsep.io.remote`` (which re-exports the public names).
+Moved here from ``stemsep.data.remote`` (which still imports, as this module).
 """
 
 
