@@ -4,5 +4,6 @@ runtimes and CPU inference rewrites. Imports errors, contract, io and models onl
 from stemsep.inference.chunked import apply_model, apply_model_many
 from stemsep.inference.cpu import optimize_for_cpu, restore_plain
 from stemsep.inference.separator import Separator
+from stemsep.inference.stream import StreamingSeparator
 
-__all__ = ["Separator", "apply_model", "apply_model_many", "optimize_for_cpu", "restore_plain"]
+__all__ = ["Separator", "StreamingSeparator", "apply_model", "apply_model_many", "optimize_for_cpu", "restore_plain"]

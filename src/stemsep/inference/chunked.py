@@ -117,6 +117,19 @@ class Chunking:
             return max(segment_length, length)
         return input_length(net, length)
 
+    def context(self, net: nn.Module, length: int) -> tuple[int, int]:
+        """``(before, after)``: the samples of context ``net`` is given before and after a chunk of
+        ``length`` (:meth:`input_length` less the chunk, centred as :func:`apply_model` cuts it)."""
+        extra = self.input_length(net, length) - length
+        return extra // 2, extra - extra // 2
+
+    def history(self, net: nn.Module) -> int | None:
+        """Input samples before a chunk's start that it, or any later and shorter chunk, may read
+        (the streaming engine keeps this much; None without a segment): a segment plus a full
+        chunk's context, the bound :meth:`window_plan`'s margin also relies on."""
+        length = self.samples(net)
+        return None if length is None else length + sum(self.context(net, length)) + 1
+
     def plan(self, net: nn.Module, lengths: Sequence[int]) -> list[_Chunk]:
         """The chunks of inputs of ``lengths`` samples: every stride from 0, the last ones cut at
         the end (as in demucs, chunks start every stride up to the end even when one chunk would
