@@ -1,5 +1,5 @@
 """Separation networks as plain ``nn.Module``s: Hybrid Demucs (v3), Hybrid Transformer Demucs (v4), SCNet,
-BS-RoFormer and Mel-Band RoFormer.
+BS-RoFormer, Mel-Band RoFormer and HS-TasNet.
 
 Models know nothing of Lightning, checkpoints or inference: they import only
 :mod:`stemsep.errors` and :mod:`stemsep.contract`.
@@ -7,11 +7,12 @@ Models know nothing of Lightning, checkpoints or inference: they import only
 
 from stemsep.models.bs_roformer import BSRoFormer
 from stemsep.models.hdemucs import HDemucs
+from stemsep.models.hstasnet import HSTasNet
 from stemsep.models.htdemucs import HTDemucs
 from stemsep.models.mel_band_roformer import MelBandRoFormer
 from stemsep.models.scnet import SCNet
 
-__all__ = ["BSRoFormer", "HDemucs", "HTDemucs", "MelBandRoFormer", "SCNet"]
+__all__ = ["BSRoFormer", "HDemucs", "HSTasNet", "HTDemucs", "MelBandRoFormer", "SCNet"]
 
 # Names that lived here before the packages were split by layer: a one-line error names the new home.
 MOVED = {
