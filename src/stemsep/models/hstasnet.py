@@ -204,11 +204,10 @@ class HSTasNet(nn.Module):
             SplitSources(sources_count))
         self.conv_decode = WindowedDecoder(num_basis, channels, segment_len, stride=overlap_len)
 
-        # masks start near identity: every source begins as (almost) the mix in each branch. The reference
-        # starts at exactly identity (zero weights); tiny random weights instead let the first step's
-        # gradient reach the whole network, not the mask heads alone.
+        # masks start at identity, as the reference's: zero weights, unit bias, so every source begins as
+        # the mix in each branch (the first step trains the mask heads; later ones reach the rest)
         for head in (self.to_spec_masks[1], self.to_waveform_masks[1]):
-            nn.init.normal_(head.weight, std=1e-4)
+            nn.init.zeros_(head.weight)
             nn.init.constant_(head.bias, 1.0)
 
         # recurrent memory
