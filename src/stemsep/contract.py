@@ -15,6 +15,8 @@ Optional attributes, read only through the functions below (never probed elsewhe
 * ``init_args: dict``: its constructor arguments, so checkpoints can rebuild it
   (:func:`records_init_args` sets it);
 * ``models`` and ``weights``: a bag of member networks mixed per source with ``weights``;
+* ``stream_step(chunk, state) -> (stems, state)`` with ``stream_hop`` and ``stream_latency``: a causal,
+  stateful network streamed step by step (see :class:`StreamStep`);
 * ``export_parts() -> ExportParts``: a spectral network split into a real-valued core (what
   ``stemsep export`` traces) and the front end that runs around it in PyTorch (STFT before,
   masking / ISTFT after); see :class:`ExportParts` and :class:`ExportFrontEnd`.
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -135,6 +137,34 @@ def bag_members(net: Any) -> list[tuple[Any, list[float]]] | None:
     if models is None or weights is None:
         return None
     return list(zip(models, weights, strict=True))
+
+
+class StreamStep(NamedTuple):
+    """A causal, stateful network's streaming contract, read by :func:`stream_step_of`.
+
+    ``step(chunk, state)``: ``chunk (batch, audio_channels, hop)``, the next ``hop`` input samples, and
+    the state the previous step returned (``None`` at the start of a stream) -> ``(stems (batch,
+    sources, audio_channels, hop), next state)``. Fed a whole input step by step (its end padded with
+    zeros), the stems concatenated equal the offline ``forward`` of that input delayed by ``latency``
+    samples: their first ``latency`` samples are the stems of silence before the start."""
+
+    step: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
+    hop: int
+    latency: int
+
+
+def stream_step_of(net: Any) -> StreamStep | None:
+    """The network's :class:`StreamStep` (its ``stream_step``, ``stream_hop`` samples per step,
+    ``stream_latency`` samples of delay), or ``None`` when it does not declare all three (or its
+    ``stream_hop`` / ``stream_latency`` is None)."""
+    step = getattr(net, "stream_step", None)
+    hop, latency = getattr(net, "stream_hop", None), getattr(net, "stream_latency", None)
+    if not callable(step) or hop is None or latency is None:
+        return None
+    if int(hop) <= 0 or int(latency) < 0:
+        raise StemsepError(f"{type(net).__name__}: stream_hop must be positive and stream_latency not "
+                           f"negative, got {hop} and {latency}")
+    return StreamStep(step, int(hop), int(latency))
 
 
 def export_parts(net: Any) -> ExportParts | None:

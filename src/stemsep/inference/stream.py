@@ -10,10 +10,15 @@ input sample ``n - latency`` (zeros for ``n < latency``), and :meth:`~StreamingS
 returns the last ``latency`` samples. So the concatenated outputs, less their first ``latency``
 samples, equal ``apply_model(net, whole_input[None], chunking)[0]``.
 
-The geometry comes from :class:`~stemsep.inference.chunked.Chunking` only. Per network the work
-is done by an engine (``_WindowedEngine`` here) with ``latency``, ``push``, ``flush``, ``reset``;
-a causal, stateful network (issue 25: HS-TasNet's step with carried state) plugs in as another
-engine chosen in :func:`_engine`, without changing the separator or its contract.
+A network that declares the causal, stateful contract (``stream_step`` / ``stream_hop`` /
+``stream_latency``, read by :func:`~stemsep.contract.stream_step_of`; HS-TasNet) is streamed frame
+by frame instead, unless a windowed geometry is asked for: blocks are buffered to whole hops, each
+hop goes through ``stream_step`` once with the state carried, and the concatenated outputs less
+their first ``latency`` samples equal the offline ``net(whole_input[None])[0]``; ``latency`` is the
+network's ``stream_latency`` plus ``stream_hop - 1`` (a sample waits for its hop to be complete).
+
+Per network the work is done by an engine (``_WindowedEngine``, ``_CausalEngine``) with
+``latency``, ``push``, ``flush``, ``reset``, chosen in :func:`_engine`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stemsep.contract import bag_members
+from stemsep.contract import StreamStep, bag_members, stream_step_of
 from stemsep.errors import BadArgumentError
 from stemsep.inference.chunked import (
     Chunking,
@@ -170,9 +175,76 @@ class _WindowedEngine:
         return out
 
 
-def _engine(net: nn.Module, chunking: Chunking, scale: torch.Tensor) -> _WindowedEngine:
-    """The engine for one network. Extension point: a causal, stateful network (issue 25) gets its
-    own engine here, with the same ``latency`` / ``push`` / ``flush`` / ``reset``."""
+class _CausalEngine:
+    """One causal, stateful network streamed step by step with its :class:`~stemsep.contract.StreamStep`.
+
+    Holds the input samples short of a whole hop, the network's state, and how many leading output
+    samples (the stems of silence before the start, ``stream_latency`` of them) are still to drop.
+    ``push`` returns the stems of the input samples that became final, from input sample 0 on, scaled
+    per source by ``scale``; each hop goes through the network once."""
+
+    def __init__(self, net: nn.Module, contract: StreamStep, scale: torch.Tensor):
+        self.net, self.contract, self.member_scale = net, contract, scale
+        self.reset()
+
+    @property
+    def latency(self) -> int:
+        """The network's delay plus a hop less one sample: after ``k`` whole hops the stems of the first
+        ``k * hop - stream_latency`` input samples are final, and a hop's first sample waits for its last."""
+        return self.contract.latency + self.contract.hop - 1
+
+    def reset(self) -> None:
+        self.pending: torch.Tensor | None = None  # input samples short of a hop
+        self.state = None
+        self.skip = self.contract.latency  # leading output samples still to drop
+        self.pushed = self.produced = 0  # input samples taken, stem samples returned
+
+    def _steps(self, hops: torch.Tensor) -> torch.Tensor:
+        """``hops (C, k * hop)`` through the network, hop by hop -> the stems of the final samples."""
+        hop = self.contract.hop
+        device = _net_device(self.net, hops.device)
+        outs = []
+        for start in range(0, hops.shape[-1], hop):
+            chunk = hops[..., start:start + hop]
+            out, self.state = self.contract.step(chunk[None].to(device), self.state)
+            outs.append(out[0])
+        out = torch.cat(outs, -1).to(hops.device, hops.dtype) if outs else \
+            hops.new_zeros(len(self.net.sources), hops.shape[0], 0)
+        drop = min(self.skip, out.shape[-1])
+        self.skip -= drop
+        out = self.scale * out[..., drop:]
+        self.produced += out.shape[-1]
+        return out
+
+    def push(self, block: torch.Tensor) -> torch.Tensor:
+        if self.pending is None:
+            self.pending = block[..., :0]
+            self.scale = self.member_scale.to(block.device, block.dtype)[:, None, None]
+        self.pushed += block.shape[-1]
+        held = torch.cat((self.pending, block), -1)
+        whole = held.shape[-1] - held.shape[-1] % self.contract.hop
+        self.pending = held[..., whole:]
+        return self._steps(held[..., :whole])
+
+    def flush(self) -> torch.Tensor:
+        """The rest, the input having ended: zeros after it until the stems of every input sample are out."""
+        if self.pending is None:
+            return torch.zeros(len(self.net.sources), 0, 0)
+        hop, pending = self.contract.hop, self.pending.shape[-1]
+        remaining = self.pushed - self.produced  # = pending + latency - skip
+        steps = -(-(pending + self.contract.latency) // hop)  # enough network output for them and the skip
+        zeros = self.pending.new_zeros(self.pending.shape[0], steps * hop - pending)
+        out = self._steps(torch.cat((self.pending, zeros), -1))[..., :remaining]
+        self.reset()
+        return out
+
+
+def _engine(net: nn.Module, chunking: Chunking, scale: torch.Tensor, causal: bool = False):
+    """The engine for one network: step by step when ``causal`` and the network declares the causal,
+    stateful contract, else windowed on ``chunking``'s grid."""
+    contract = stream_step_of(net) if causal else None
+    if contract is not None:
+        return _CausalEngine(net, contract, scale)
     if chunking.samples(net) is None:
         raise BadArgumentError(f"streaming needs a segment: {type(net).__name__} has none and no --segment "
                                "was given (or split=False); pass segment=<seconds>")
@@ -196,9 +268,15 @@ class StreamingSeparator:
 
     ``chunking``: a :class:`~stemsep.inference.chunked.Chunking`, or its fields as keywords
     (``segment``, ``overlap``, ``batch_size``, ``transition_power``); ``shifts`` must be 0 and the
-    network (every member of a bag) needs a segment, its own or ``segment``. Blocks may have any
-    size, from one sample to minutes, changing from call to call; each ``push`` returns as many
-    samples as it was given. :attr:`latency` (samples, exact): output sample ``n`` is the stem of
+    network (every member of a bag) needs a segment, its own or ``segment``. ``causal``: None (the
+    default) streams step by step every network (bag member) that declares the causal, stateful
+    contract (:func:`~stemsep.contract.stream_step_of`), unless a chunking or its options are given,
+    which ask for windowed geometry; True requires that contract of every member (and no chunking);
+    False is always windowed. Step by step, the outputs less the first ``latency`` samples equal the
+    offline ``net(whole_input[None])[0]``, with ``latency = stream_latency + stream_hop - 1``.
+
+    Blocks may have any size, from one sample to minutes, changing from call to call; each ``push``
+    returns as many samples as it was given. :attr:`latency` (samples, exact): output sample ``n`` is the stem of
     input sample ``n - latency``, zeros before. :meth:`flush` ends the stream and returns its last
     ``latency`` samples (stems of the last input samples; so the outputs, less the first
     ``latency`` samples, are the offline ``apply_model`` result with the same chunking), and leaves
@@ -209,15 +287,26 @@ class StreamingSeparator:
     samples still inside the latency; each chunk goes through the network once.
     """
 
-    def __init__(self, net: nn.Module, chunking: Chunking | None = None, **options):
+    def __init__(self, net: nn.Module, chunking: Chunking | None = None, *, causal: bool | None = None,
+                 **options):
+        windowed = chunking is not None or bool(options)
+        if causal and windowed:
+            raise BadArgumentError("causal=True streams step by step: pass no chunking (segment, overlap, ...) "
+                                   "with it")
         chunking = _chunking(chunking, options)
         if chunking.shifts:
             raise BadArgumentError(f"--shifts must be 0 when streaming (random time shifts need the whole "
                                    f"input), got {chunking.shifts}")
         self.net, self.chunking = net, chunking
         self.sources = list(net.sources)
-        self.engines = [_engine(member, chunking, scale)
-                        for member, scale in _members(net, torch.ones(len(self.sources), dtype=torch.float64))]
+        members = _members(net, torch.ones(len(self.sources), dtype=torch.float64))
+        if causal:
+            lacking = [type(member).__name__ for member, _ in members if stream_step_of(member) is None]
+            if lacking:
+                raise BadArgumentError(f"causal=True: {', '.join(lacking)} declares no stream_step / stream_hop / "
+                                       "stream_latency (see docs/bring-your-own-model.md)")
+        step_by_step = causal if causal is not None else not windowed
+        self.engines = [_engine(member, chunking, scale, causal=step_by_step) for member, scale in members]
         self.latency = max(engine.latency for engine in self.engines)
         self.reset()
 

@@ -287,6 +287,19 @@ class HSTasNet(nn.Module):
         return out[..., pad:pad + length]
 
     # ------------------------------------------------------------------------------- streaming
+    @property
+    def stream_hop(self) -> int | None:
+        """Samples per :meth:`stream_step` (the stemsep streaming contract): ``overlap_len`` when the
+        steps equal the offline forward (``segment_len == 2 * overlap_len``, the paper's framing), else
+        None (the network is then streamed with windowed geometry)."""
+        return self.overlap_len if self.segment_len == 2 * self.overlap_len else None
+
+    @property
+    def stream_latency(self) -> int | None:
+        """Samples by which the steps' output lags the input (the stemsep streaming contract): the
+        frame's look-ahead, ``overlap_len``; None when :attr:`stream_hop` is."""
+        return self.stream_hop
+
     def stream_step(self, chunk: torch.Tensor, state: tuple | None = None) -> tuple[torch.Tensor, tuple]:
         """One step of stateful streaming: ``chunk (B, audio_channels, overlap_len)`` (the next samples of
         the mix) and the state of the previous step (None at the start) -> ``(B, S, audio_channels,
