@@ -4,7 +4,8 @@
 running recipes on the synthetic shards; ``helpers.slow_net``: a network whose calls a test can stop at (``helpers.gate``);
 ``helpers.remote``: a fault-injecting HTTP shard server and moto's S3 server on 127.0.0.1;
 ``helpers.tools``: every stemsep tool run and checked on a small ``configs/model`` network;
-``helpers.imports``: pieces of the ``import-checkpoint`` tests (a pickle that would run a shell command).
+``helpers.imports``: pieces of the ``import-checkpoint`` tests (a pickle that would run a shell command);
+``helpers.stream``: a stream pushed block by block and flushed.
 """
 
 import shutil

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import TinyNet
+from helpers.stream import stream_blocks
 from helpers.tools import small_network
 from stemsep.errors import BadArgumentError
 from stemsep.inference import StreamingSeparator
@@ -34,20 +35,6 @@ class Echo(Padded):
         return mix[:, None] * gains
 
 
-def _stream(separator, mix, sizes):
-    outs, at = [], 0
-    for size in sizes:
-        outs.append(separator.push(mix[:, at:at + size]))
-        assert outs[-1].shape == (len(separator.sources), mix.shape[0], min(size, mix.shape[-1] - at))
-        at += size
-        if at >= mix.shape[-1]:
-            break
-    assert at >= mix.shape[-1]
-    tail = separator.flush()
-    assert tail.shape[-1] == separator.latency
-    return torch.cat(outs + [tail], -1)
-
-
 def _sizes(seed, choices, count=10_000):
     rng = random.Random(seed)
     return [rng.choice(choices) for _ in range(count)]
@@ -55,7 +42,7 @@ def _sizes(seed, choices, count=10_000):
 
 def _check_equal(net, mix, chunking, sizes):
     separator = StreamingSeparator(net, chunking)
-    streamed = _stream(separator, mix, sizes)
+    streamed = stream_blocks(separator, mix, sizes)
     offline = apply_model(net, mix[None], chunking)[0]
     assert streamed.shape[-1] == mix.shape[-1] + separator.latency
     assert torch.equal(streamed[..., :separator.latency], torch.zeros_like(streamed[..., :separator.latency]))
@@ -124,12 +111,12 @@ def test_flush_returns_the_tail_and_reset_restarts_exactly():
     net, mix = Padded(samplerate=1000).eval(), torch.randn(2, 1200)
     separator = StreamingSeparator(net)
     sizes = _sizes(4, [1, 7, 331])
-    first = _stream(separator, mix, sizes)  # flush leaves it fresh
-    assert torch.equal(_stream(separator, mix, sizes), first)
+    first = stream_blocks(separator, mix, sizes)  # flush leaves it fresh
+    assert torch.equal(stream_blocks(separator, mix, sizes), first)
     separator.push(torch.randn(2, 777))
     separator.reset()
-    assert torch.equal(_stream(separator, mix, sizes), first)
-    assert torch.equal(_stream(StreamingSeparator(net), mix, sizes), first)
+    assert torch.equal(stream_blocks(separator, mix, sizes), first)
+    assert torch.equal(stream_blocks(StreamingSeparator(net), mix, sizes), first)
     offline = apply_model(net, mix[None], Chunking())[0]
     assert (first[..., -separator.latency:] - offline[..., -separator.latency:]).abs().max() <= 1e-6
     assert StreamingSeparator(net).flush().shape == (4, 2, separator.latency)  # nothing pushed: zeros

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import TinyNet
+from helpers.stream import stream_blocks
 from stemsep.contract import stream_step_of
 from stemsep.errors import BadArgumentError
 from stemsep.inference import StreamingSeparator
@@ -32,20 +33,6 @@ def _net(stereo: bool, seed: int = 0, **overrides) -> HSTasNet:
     return net
 
 
-def _stream(separator, mix, sizes):
-    outs, at = [], 0
-    for size in sizes:
-        outs.append(separator.push(mix[:, at:at + size]))
-        assert outs[-1].shape == (len(separator.sources), mix.shape[0], min(size, mix.shape[-1] - at))
-        at += size
-        if at >= mix.shape[-1]:
-            break
-    assert at >= mix.shape[-1]
-    tail = separator.flush()
-    assert tail.shape == (len(separator.sources), mix.shape[0], separator.latency)
-    return torch.cat(outs + [tail], -1)
-
-
 def _sizes(seed, choices, count=10_000):
     rng = random.Random(seed)
     return [rng.choice(choices) for _ in range(count)]
@@ -58,7 +45,7 @@ def _offline(net, mix):
 
 def _difference(net, mix, sizes) -> float:
     separator = StreamingSeparator(net)
-    streamed = _stream(separator, mix, sizes)
+    streamed = stream_blocks(separator, mix, sizes)
     assert streamed.shape[-1] == mix.shape[-1] + separator.latency
     assert not streamed[..., :separator.latency].any()
     return (streamed[..., separator.latency:] - _offline(net, mix)).abs().max().item()
@@ -99,7 +86,7 @@ def test_comparison_can_fail():
     net = _net(True)
     mix = torch.randn(2, 600)
     separator = StreamingSeparator(net)
-    streamed = _stream(separator, mix, [7] * 100)
+    streamed = stream_blocks(separator, mix, [7] * 100)
     offline = _offline(net, mix)
     off_by_one = (streamed[..., separator.latency - 1:-1] - offline).abs().max().item()
     assert off_by_one > 1e-2
@@ -125,17 +112,17 @@ def test_impulse_latency_is_declared():
     for at in (0, 3, 7, 8, 20):
         impulse = torch.zeros(net.audio_channels, 50)
         impulse[:, at] = 1
-        streamed = _stream(separator, impulse, [1, 2, 3, 5, 7] * 20)
+        streamed = stream_blocks(separator, impulse, [1, 2, 3, 5, 7] * 20)
         assert streamed[0, 0].nonzero().flatten().tolist() == [at + separator.latency]
 
     # HS-TasNet (its frame reads ahead, so its offline response starts before the impulse): the streamed
     # response is the offline one, exactly the declared latency later
     hs = _net(False)
     separator = StreamingSeparator(hs)
-    silence = _stream(separator, torch.zeros(1, 400), [13] * 40)
+    silence = stream_blocks(separator, torch.zeros(1, 400), [13] * 40)
     impulse = torch.zeros(1, 400)
     impulse[0, 100] = 1
-    response = _stream(separator, impulse, [13] * 40) - silence
+    response = stream_blocks(separator, impulse, [13] * 40) - silence
     first = (response.abs() > 1e-6).any(0).any(0).nonzero().flatten()[0].item()
     offline_response = _offline(hs, impulse) - _offline(hs, torch.zeros(1, 400))
     offline_first = (offline_response.abs() > 1e-6).any(0).any(0).nonzero().flatten()[0].item()
@@ -147,15 +134,15 @@ def test_flush_returns_tail_and_reset_restarts():
     net = _net(True)
     mix = torch.randn(2, 500)
     separator = StreamingSeparator(net)
-    first = _stream(separator, mix, [17] * 40)  # flush leaves it fresh
-    second = _stream(separator, mix, [17] * 40)
+    first = stream_blocks(separator, mix, [17] * 40)  # flush leaves it fresh
+    second = stream_blocks(separator, mix, [17] * 40)
     assert torch.equal(first, second)
     # the tail is the stems of the last input samples
     assert (first[..., -separator.latency:] - _offline(net, mix)[..., -separator.latency:]).abs().max() <= TOL
     separator.push(torch.randn(2, 333))
     separator.reset()
-    assert torch.equal(_stream(separator, mix, [17] * 40), first)
-    assert torch.equal(_stream(StreamingSeparator(net), mix, [17] * 40), first)
+    assert torch.equal(stream_blocks(separator, mix, [17] * 40), first)
+    assert torch.equal(stream_blocks(StreamingSeparator(net), mix, [17] * 40), first)
     # flush with nothing pushed: zeros, latency long
     assert StreamingSeparator(net).flush().shape == (4, 2, separator.latency)
 
@@ -177,7 +164,7 @@ def test_bag_of_causal_networks():
     separator = StreamingSeparator(bag)
     assert all(isinstance(engine, _CausalEngine) for engine in separator.engines)
     mix = torch.randn(2, 700)
-    streamed = _stream(separator, mix, _sizes(3, [1, 5, 64, 129]))
+    streamed = stream_blocks(separator, mix, _sizes(3, [1, 5, 64, 129]))
     with torch.no_grad():
         offline = (nets[0](mix[None])[0] + nets[1](mix[None])[0]) / 2
     assert (streamed[..., separator.latency:] - offline).abs().max().item() <= TOL
