@@ -33,8 +33,14 @@ from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 
-from stemsep.contract import segment_of, uses_train_segment
-from stemsep.data.loaders.datamodule import DEFAULT_SEGMENT, segment_differs, source_names, sources_differ
+from stemsep.contract import segment_of
+from stemsep.data.loaders.datamodule import (
+    DEFAULT_SEGMENT,
+    check_train_segment,
+    samplerate_differs,
+    source_names,
+    sources_differ,
+)
 from stemsep.errors import StemsepError
 
 # data.init_args key -> the model.net.init_args keys it is linked from (the first one present).
@@ -89,8 +95,7 @@ def link_config(config: Any) -> None:
         elif key == "sources" and source_names(_plain(given)) != [str(s) for s in value]:
             raise StemsepError(sources_differ(source_names(_plain(given)), [str(s) for s in value]))
         elif key == "samplerate" and int(given) != int(value):
-            raise StemsepError(f"data.init_args.samplerate {given} differs from model.net's samplerate {value}: "
-                               "the data follows the network; leave data.init_args.samplerate unset")
+            raise StemsepError(samplerate_differs(given, value))
 
 
 @rank_zero_only
@@ -119,7 +124,4 @@ def link_data(net: Any, data: Any, fitting: bool) -> None:
     sources = [str(s) for s in net.sources]
     if data_sources is not None and source_names(data_sources) != sources:
         raise StemsepError(sources_differ(source_names(data_sources), sources))
-    net_segment, data_segment = segment_of(net), getattr(data, "segment", None)
-    if (fitting and uses_train_segment(net) and net_segment is not None and data_segment is not None
-            and abs(float(net_segment) - float(data_segment)) * int(net.samplerate) >= 1):
-        raise StemsepError(segment_differs(float(data_segment), float(net_segment)))
+    check_train_segment(net, getattr(data, "segment", None), fitting)

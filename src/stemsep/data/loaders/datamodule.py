@@ -61,6 +61,21 @@ def segment_differs(given: float, network: float) -> str:
             "pads its inputs to its training segment; set model.net.init_args.segment alone (the data follows it)")
 
 
+def samplerate_differs(given: int, network: int) -> str:
+    """The one-line error of a data sample rate other than the network's."""
+    return (f"data.init_args.samplerate {given} differs from model.net's samplerate {network}: the data follows "
+            "the network; leave data.init_args.samplerate unset")
+
+
+def check_train_segment(net, segment: float | None, fitting: bool) -> None:
+    """Refuse (one line) fitting a network that pads its inputs to its training segment on another
+    ``segment`` (seconds; within one sample counts as the same)."""
+    net_segment = segment_of(net)
+    if (fitting and segment is not None and net_segment is not None and uses_train_segment(net)
+            and abs(float(net_segment) - float(segment)) * int(net.samplerate) >= 1):
+        raise StemsepError(segment_differs(float(segment), float(net_segment)))
+
+
 class StemDataModule(L.LightningDataModule):
     """Streams multitrack songs from WebDataset shards described by manifests.
 
@@ -167,8 +182,7 @@ class StemDataModule(L.LightningDataModule):
         if self.samplerate_option is None:
             self.samplerate_option = rate
         elif self.samplerate_option != rate:
-            raise StemsepError(f"data.init_args.samplerate {self.samplerate_option} differs from model.net's "
-                               f"samplerate {rate}: the data follows the network; leave data.init_args.samplerate unset")
+            raise StemsepError(samplerate_differs(self.samplerate_option, rate))
         if self.prepare is not None and int(self.prepare.samplerate) != rate:
             raise StemsepError(f"data.init_args.prepare.samplerate {self.prepare.samplerate} differs from "
                                f"model.net's samplerate {rate}: set data.init_args.prepare.samplerate {rate} "
@@ -176,9 +190,8 @@ class StemDataModule(L.LightningDataModule):
         segment = segment_of(net)
         if self.segment_option is None:
             self.segment_option = DEFAULT_SEGMENT if segment is None else float(segment)
-        elif (fitting and segment is not None and uses_train_segment(net)
-              and abs(float(segment) - self.segment_option) * rate >= 1):
-            raise StemsepError(segment_differs(self.segment_option, float(segment)))
+        else:
+            check_train_segment(net, self.segment_option, fitting)
         bind_augmentations(self.augmentations, rate)
 
     @property
