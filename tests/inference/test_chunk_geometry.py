@@ -63,7 +63,7 @@ def test_no_other_module_reads_the_context_rule():
 def test_chunked_exposes_only_chunking_for_geometry():
     public = {name for name, value in vars(chunked).items()
               if not name.startswith("_") and getattr(value, "__module__", None) == chunked.__name__}
-    assert public == {"Chunking", "WindowPlan", "apply_model", "apply_model_many", "transition_weight"}
+    assert public == {"Chunking", "WindowPlan", "apply_model", "apply_model_many", "member_scales", "transition_weight"}
 
 
 class Padded(TinyNet):

@@ -125,8 +125,8 @@ class Chunking:
 
     def history(self, net: nn.Module) -> int | None:
         """Input samples before a chunk's start that it, or any later and shorter chunk, may read
-        (the streaming engine keeps this much; None without a segment): a segment plus a full
-        chunk's context, the bound :meth:`window_plan`'s margin also relies on."""
+        (the streaming engine keeps this much, and :meth:`window_plan` as each window's margin; None
+        without a segment): a segment plus a full chunk's context."""
         length = self.samples(net)
         return None if length is None else length + sum(self.context(net, length)) + 1
 
@@ -154,17 +154,13 @@ class Chunking:
     def window_plan(self, net: nn.Module, window: float) -> WindowPlan | None:
         """How to separate a long input ``window`` seconds (emitted) at a time, or None when it
         cannot be (a network without a segment runs on whole inputs; very different bag strides)."""
-        members = bag_members(net)
-        nets = [member for member, _ in members] if members is not None else [net]
         strides, margin = [], 0
         split = Chunking(segment=self.segment, overlap=self.overlap)  # windows need chunks
-        for member in nets:
-            length = split.samples(member)
-            if length is None:
+        for member, _ in member_scales(net, torch.ones(len(net.sources), dtype=torch.float64)):
+            if split.samples(member) is None:
                 return None
-            needed = split.input_length(member, length)
-            margin = max(margin, length + max(0, needed - length) + 1)
-            strides.append(_stride(length, self.overlap))
+            margin = max(margin, split.history(member))
+            strides.append(split.stride(member))
         align = math.lcm(*strides)
         emitted = max(1, int(window * net.samplerate))
         if align > 4 * emitted:
@@ -232,25 +228,32 @@ def apply_model_many(net: nn.Module, mixes: Sequence[torch.Tensor], chunking: Ch
     return outs
 
 
+def member_scales(net: nn.Module, scale: torch.Tensor) -> list[tuple[nn.Module, torch.Tensor]]:
+    """The single networks of ``net`` (a bag's members, recursively, in order) with their per-source
+    scales: ``scale`` times each member's weight over the members' total, per source."""
+    members = bag_members(net)
+    if members is None:
+        return [(net, scale)]
+    weights = torch.as_tensor([row for _, row in members], dtype=torch.float64)
+    totals = weights.sum(0)
+    return [pair for (model, _), row in zip(members, weights, strict=True)
+            for pair in member_scales(model, scale * row / totals)]
+
+
 def _accumulate_model(net: nn.Module, mix: list[torch.Tensor], out: list[torch.Tensor], scale: torch.Tensor,
                       chunking: Chunking, rng: random.Random, progress: bool) -> None:
-    """Add ``scale[source] *`` the separation of each mix by ``net`` into its ``out``
-    (no per-model or per-shift copies). Bag members draw their shift offsets from ``rng`` in turn."""
-    members = bag_members(net)
-    if members is not None:
-        # Weighted per-source average of the members, each with its own segment and shifts.
-        weights = torch.as_tensor([row for _, row in members], dtype=torch.float64)
-        totals = weights.sum(0)
-        for (model, _), model_weights in zip(members, weights, strict=True):
-            _accumulate_model(model, mix, out, scale * model_weights / totals, chunking, rng, progress)
-        return
-    if chunking.shifts <= 0:
-        _accumulate_chunks(net, mix, out, 0, scale, chunking, progress)
-        return
-    max_shift, offsets = chunking.shift_offsets(net, rng)
-    for offset in offsets:
-        # Shifting the input right by `lead` zeros = a chunk grid starting `lead` samples early.
-        _accumulate_chunks(net, mix, out, max_shift - offset, scale / chunking.shifts, chunking, progress)
+    """Add ``scale[source] *`` the separation of each mix by ``net`` into its ``out`` (no per-model or
+    per-shift copies): a bag member by member, each with its own segment and shifts, drawing its shift
+    offsets from ``rng`` in turn."""
+    for model, model_scale in member_scales(net, scale):
+        if chunking.shifts <= 0:
+            _accumulate_chunks(model, mix, out, 0, model_scale, chunking, progress)
+            continue
+        max_shift, offsets = chunking.shift_offsets(model, rng)
+        for offset in offsets:
+            # Shifting the input right by `lead` zeros = a chunk grid starting `lead` samples early.
+            _accumulate_chunks(model, mix, out, max_shift - offset, model_scale / chunking.shifts, chunking,
+                               progress)
 
 
 def transition_weight(segment_length: int, power: float = 1.0, device=None) -> torch.Tensor:

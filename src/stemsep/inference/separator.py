@@ -78,6 +78,18 @@ def chunking_for(device: torch.device, *, shifts: int = 1, overlap: float = 0.25
                     batch_size=default_batch_size(device) if batch_size is None else batch_size)
 
 
+def _chunking_arg(device: torch.device, chunking: Chunking | None, shifts: int, overlap: float,
+                  segment: float | Fraction | None, batch_size: int | None, seed: int) -> Chunking:
+    """``chunking``, or the one its options make (:func:`chunking_for`); not both (TypeError)."""
+    if chunking is None:
+        return chunking_for(device, shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size,
+                            seed=seed)
+    if (shifts, overlap, segment, batch_size, seed) != (1, 0.25, None, None, 0):
+        raise TypeError("Separator: pass either chunking or its options (shifts, overlap, segment, "
+                        "batch_size, seed), not both")
+    return chunking
+
+
 def _model_name(path: str | os.PathLike) -> str:
     """How a model is named in the provenance record: its URL, or its absolute path."""
     name = name_of(path)
@@ -96,12 +108,7 @@ class Separator:
                  window: float = WINDOW_SECONDS, models: Sequence[str] | None = None, seed: int = 0,
                  chunking: Chunking | None = None):
         self.device = resolve_device(device)
-        if chunking is None:
-            chunking = chunking_for(self.device, shifts=shifts, overlap=overlap, segment=segment,
-                                    batch_size=batch_size, seed=seed)
-        elif (shifts, overlap, segment, batch_size, seed) != (1, 0.25, None, None, 0):
-            raise TypeError("Separator: pass either chunking or its options (shifts, overlap, segment, "
-                            "batch_size, seed), not both")
+        chunking = _chunking_arg(self.device, chunking, shifts, overlap, segment, batch_size, seed)
         check_window(window)
         self.net, self.chunking = net, chunking
         self.window = window  # files longer than this many seconds are separated window by window
@@ -127,9 +134,7 @@ class Separator:
         """
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         torch_device = resolve_device(device)
-        if chunking is None:  # checked before anything is loaded
-            chunking = chunking_for(torch_device, shifts=shifts, overlap=overlap, segment=segment,
-                                    batch_size=batch_size, seed=seed)
+        chunking = _chunking_arg(torch_device, chunking, shifts, overlap, segment, batch_size, seed)  # before loading
         check_window(window)
         net = load_models(paths, weights, torch_device, backend)
         sep = cls(net, device=torch_device, chunking=chunking, window=window, models=[_model_name(p) for p in paths])

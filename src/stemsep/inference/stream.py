@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stemsep.contract import StreamStep, bag_members, stream_step_of
+from stemsep.contract import StreamStep, stream_step_of
 from stemsep.errors import BadArgumentError
 from stemsep.inference.chunked import (
     Chunking,
@@ -35,6 +35,7 @@ from stemsep.inference.chunked import (
     _chunk_input,
     _chunking,
     _net_device,
+    member_scales,
     transition_weight,
 )
 
@@ -163,8 +164,6 @@ class _WindowedEngine:
 
     def flush(self) -> torch.Tensor:
         """The rest, the input having ended: the grid's last chunks, cut at the end as offline."""
-        if self.mix is None:
-            return torch.zeros(len(self.net.sources), 0, 0)
         total = self.pushed
         tail = [_Chunk(0, offset, min(self.samples, total - offset))
                 for offset in range(self.next * self.stride, total, self.stride)]
@@ -228,8 +227,6 @@ class _CausalEngine:
 
     def flush(self) -> torch.Tensor:
         """The rest, the input having ended: zeros after it until the stems of every input sample are out."""
-        if self.pending is None:
-            return torch.zeros(len(self.net.sources), 0, 0)
         hop, pending = self.contract.hop, self.pending.shape[-1]
         remaining = self.pushed - self.produced  # = pending + latency - skip
         steps = -(-(pending + self.contract.latency) // hop)  # enough network output for them and the skip
@@ -249,18 +246,6 @@ def _engine(net: nn.Module, chunking: Chunking, scale: torch.Tensor, causal: boo
         raise BadArgumentError(f"streaming needs a segment: {type(net).__name__} has none and no --segment "
                                "was given (or split=False); pass segment=<seconds>")
     return _WindowedEngine(net, chunking, scale)
-
-
-def _members(net: nn.Module, scale: torch.Tensor) -> list[tuple[nn.Module, torch.Tensor]]:
-    """The single networks of ``net`` (a bag's members, recursively) with their per-source scales,
-    as :func:`apply_model` weighs them."""
-    members = bag_members(net)
-    if members is None:
-        return [(net, scale)]
-    weights = torch.as_tensor([row for _, row in members], dtype=torch.float64)
-    totals = weights.sum(0)
-    return [pair for (model, _), row in zip(members, weights, strict=True)
-            for pair in _members(model, scale * row / totals)]
 
 
 class StreamingSeparator:
@@ -299,7 +284,7 @@ class StreamingSeparator:
                                    f"input), got {chunking.shifts}")
         self.net, self.chunking = net, chunking
         self.sources = list(net.sources)
-        members = _members(net, torch.ones(len(self.sources), dtype=torch.float64))
+        members = member_scales(net, torch.ones(len(self.sources), dtype=torch.float64))
         if causal:
             lacking = [type(member).__name__ for member, _ in members if stream_step_of(member) is None]
             if lacking:
