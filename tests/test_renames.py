@@ -96,12 +96,11 @@ def test_config_naming_the_former_data_module_path_runs(capsys):
 ])
 def test_old_augmentation_keys_in_a_config_still_work_with_a_note(augmentation, note, shards, tmp_path):
     """Issue 24: Shift's `shift` (samples) became `seconds`; the per-augmentation `samplerate` is the data's."""
-    from helpers.recipes import tiny_overrides
-    from stemsep.training.cli import StemsepCLI, run_lightning_cli
-
-    class BuildOnly(StemsepCLI):  # built, not run
-        def _run_subcommand(self, subcommand: str) -> None:
-            pass
+    from helpers.recipes import (
+        BuildOnly,  # built, not run
+        tiny_overrides,
+    )
+    from stemsep.training.cli import run_lightning_cli
 
     with pytest.warns(FutureWarning) as notes:
         cli = run_lightning_cli(["fit", "--config", str(REPO / "recipes" / "quickstart.yaml"),

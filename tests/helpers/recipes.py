@@ -12,6 +12,7 @@ from helpers import REPO, TinyNet
 from stemsep.cli import main
 from stemsep.contract import network_config
 from stemsep.io.checkpoint import save_checkpoint
+from stemsep.training.cli import StemsepCLI
 
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
 
@@ -51,3 +52,10 @@ def save_tiny(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     net = TinyNet()
     return save_checkpoint(path, net, network_config(net))
+
+
+class BuildOnly(StemsepCLI):
+    """``stemsep fit`` up to the point where the trainer would start: the classes are built and linked."""
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass

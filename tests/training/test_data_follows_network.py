@@ -15,23 +15,16 @@ import yaml
 import stemsep.training.cli  # noqa: F401  (Lightning binds its log handler to stderr now, not to a test's capsys)
 import stemsep.training.module
 from helpers import REPO, TinyNet
-from helpers.recipes import save_tiny, tiny_overrides
+from helpers.recipes import BuildOnly, save_tiny, tiny_overrides
 from stemsep.cli import main
 from stemsep.data.augment import Limiter, ParametricEQ, Shift
 from stemsep.data.loaders.datamodule import DEFAULT_SEGMENT, StemDataModule
 from stemsep.errors import StemsepError
-from stemsep.training.cli import StemsepCLI, run_lightning_cli
+from stemsep.training.cli import run_lightning_cli
 from stemsep.training.linking import link_data
 
 QUICKSTART = str(REPO / "recipes" / "quickstart.yaml")
 HDEMUCS = str(REPO / "recipes" / "hdemucs.yaml")
-
-
-class BuildOnly(StemsepCLI):
-    """``stemsep fit`` up to the point where the trainer would start: the classes are built and linked."""
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        pass
 
 
 def printed(capsys, *args: str) -> dict:

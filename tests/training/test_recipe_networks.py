@@ -24,9 +24,9 @@ import pytest
 import torch
 
 from helpers import REPO
-from helpers.recipes import RECIPES, command_of
+from helpers.recipes import RECIPES, BuildOnly, command_of
 from stemsep.cli import main
-from stemsep.training.cli import StemsepCLI, run_lightning_cli
+from stemsep.training.cli import run_lightning_cli
 from stemsep.training.module import SeparationModule
 
 MODEL_CONFIGS = sorted((REPO / "configs" / "model").glob("*.yaml"))
@@ -49,13 +49,6 @@ def data_overrides(shards: Path) -> list[str]:
             f"{data}keep_list", "null", f"{data}prepare", "null", f"{data}synthetic", "null",
             "--model.net.init_args.segment", str(SECONDS), f"{data}segment", str(SECONDS),
             f"{data}batch_size", "1", f"{data}num_workers", "0"]
-
-
-class BuildOnly(StemsepCLI):
-    """``stemsep fit`` up to the point where the trainer would start: the classes are built."""
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        pass
 
 
 def instantiate(args: list[str]) -> BuildOnly:
