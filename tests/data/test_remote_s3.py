@@ -89,6 +89,13 @@ def _load_s3(url: str) -> dict:
         return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
 
 
+def s3fs_bytes(url: str) -> bytes:
+    import s3fs
+
+    with s3fs.S3FileSystem().open(url, "rb") as f:
+        return f.read()
+
+
 def test_checkpoints_to_s3_and_resume_from_s3(s3, tmp_path):
     from stemsep.io.checkpoint import load_checkpoint, load_separator
     from stemsep.training.cli import run_lightning_cli
@@ -109,6 +116,15 @@ def test_checkpoints_to_s3_and_resume_from_s3(s3, tmp_path):
     resumed = _load_s3(f"{run}/checkpoints/last.ckpt")
     assert resumed["global_step"] == 4 and resumed["epoch"] >= first["epoch"]  # continued, not restarted
     assert not torch.equal(resumed["state_dict"]["net.body.0.weight"], first["state_dict"]["net.body.0.weight"])
+    # the checkpoint's hyperparameters replace the config's for a URL as for a local file (read once, early)
+    from helpers.recipes import BuildOnly
+
+    local = tmp_path / "last.ckpt"
+    local.write_bytes(s3fs_bytes(f"{run}/checkpoints/last.ckpt"))
+    for ckpt in (str(local), f"{run}/checkpoints/last.ckpt"):
+        cli = run_lightning_cli(["fit", "--config", str(config), "--model.net.init_args.hidden", "16",
+                                 "--ckpt_path", ckpt], BuildOnly)
+        assert cli.model.net.init_args["hidden"] == 8, ckpt  # TinyNet's default, what the run trained
 
 
 class _Payload:  # an object a checkpoint must not smuggle in

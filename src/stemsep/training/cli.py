@@ -37,10 +37,12 @@ refused with one line, without running it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pickle
 import shlex
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -104,19 +106,37 @@ class StemsepCLI(LightningCLI):
             kwargs["callbacks"] = callbacks + extra
         return super().instantiate_trainer(**kwargs)
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        """A URL ``--ckpt_path`` is read as every remote checkpoint is (``open_checkpoint``: timeouts,
-        retries, resuming, size/ETag checks); Lightning loads the local copy."""
-        config = self.config_init[subcommand]
-        ckpt = config.get("ckpt_path")
+    def _parse_ckpt_path(self) -> None:
+        """A URL ``--ckpt_path`` is read once, here, as every remote checkpoint is (``open_checkpoint``:
+        timeouts, retries, resuming, size/ETag checks), before Lightning takes the checkpoint's
+        hyperparameters into the config (as for a local file); the run then loads the same local copy
+        (:meth:`_run_subcommand`), removed at the end. The config keeps the URL."""
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        ckpt = config.get("ckpt_path") if config is not None else None
         if not (isinstance(ckpt, str) and is_url(ckpt)):
+            return super()._parse_ckpt_path()
+        self._remote_ckpt = contextlib.ExitStack()
+        weakref.finalize(self, self._remote_ckpt.close)  # also when the run never starts
+        self._remote_ckpt_file = str(self._remote_ckpt.enter_context(open_checkpoint(ckpt)))
+        config["ckpt_path"] = self._remote_ckpt_file
+        try:
+            super()._parse_ckpt_path()
+        finally:
+            config["ckpt_path"] = ckpt
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Lightning loads a URL ``--ckpt_path`` from the local copy :meth:`_parse_ckpt_path` made."""
+        stack = getattr(self, "_remote_ckpt", None)
+        if stack is None:
             return super()._run_subcommand(subcommand)
-        with open_checkpoint(ckpt) as file:
-            config["ckpt_path"] = str(file)
+        config = self.config_init[subcommand]
+        url, config["ckpt_path"] = config["ckpt_path"], self._remote_ckpt_file
+        with stack:  # the local copy is removed when the run ends
             try:
                 super()._run_subcommand(subcommand)
             finally:
-                config["ckpt_path"] = ckpt
+                config["ckpt_path"] = url
 
     def after_fit(self) -> None:
         """Name the checkpoint a fit saved and the command that separates with it."""
