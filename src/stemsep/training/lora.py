@@ -17,7 +17,9 @@ plain stemsep checkpoint of the base architecture, usable by every tool.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -143,14 +145,22 @@ def load_base_weights(net: nn.Module, state: dict[str, torch.Tensor], *, origin:
     assert not result.unexpected_keys and all(is_adapter_key(k) for k in result.missing_keys)
 
 
-def base_reference(path: str | os.PathLike) -> dict[str, str]:
-    """How a LoRA checkpoint names its base: the path as given, resolved (a URL: as given), and the
-    file's sha256 (a URL's bytes are read through :func:`~stemsep.io.checkpoint.open_checkpoint`)."""
+@contextlib.contextmanager
+def open_base(path: str | os.PathLike) -> Iterator[tuple[dict[str, str], Path]]:
+    """``(reference, local file)`` of a LoRA base, read once (a URL through
+    :func:`~stemsep.io.checkpoint.open_checkpoint`, its copy removed on exit): the reference is how a
+    LoRA checkpoint names its base — the path as given, resolved (a URL: as given), the file's sha256."""
     with open_checkpoint(path, "base checkpoint") as file:
         if not file.is_file():
             raise BadCheckpointError(f"{name_of(path)}: base checkpoint not found")
-        return {"path": str(path), "resolved": str(path) if is_url(path) else str(file.resolve()),
-                "sha256": file_sha256(file)}
+        yield {"path": str(path), "resolved": str(path) if is_url(path) else str(file.resolve()),
+               "sha256": file_sha256(file)}, file
+
+
+def base_reference(path: str | os.PathLike) -> dict[str, str]:
+    """The reference of :func:`open_base` alone."""
+    with open_base(path) as (reference, _):
+        return reference
 
 
 def check_base(reference: dict[str, Any], path: str | os.PathLike, sha256: str, *, origin: str) -> None:
@@ -204,8 +214,9 @@ def merge_lora(adapters: str | os.PathLike, dst: str | os.PathLike, *, base: str
         if base is None:
             raise BadCheckpointError(f"{adapters}: its base checkpoint {reference.get('path')} is not found; "
                                      "give it with --base")
-    check_base(reference, base, base_reference(base)["sha256"], origin=str(adapters))
-    net, base_ckpt = load_network(base)
+    with open_base(base) as (found, file):
+        check_base(reference, base, found["sha256"], origin=str(adapters))
+        net, base_ckpt = load_network(file)
     inject(net, lora)
     own = adapter_state_dict(net)
     if set(own) != set(adapter_weights):

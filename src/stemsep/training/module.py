@@ -26,10 +26,10 @@ from stemsep.io.checkpoint import load_checkpoint
 from stemsep.io.weights import load_weights, net_state_dict
 from stemsep.training.lora import CHECKPOINT_KEY as LORA_CHECKPOINT_KEY
 from stemsep.training.lora import LoRA, is_adapter_key
-from stemsep.training.lora import base_reference as lora_base_reference
 from stemsep.training.lora import check_base as lora_check_base
 from stemsep.training.lora import inject as lora_inject
 from stemsep.training.lora import load_base_weights as lora_load_base
+from stemsep.training.lora import open_base as lora_open_base
 from stemsep.training.sparse_dropout import apply_sparse_dropout, remove_sparse_dropout
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -182,8 +182,8 @@ class SeparationModule(L.LightningModule):
         """Load the base weights of a LoRA run from ``init_from`` (once) and record its sha256."""
         if self.lora is None or self.lora_base is not None:
             return
-        self.lora_base = lora_base_reference(self.init_from)
-        ckpt = load_checkpoint(self.init_from)
+        with lora_open_base(self.init_from) as (self.lora_base, file):  # a URL read once
+            ckpt = load_checkpoint(file)
         lora_load_base(self.net, net_state_dict(ckpt), origin=self.init_from)
         rank_zero_info(f"stemsep: LoRA on base {self.init_from}: {self.count_parameters(True):,} trainable "
                        f"parameters (adapters) of {self.count_parameters(False):,}")
