@@ -40,6 +40,8 @@ TOOL_COMMANDS = {
     "bag": "stemsep.cli.bag",
     "export": "stemsep.cli.export",
     "quantize": "stemsep.cli.quantize",
+    "stream": "stemsep.cli.stream",
+    "models": "stemsep.cli.models",
 }
 
 
