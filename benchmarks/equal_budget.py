@@ -20,8 +20,10 @@ peak lr over the first 20 % of the budget, cosine to zero at its end. Torch uses
 (OMP_NUM_THREADS=1, torch.set_num_threads(1) via the environment), so CPU time ~ work even on a
 shared machine. Peak lr: --lr family (default) uses each family's usual value: HT Demucs 3e-3
 (recipes/quickstart.yaml, tuned for this model on this corpus), BS-/Mel-Band RoFormer 5e-4
-(recipes/bs_roformer.yaml), SCNet 5e-4 (the paper, recipes/scnet.yaml); --lr 0.003 gives every
-model the same value.
+(recipes/bs_roformer.yaml), SCNet 5e-4 (the paper, recipes/scnet.yaml), HS-TasNet 3e-4 (the
+reference implementation's documented default, hs-tasnet 0.3.4's Trainer); --lr 0.003 gives every
+model the same value. --checkpoint keeps each run's final weights (run_dir/checkpoints/*.ckpt) for
+later evaluation (benchmarks/equal_budget_stream.py streams them).
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ MODELS = {  # name: (model config, family's usual peak lr)
     "BS-RoFormer small": ("configs/model/bs_roformer_small.yaml", 5e-4),
     "Mel-Band RoFormer small": ("configs/model/mel_band_roformer_small.yaml", 5e-4),
     "SCNet small": ("configs/model/scnet_small.yaml", 5e-4),
+    "HS-TasNet small": ("configs/model/hstasnet_small.yaml", 3e-4),
 }
 SOURCES = ["drums", "bass", "other", "vocals"]
 
 
-def fit_command(config: str, lr: float, budget: float, run_dir: Path, report: Path, segment: float) -> list[str]:
+def fit_command(config: str, lr: float, budget: float, run_dir: Path, report: Path, segment: float,
+                checkpoint: bool = False) -> list[str]:
     stemsep = str(Path(sys.executable).parent / "stemsep")
     return [
         stemsep, "fit", "--config", "configs/setups/synthetic_htdemucs_small.yaml",
@@ -55,7 +59,7 @@ def fit_command(config: str, lr: float, budget: float, run_dir: Path, report: Pa
         "--data.init_args.epoch_batches", "1000000",
         "--model.optimizer.init_args.lr", str(lr),
         "--trainer.max_epochs", "1",
-        "--trainer.enable_checkpointing", "false",
+        "--trainer.enable_checkpointing", str(checkpoint).lower(),
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(run_dir),
         "--trainer.callbacks+=cpu_budget.CPUBudget",
@@ -72,7 +76,7 @@ def run_one(name: str, config: str, lr: float, args) -> dict:
     report.unlink(missing_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH")])))
-    cmd = fit_command(config, lr, args.cpu_budget, run_dir, report, args.segment)
+    cmd = fit_command(config, lr, args.cpu_budget, run_dir, report, args.segment, getattr(args, "checkpoint", False))
     start = time.monotonic()
     with open(run_dir / "fit.log", "w") as log:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -108,6 +112,7 @@ def main() -> None:
     parser.add_argument("--segment", type=float, default=1.0, help="training segment in seconds (default 1.0)")
     parser.add_argument("--jobs", type=int, default=1, help="models trained at once (CPU budgets are per process)")
     parser.add_argument("--models", nargs="*", default=list(MODELS), help="subset of: " + ", ".join(MODELS))
+    parser.add_argument("--checkpoint", action="store_true", help="keep each run's final checkpoint under its run dir")
     parser.add_argument("--runs", default="runs/equal_budget", help="run directories (logs, result.json)")
     parser.add_argument("--out", default=None, help="write the markdown table here too")
     args = parser.parse_args()
