@@ -42,6 +42,7 @@ TOOL_COMMANDS = {
     "quantize": "stemsep.cli.quantize",
     "stream": "stemsep.cli.stream",
     "models": "stemsep.cli.models",
+    "ensemble": "stemsep.cli.ensemble",
 }
 
 
