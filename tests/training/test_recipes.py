@@ -13,7 +13,7 @@ from helpers.recipes import RECIPES, command_of, resolved_config, save_tiny, tin
 from stemsep.cli import main
 
 PAPER_RECIPES = ["htdemucs.yaml", "htdemucs_sparse.yaml", "hdemucs.yaml", "htdemucs_ft.yaml",
-                 "bs_roformer.yaml", "mel_band_roformer.yaml"]
+                 "bs_roformer.yaml", "mel_band_roformer.yaml", "hstasnet.yaml"]
 
 
 def test_the_recipes_are_there():
