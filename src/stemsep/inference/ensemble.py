@@ -18,6 +18,8 @@ community's ensembling tool), with its definitions (a fact we follow; the code i
 Weights apply to the two ``avg_*`` modes only; MSST ignores them elsewhere, we refuse them there with
 a one-line error rather than ignore what the user asked for.
 
+:class:`Ensemble` combines networks of any families, source sets, sample rates and channel counts
+into one network (stems matched by name); :func:`with_tta` adds MSST's test-time augmentation;
 :func:`ensemble_files` is MSST's workflow on files already separated (``stemsep ensemble``).
 """
 
@@ -30,7 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torch import nn
+
+from stemsep.contract import check_network, records_init_args
 from stemsep.errors import BadArgumentError, BadAudioError
+from stemsep.inference.bag import BagOfModels
+from stemsep.inference.chunked import Chunking, apply_model
 from stemsep.io.audio import decode_audio, resample, write_audio
 
 WAVE_MODES = ("avg_wave", "median_wave", "min_wave", "max_wave")
@@ -113,6 +120,151 @@ def _istft(spec: torch.Tensor, length: int) -> torch.Tensor:
     flat = spec.reshape(-1, *spec.shape[-2:])
     wav = torch.istft(flat, N_FFT, HOP, window=_window(spec), center=True, length=length)
     return wav.reshape(*spec.shape[:-2], length)
+
+
+# ---------------------------------------------------------------------------- networks
+DERIVED_PREFIX = "no_"  # a derived stem "no_<stem>" is the mix less that stem's combined estimate
+
+
+def derived_of(name: str) -> str:
+    """The stem a derived stem removes from the mix: ``instrumental`` -> ``vocals``, ``no_<x>`` -> ``x``."""
+    if name == "instrumental":
+        return "vocals"
+    if name.startswith(DERIVED_PREFIX) and len(name) > len(DERIVED_PREFIX):
+        return name[len(DERIVED_PREFIX):]
+    raise BadArgumentError(f"derived stem {name!r}: use 'instrumental' (mix - vocals) or 'no_<stem>' (mix - <stem>)")
+
+
+@records_init_args
+class Ensemble(nn.Module):
+    """Separation networks of any families combined stem by stem into one network.
+
+    The ensemble's ``samplerate`` defaults to the highest of its members' (no member's bandwidth is
+    lost), ``audio_channels`` to the most channels. Each member runs on the mix at its own sample rate
+    (the mix is resampled to it and its stems back, with soxr), with its own segment (:func:`~stemsep.inference.chunked.apply_model`, ``overlap`` /
+    ``shifts`` / ``batch_size`` / ``seed`` as given here) and its own channel count (a mono member
+    separates each channel of a stereo mix on its own; a stereo member given a mono mix sees it on
+    both channels and its stems are averaged back to mono). Stems are matched by name: the
+    ensemble's sources are every member's, in order of first appearance, then the ``derived`` ones.
+    A stem comes from the members that produce it -- or those of ``pick[stem]`` (member indices) --
+    combined by :func:`combine` with ``mode`` and the producers' ``weights`` (one per member, or
+    ``{stem: [one per member]}``). Derived stems: ``instrumental`` = mix - vocals, ``no_<stem>`` =
+    mix - that stem (its combined estimate).
+
+    The ensemble has no segment of its own: it is given whole inputs (memory grows with the input's
+    duration, unlike a single network's window-by-window separation of long files).
+    """
+
+    def __init__(self, models: list[nn.Module], mode: str = "avg_wave",
+                 weights: list[float] | dict[str, list[float]] | None = None,
+                 pick: dict[str, list[int]] | None = None, derived: list[str] | None = None,
+                 samplerate: int | None = None, audio_channels: int | None = None,
+                 overlap: float = 0.25, shifts: int = 0, batch_size: int = 1, seed: int = 0):
+        super().__init__()
+        if not models:
+            raise BadArgumentError("an ensemble needs at least one model")
+        for index, model in enumerate(models):
+            check_network(model, f"ensemble member {index}")
+        self.members = nn.ModuleList(models)
+        self.mode, self.derived = mode, list(derived or [])
+        self.samplerate = int(samplerate or max(int(m.samplerate) for m in models))
+        self.audio_channels = int(audio_channels or max(int(m.audio_channels) for m in models))
+        self.chunking = Chunking(overlap=overlap, shifts=shifts, batch_size=batch_size, seed=seed)
+        produced: list[str] = []
+        for model in models:
+            produced += [name for name in model.sources if name not in produced]
+        self.producers = {name: [i for i, m in enumerate(models) if name in m.sources] for name in produced}
+        for name, chosen in (pick or {}).items():
+            if name not in self.producers:
+                raise BadArgumentError(f"pick: no member produces {name!r} (they produce {', '.join(produced)})")
+            wrong = [i for i in chosen if i not in self.producers[name]]
+            if wrong or not chosen:
+                raise BadArgumentError(f"pick {name}: member(s) {wrong or chosen} do not produce it (members "
+                                       f"{self.producers[name]} do)")
+            self.producers[name] = list(chosen)
+        for name in self.derived:
+            if derived_of(name) not in self.producers:
+                raise BadArgumentError(f"derived stem {name!r} needs {derived_of(name)!r}, which no member produces")
+            if name in self.producers:
+                raise BadArgumentError(f"derived stem {name!r} is also a member's stem")
+        self.stem_weights = {name: self._weights(name, weights, len(models)) for name in self.producers}
+        self.sources = produced + self.derived
+
+    def _weights(self, name: str, weights, count: int) -> list[float] | None:
+        """The weights of ``name``'s producers (None: equal), checked against the mode."""
+        if weights is None:
+            return None
+        row = weights.get(name) if isinstance(weights, dict) else weights
+        if row is None:
+            return None
+        if len(row) != count:
+            raise BadArgumentError(f"weights{'[' + name + ']' if isinstance(weights, dict) else ''}: {len(row)} "
+                                   f"value(s) for {count} model(s); give one per model")
+        chosen = [float(row[i]) for i in self.producers[name]]
+        check_mode(self.mode, chosen, len(chosen))
+        return chosen
+
+    def _member_stems(self, model: nn.Module, mix: torch.Tensor) -> torch.Tensor:
+        """``model``'s stems of ``mix (B, C, T)`` at the ensemble's rate and channels: ``(B, S_m, C, T)``."""
+        batch, channels, length = mix.shape
+        rate, want = int(model.samplerate), int(model.audio_channels)
+        x = resample(mix, self.samplerate, rate)
+        if want == 1 and channels > 1:  # each channel on its own
+            x = x.reshape(batch * channels, 1, -1)
+        elif want != channels:
+            x = x.mean(1, keepdim=True).expand(-1, want, -1)
+        stems = apply_model(model, x.contiguous(), self.chunking)
+        if want == 1 and channels > 1:
+            stems = stems.reshape(batch, channels, len(model.sources), -1).transpose(1, 2)
+        elif want != channels:
+            stems = stems.mean(2, keepdim=True).expand(-1, -1, channels, -1)
+        stems = resample(stems.contiguous(), rate, self.samplerate)
+        if stems.shape[-1] != length:
+            stems = nn.functional.pad(stems[..., :length], (0, max(0, length - stems.shape[-1])))
+        return stems
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T)`` -> ``(B, S, C, T)``, ``S`` = :attr:`sources`."""
+        outputs = [self._member_stems(model, mix) for model in self.members]
+        stems = []
+        for name, producers in self.producers.items():
+            parts = torch.stack([outputs[i][:, list(self.members[i].sources).index(name)] for i in producers], 1)
+            stems.append(torch.stack([combine(item, self.mode, self.stem_weights[name]) for item in parts]))
+        for name in self.derived:
+            stems.append(mix - stems[list(self.producers).index(derived_of(name))])
+        return torch.stack(stems, 1)
+
+
+class TTA(nn.Module):
+    """MSST's test-time augmentation of one network: the mean of its stems of the mix, of the
+    channel-swapped mix (stems swapped back) and of the polarity-inverted mix (stems negated).
+    Every attribute of the network (its contract: sources, segment, ...) reads through, so chunking
+    and shifts apply to it as to the network; the three passes then share chunk grid and shifts."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.net, name)
+
+    def forward(self, mix: torch.Tensor) -> torch.Tensor:
+        swapped = self.net(mix.flip(1)).flip(2)
+        return (self.net(mix) + swapped - self.net(-mix)) / 3
+
+
+def with_tta(net: nn.Module) -> nn.Module:
+    """``net`` with :class:`TTA` on every single network (a bag keeps its members and weights, an
+    :class:`Ensemble` its members and settings, so each member keeps its own segment)."""
+    if isinstance(net, BagOfModels):
+        return BagOfModels([with_tta(m) for m in net.models], weights=net.weights, segment=net.segment)
+    if isinstance(net, Ensemble):
+        net.members = nn.ModuleList(with_tta(m) for m in net.members)
+        return net
+    return TTA(net)
 
 
 # ---------------------------------------------------------------------------- files
