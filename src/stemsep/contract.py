@@ -108,7 +108,8 @@ def check_same_kind(nets: Sequence[Any], names: Sequence[str] | None = None) -> 
             mine, theirs = _comparable(getattr(net, attr)), _comparable(getattr(first, attr))
             if mine != theirs:
                 raise StemsepError(f"{label}: {attr} {getattr(net, attr)!r} differs from {labels[0]}'s "
-                                   f"{getattr(first, attr)!r}; a bag needs models of the same kind")
+                                   f"{getattr(first, attr)!r}; a bag needs models of the same kind (--ensemble MODE "
+                                   "combines models of any kinds)")
 
 
 def _comparable(value: Any) -> Any:

@@ -116,3 +116,75 @@ def test_bad_settings_are_one_line(members, kwargs, needle):
     with pytest.raises(BadArgumentError) as err:
         Ensemble(list(members), **kwargs)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------- commands
+@pytest.fixture(scope="module")
+def checkpoints(members, tmp_path_factory):
+    from helpers.tools import small_config
+    from stemsep.io.checkpoint import save_checkpoint
+
+    folder = tmp_path_factory.mktemp("ensemble_ckpts")
+    vocal, demucs, scnet = members
+    configs = [small_config("mel_band_roformer_small", **ROFORMER),
+               small_config("htdemucs_small", depth=2, channels=8, t_layers=1, segment=0.5, samplerate=32000),
+               small_config("scnet_small", **SCNET)]
+    return [save_checkpoint(folder / f"{name}.ckpt", net, config)
+            for name, net, config in zip(("vocal", "demucs", "scnet"), members, configs, strict=True)]
+
+
+def test_separate_ensemble_writes_what_the_python_api_gives(members, checkpoints, mix, tmp_path):
+    import soundfile as sf
+
+    from stemsep.cli import main
+    from stemsep.inference.separator import Separator
+    from stemsep.io.audio import write_audio
+
+    song = write_audio(tmp_path / "song.wav", mix[0], SR, bits=32)
+    assert main(["separate", str(song), "--model", str(checkpoints[0]), "--model", str(checkpoints[1]),
+                 "--ensemble", "avg_wave", "--weights", "2", "1", "--derive", "instrumental", "--shifts", "0",
+                 "--bits", "32", "--device", "cpu", "-o", str(tmp_path / "out")]) == 0
+    written = sorted(p.name for p in (tmp_path / "out" / "song").iterdir())
+    assert written == ["bass.wav", "drums.wav", "instrumental.wav", "other.wav", "vocals.wav"]
+    ensemble = Ensemble(list(members[:2]), weights=[2, 1], derived=["instrumental"]).eval()
+    expected = Separator(ensemble, device="cpu", shifts=0).separate(mix[0], SR)
+    for name in ("vocals", "drums", "instrumental"):
+        got, rate = sf.read(tmp_path / "out" / "song" / f"{name}.wav", dtype="float32", always_2d=True)
+        assert rate == SR
+        torch.testing.assert_close(torch.from_numpy(got.T), expected[name], atol=1e-4, rtol=0)
+
+
+def test_bag_of_mixed_families_loads_weights_only_and_is_tested(members, checkpoints, shards, tmp_path, capsys):
+    from helpers.tools import check_test_command
+    from stemsep.cli import main
+    from stemsep.io.checkpoint import load_separator
+
+    out = tmp_path / "mixed.ckpt"
+    assert main(["bag", "--model", str(checkpoints[2]), "--model", str(checkpoints[0]), "--ensemble", "avg_wave",
+                 "--pick", "vocals=0,1", "--weights", "1", "3", "-o", str(out)]) == 0
+    payload = torch.load(out, weights_only=True)  # no pickled code: plain tensors and configs
+    assert payload["hyper_parameters"]["net"]["class_path"] == "stemsep.inference.ensemble.Ensemble"
+    loaded = load_separator(out)
+    assert isinstance(loaded, Ensemble) and loaded.sources == ["drums", "bass", "other", "vocals"]
+    direct = Ensemble([members[2], members[0]], weights=[1, 3]).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(mix_short := torch.randn(1, 2, 22050) * 0.1), direct(mix_short),
+                                   atol=1e-6, rtol=0)
+    check_test_command(out, shards, tmp_path, capsys)
+
+
+def test_separate_ensemble_bad_input_is_one_line(checkpoints, mix, tmp_path, capsys):
+    from stemsep.cli import main
+    from stemsep.io.audio import write_audio
+
+    song = write_audio(tmp_path / "song.wav", mix[0], SR, bits=32)
+    base = ["separate", str(song), "--model", str(checkpoints[0]), "--model", str(checkpoints[1]), "-o",
+            str(tmp_path / "out")]
+    for extra, needle in [(["--ensemble", "avg_wave", "--weights", "1,1"], "one number per --model"),
+                          (["--pick", "vocals=0"], "add --ensemble MODE"),
+                          (["--ensemble", "avg_wave", "--pick", "piano=0"], "no member produces 'piano'"),
+                          ([], "a bag needs models of the same kind")]:
+        assert main(base + extra) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith("stemsep: error:") and needle in line, (extra, line)
+    assert not (tmp_path / "out" / "song").exists()

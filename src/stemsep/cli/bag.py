@@ -2,6 +2,8 @@
 
     stemsep bag --models drums.ckpt bass.ckpt other.ckpt vocals.ckpt --per-source -o ft.ckpt
     stemsep bag --model a.ckpt --model b.ckpt --weights 1,1,1,0 0,0,0,1 -o bag.ckpt   (as `separate`)
+    stemsep bag --model vocals_roformer.ckpt --model htdemucs.ckpt --ensemble avg_wave --weights 2 1 \
+        --pick vocals=0 --derive instrumental -o mix.ckpt   (any families: stemsep.inference.ensemble)
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import argparse
 from pathlib import Path
 
 from stemsep.cli.common import add_output, weight_rows
+from stemsep.errors import BadArgumentError
 from stemsep.inference.bag import make_bag
+from stemsep.inference.ensemble import MODES, make_ensemble
 
 HELP = "Assemble fine-tuned models into one bag checkpoint."
 
@@ -24,11 +28,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="model i supplies source i (as many models as sources, in source order)")
     mode.add_argument("--weights", nargs="+", type=weight_rows, metavar="W,W,...",
                       help="per-source weights of each model (one comma-separated list per model)")
+    parser.add_argument("--ensemble", choices=MODES, metavar="MODE",
+                        help="an ensemble of models of any families (stems by name) combined by MODE ("
+                             + ", ".join(MODES) + "); --weights then one number per model")
+    parser.add_argument("--pick", action="append", metavar="STEM=I[,J]",
+                        help="with --ensemble: take STEM from these models only (0 = the first); repeatable")
+    parser.add_argument("--derive", action="append", default=[], metavar="NAME",
+                        help="with --ensemble: add NAME = mix - a stem (instrumental, no_<stem>); repeatable")
     add_output(parser, "output", required=True, type=Path, metavar="OUT.ckpt", help="bag checkpoint")
     parser.add_argument("--force", action="store_true", help="overwrite OUT.ckpt if it exists")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ensemble:
+        if args.per_source:
+            raise BadArgumentError("--per-source and --ensemble exclude each other")
+        net = make_ensemble(args.models, args.output, args.ensemble, weights=args.weights, pick=args.pick,
+                            derived=args.derive, force=args.force)
+        print(f"ensemble ({args.ensemble}) of {len(args.models)} model(s) -> {args.output} (sources {net.sources})")
+        return 0
     bag = make_bag(args.models, args.output, per_source=args.per_source, weights=args.weights, force=args.force)
     table = "; ".join(f"{path.name}: " + ",".join(f"{w:g}" for w in row)
                       for path, row in zip(args.models, bag.weights, strict=True))

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from stemsep.cli.common import add_output, weight_rows
+from stemsep.inference.ensemble import MODES
 from stemsep.inference.separate import (
     BACKENDS,
     BITS,
@@ -36,6 +37,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="several checkpoints at once: a bag (as in `stemsep bag`)")
     parser.add_argument("--weights", nargs="+", type=weight_rows, metavar="W,W,...",
                         help="per-source weights of each model (one comma-separated list per --model)")
+    parser.add_argument("--ensemble", choices=MODES, metavar="MODE",
+                        help="combine the --model's by MODE (" + ", ".join(MODES) + "): any families, sources, "
+                             "sample rates and channels, stems matched by name; --weights then one number per model")
+    parser.add_argument("--pick", action="append", metavar="STEM=I[,J]",
+                        help="with --ensemble: take STEM from these models only (0 = the first --model); repeatable")
+    parser.add_argument("--derive", action="append", default=[], metavar="NAME",
+                        help="with --ensemble: also write NAME = mix - a stem: instrumental (mix - vocals) or "
+                             "no_<stem>; repeatable")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average with the channel-swapped and polarity-inverted "
+                             "passes (3x the work; combines with --shifts)")
     add_output(parser, "out", required=True, type=Path, help="output directory")
     parser.add_argument("--shifts", type=int, default=1, help="random-shift averaging passes (default 1)")
     parser.add_argument("--seed", type=int, default=0,
@@ -81,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
                             device=args.device, format=args.format, bits=args.bits, mp3_bitrate=args.mp3_bitrate,
                             clip_mode=args.clip_mode, filename=args.filename, two_stems=args.two_stems,
                             stems=args.stems, keep_rate=args.keep_rate, jobs=args.jobs,
-                            overwrite=args.overwrite, backend=args.backend, skip_errors=args.skip_errors)
+                            overwrite=args.overwrite, backend=args.backend, skip_errors=args.skip_errors,
+                            ensemble=args.ensemble, pick=args.pick, derive=args.derive, tta=args.tta)
     print(f"separated {result.done} file(s) into {args.out}"
           + (f", skipped {result.skipped} already done" if result.skipped else ""))
     if result.failed:

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from torch import nn
 
 from stemsep.contract import check_network, records_init_args
@@ -265,6 +264,64 @@ def with_tta(net: nn.Module) -> nn.Module:
         net.members = nn.ModuleList(with_tta(m) for m in net.members)
         return net
     return TTA(net)
+
+
+def parse_pick(specs: Sequence[str] | None) -> dict[str, list[int]] | None:
+    """``["vocals=0", "drums=1,2"]`` -> ``{"vocals": [0], "drums": [1, 2]}`` (one-line error otherwise)."""
+    if not specs:
+        return None
+    pick: dict[str, list[int]] = {}
+    for spec in specs:
+        name, _, members = spec.partition("=")
+        try:
+            pick[name.strip()] = [int(m) for m in members.split(",")]
+        except ValueError:
+            raise BadArgumentError(f"--pick {spec!r}: write STEM=I[,J...] with member indices (0 = the first "
+                                   "--model)") from None
+        if not name.strip():
+            raise BadArgumentError(f"--pick {spec!r}: no stem name before '='")
+    return pick
+
+
+def ensemble_weights(rows: Sequence[Sequence[float]] | None, count: int) -> list[float] | None:
+    """``--weights`` of an ensemble: one number per model (rows of one value)."""
+    if rows is None:
+        return None
+    if len(rows) != count or any(len(row) != 1 for row in rows):
+        raise BadArgumentError(f"--weights with --ensemble: give one number per --model ({count}), e.g. "
+                               f"--weights {' '.join(['1'] * count)}")
+    return [float(row[0]) for row in rows]
+
+
+def ensemble_of(nets: Sequence[nn.Module], mode: str, chunking: Chunking, *,
+                weights: Sequence[Sequence[float]] | None = None, pick: Sequence[str] | None = None,
+                derived: Sequence[str] = ()) -> Ensemble:
+    """The :class:`Ensemble` that ``stemsep separate --ensemble`` / ``bag --ensemble`` make of loaded
+    networks, its members chunked with ``chunking``'s options (their own segments)."""
+    return Ensemble(list(nets), mode=mode, weights=ensemble_weights(weights, len(nets)), pick=parse_pick(pick),
+                    derived=list(derived), overlap=chunking.overlap, shifts=chunking.shifts,
+                    batch_size=chunking.batch_size, seed=chunking.seed)
+
+
+def make_ensemble(models: Sequence[str | os.PathLike], out: str | os.PathLike, mode: str, *,
+                  weights: Sequence[Sequence[float]] | None = None, pick: Sequence[str] | None = None,
+                  derived: Sequence[str] = (), force: bool = False) -> Ensemble:
+    """``stemsep bag --ensemble MODE``: write the ensemble of ``models`` (any families) as one
+    checkpoint whose config nests the members' configs, loaded without pickled code."""
+    from stemsep.inference.bag import load_member
+    from stemsep.io.checkpoint import save_checkpoint
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise BadArgumentError(f"{out}: already exists (use --force to overwrite)")
+    members = [load_member(Path(path)) for path in models]
+    net = ensemble_of([member for _, member, _ in members], mode, Chunking(), weights=weights, pick=pick,
+                      derived=derived)
+    config = {"class_path": f"{Ensemble.__module__}.{Ensemble.__qualname__}",
+              "init_args": {**net.init_args, "models": [config for config, _, _ in members],
+                            "weights": ensemble_weights(weights, len(members)), "pick": parse_pick(pick)}}
+    save_checkpoint(out, net, config, {"bag_members": [str(p) for p in models]})
+    return net
 
 
 # ---------------------------------------------------------------------------- files

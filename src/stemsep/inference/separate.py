@@ -30,15 +30,17 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from stemsep.errors import BadAudioError, StemsepError
+from stemsep.errors import BadArgumentError, BadAudioError, StemsepError
 from stemsep.inference.device import resolve_device
+from stemsep.inference.ensemble import check_mode, ensemble_of, with_tta
 from stemsep.inference.inputs import find_inputs, track_name
 from stemsep.inference.separator import Separator, chunking_for, default_batch_size, load_models
+from stemsep.inference.separator import _model_name as model_name
 from stemsep.inference.tracks import TrackWriter, _Job, check_clashes
 from stemsep.inference.windowed import (
     WINDOW_SECONDS,
@@ -98,13 +100,17 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
                    stems: str | Sequence[str] | None = None, keep_rate: bool = False,
                    jobs: int | None = None, overwrite: bool = False, backend: str = "torch",
                    window: float = WINDOW_SECONDS, skip_errors: bool = False,
-                   progress: Callable[[Path, int, int], None] | None = None) -> Separated:
+                   progress: Callable[[Path, int, int], None] | None = None, ensemble: str | None = None,
+                   pick: Sequence[str] | None = None, derive: Sequence[str] = (), tta: bool = False) -> Separated:
     """``stemsep separate``: write every audio file of ``inputs`` as ``out/<filename template>``.
 
     ``inputs``: files (any of :data:`~stemsep.io.audio.MIX_EXTENSIONS`, any rate and channel count),
     or folders searched for them; ``models``: checkpoints (several:
     a bag, mixed with ``weights[model][source]``), or ``stemsep export`` files with ``backend``
-    ``"onnxruntime"``/``"torchscript"``. ``batch_size`` default: 1 on CPU, 8 on GPU; ``device``
+    ``"onnxruntime"``/``"torchscript"``. ``ensemble``: combine the models by that mode
+    (:mod:`stemsep.inference.ensemble`; any families, sources, rates and channels; ``weights`` then
+    one number per model, ``pick`` ``["vocals=0", ...]`` per-stem members, ``derive`` extra stems such
+    as ``instrumental``); ``tta``: add the channel-swapped and polarity-inverted passes. ``batch_size`` default: 1 on CPU, 8 on GPU; ``device``
     default: cuda when available; ``jobs``: torch CPU threads. ``seed``: of the ``shifts`` random
     offsets, drawn afresh for every track (the stems of a file depend only on it and the options,
     not on the other inputs). Writing options: see
@@ -139,8 +145,14 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
         torch.set_num_threads(jobs)
     out = Path(out)
     found = find_inputs([Path(p) for p in _as_list(inputs)], out)
-    separator = Separator.from_checkpoint(_as_list(models), torch_device, weights=weights, backend=backend,
-                                          chunking=chunking, window=window)
+    if ensemble is None and not tta:
+        if pick or derive:
+            raise BadArgumentError("--pick and --derive combine models: add --ensemble MODE")
+        separator = Separator.from_checkpoint(_as_list(models), torch_device, weights=weights, backend=backend,
+                                              chunking=chunking, window=window)
+    else:
+        separator = _combined(_as_list(models), torch_device, chunking, window, weights=weights, backend=backend,
+                              ensemble=ensemble, pick=pick, derive=derive, tta=tta)
     terminal = sys.stderr.isatty()
     if progress is None and terminal:
         progress = _FileBars(separator.samplerate)
@@ -183,6 +195,25 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
             bars[0].update(written)
         bars[0].close()
     return Separated(done=done, skipped=skipped, out=out, failed=tuple(failed))
+
+
+def _combined(paths: list[str | Path], device: torch.device, chunking, window: float, *, weights, backend: str,
+              ensemble: str | None, pick, derive, tta: bool) -> Separator:
+    """The :class:`Separator` of an ensemble of ``paths`` (any families) and/or with TTA."""
+    if ensemble is None:
+        net = load_models(paths, weights, device, backend)
+        member_chunking = chunking
+    else:
+        check_mode(ensemble)
+        nets = [load_models([path], None, device, backend) for path in paths]
+        net = ensemble_of(nets, ensemble, chunking, weights=weights, pick=pick, derived=derive)
+        member_chunking = replace(chunking, shifts=0)  # the members shift; the whole is not shifted again
+    separator = Separator(with_tta(net) if tta else net, device=device, chunking=member_chunking, window=window,
+                          models=[model_name(p) for p in paths])
+    separator.run_key.update(weights=weights, backend=backend, ensemble=ensemble, pick=list(pick or []),
+                             derive=list(derive), tta=tta, shifts=chunking.shifts,
+                             **seed_key(chunking.shifts, chunking.seed))
+    return separator
 
 
 class _FileBars:
