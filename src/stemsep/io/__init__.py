@@ -4,5 +4,6 @@ checkpoints alike), safe checkpoints, the int8 format, imports of other projects
 :mod:`stemsep.errors` and :mod:`stemsep.contract`."""
 
 from stemsep.io.checkpoint import FromCheckpoint, load_network, load_separator, save_checkpoint
+from stemsep.io.pretrained import fetch_model  # also plugs pretrained model names into open_checkpoint
 
-__all__ = ["FromCheckpoint", "load_network", "load_separator", "save_checkpoint"]
+__all__ = ["FromCheckpoint", "fetch_model", "load_network", "load_separator", "save_checkpoint"]

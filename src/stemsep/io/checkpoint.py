@@ -13,12 +13,14 @@ Lightning writes it for trained models (``SeparationModule`` records the network
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import os
 import re
 import warnings
 import zipfile
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -39,12 +41,30 @@ SAFE_GLOBALS = [Fraction]
 REFUSED = "refused, it holds pickled code or objects, not only weights"
 
 
-def open_checkpoint(path: str | os.PathLike, what: str = "checkpoint"):
+# Readers of other names for a checkpoint (a reference -> its local file, or None): the model registry
+# (stemsep.io.pretrained, loaded with stemsep.io) plugs in pretrained model names. A hook rather than an
+# import: the registry converts with the importers, which use this module.
+_NAME_RESOLVERS: list[Callable[[str | os.PathLike], Path | None]] = []
+
+
+def add_name_resolver(resolver: Callable[[str | os.PathLike], Path | None]) -> None:
+    """Let :func:`open_checkpoint` read references that ``resolver`` turns into a local file."""
+    if resolver not in _NAME_RESOLVERS:
+        _NAME_RESOLVERS.append(resolver)
+
+
+def open_checkpoint(path: str | os.PathLike, what: str = "checkpoint", *, by_name: bool = True):
     """``with open_checkpoint(path) as file:`` a local file holding the checkpoint ``path`` names: a
     local path as it is, a URL (:func:`~stemsep.io.remote.is_url`: ``http(s)://``, ``s3://``, ...)
     read through :mod:`stemsep.io.remote` (its timeouts, retries, resuming, size/ETag checks) into a
     temporary file; a URL that cannot be read is a one-line :class:`BadCheckpointError` naming it
-    (a missing one: ``<url>: <what> not found (HTTP 404)``)."""
+    (a missing one: ``<url>: <what> not found (HTTP 404)``). With ``by_name`` (not for the importers,
+    which read other projects' files), a pretrained model's name (``htdemucs``, ``stemsep models
+    list``) gives its converted checkpoint in the model cache, fetched on first use."""
+    for resolve in _NAME_RESOLVERS if by_name else ():
+        found = resolve(path)
+        if found is not None:
+            return contextlib.nullcontext(found)
     return local_copy(path, error=BadCheckpointError, missing=f"{what} not found")
 
 

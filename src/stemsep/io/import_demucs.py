@@ -64,7 +64,7 @@ ALLOWED_GLOBALS: list[Any] = [Fraction, *((ref, name) for name, ref in CLASS_REF
 
 def read_demucs_package(path: str | Path) -> dict[str, Any]:
     """Unpickle ``path`` (a path or a URL) without running code; a one-line BadCheckpointError on any problem."""
-    with open_checkpoint(path, "file") as file:
+    with open_checkpoint(path, "file", by_name=False) as file:
         return _read_demucs_package(name_of(path), file)
 
 
