@@ -33,6 +33,7 @@ from stemsep.inference.chunked import Chunking
 from stemsep.inference.cpu import optimize_for_cpu
 from stemsep.inference.device import resolve_device
 from stemsep.inference.inputs import track_name
+from stemsep.inference.stream import StreamingSeparator
 from stemsep.inference.tracks import TrackWriter
 from stemsep.inference.windowed import WINDOW_SECONDS, check_window, separate_mixes
 from stemsep.inference.writing import WriteOptions, seed_key
@@ -146,6 +147,24 @@ class Separator:
         -> ``(sources, channels, time)`` each (:func:`~stemsep.inference.windowed.separate_mixes`)."""
         with torch.no_grad():
             return separate_mixes(self.net, mixes, self.chunking)
+
+    def stream(self, *, causal: bool | None = None, **options) -> StreamingSeparator:
+        """A :class:`~stemsep.inference.stream.StreamingSeparator` for this model: ``push`` blocks,
+        ``flush`` at the end (what ``stemsep stream`` runs).
+
+        A network whose every member declares the causal contract (HS-TasNet) streams step by step,
+        unless ``causal=False`` or a chunking option (``segment``, ``overlap``, ``batch_size``,
+        ``transition_power``) is given; every other one streams windowed with this Separator's
+        chunking updated by ``options``, without shifts (a stream cannot be shifted)."""
+        from dataclasses import replace
+
+        from stemsep.contract import stream_step_of
+        from stemsep.inference.chunked import member_scales
+
+        members = member_scales(self.net, torch.ones(len(self.sources), dtype=torch.float64))
+        if causal or causal is None and not options and all(stream_step_of(m) for m, _ in members):
+            return StreamingSeparator(self.net, causal=True, **options)
+        return StreamingSeparator(self.net, replace(self.chunking, shifts=0, **options), causal=False)
 
     # the chunking options, as attributes (read-only: build another Separator to change them)
     shifts = property(lambda self: self.chunking.shifts)
