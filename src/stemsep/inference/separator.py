@@ -142,6 +142,16 @@ class Separator:
         sep.run_key.update(weights=weights, backend=backend)
         return sep
 
+    @classmethod
+    def from_pretrained(cls, name: str, device: str | torch.device | None = None, *, trust_unverified: bool = False,
+                        **options) -> Separator:
+        """A released model by name (``stemsep models list``: ``"htdemucs_ft"``, ...): fetched, checked
+        and converted on first use, then read from the model cache (:func:`~stemsep.io.pretrained.fetch_model`);
+        ``options`` as :meth:`from_checkpoint`'s."""
+        from stemsep.io.pretrained import fetch_model
+
+        return cls.from_checkpoint(fetch_model(name, trust_unverified=trust_unverified), device, **options)
+
     def separate_mixes(self, mixes: list[torch.Tensor]) -> list[torch.Tensor]:
         """``(channels, time)`` tensors at the model's rate and channel count (normalised in place)
         -> ``(sources, channels, time)`` each (:func:`~stemsep.inference.windowed.separate_mixes`)."""
