@@ -46,7 +46,7 @@ ADDED = {
 
 # Keys that are new under `model` (issue 16): recipes written before them resolve them to these
 # defaults; recipes that set them have them in their snapshot.
-ADDED_MODEL = {"lora": None}
+ADDED_MODEL = {"lora": None, "metrics": []}  # metrics: issue 26, validation metrics of the community
 
 # Keys that are new under `data.init_args` of StemDataModule (issue 18: remote reads under faults).
 ADDED_DATA = {"retries": 5, "timeout": 60.0, "backoff": 1.0}

@@ -1,6 +1,7 @@
 """``stemsep score``: BSS-eval any system's separated stems against references (museval-compatible).
 
     stemsep score --references musdb18hq/test --estimates separated/ -o scores/ [--report report/]
+    stemsep score --references musdb18hq/test --estimates separated/ --metrics usdr bleedless fullness
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from stemsep.cli.common import add_output
 from stemsep.evaluation.bss_eval import METRICS
+from stemsep.evaluation.results import SCORE_METRICS
 from stemsep.evaluation.score import score
 
 HELP = "Score estimated stems against references (museval-compatible)."
@@ -21,8 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=["musdb"], default="musdb", help="directory layout (default: musdb)")
     parser.add_argument("--sources", nargs="+", help="sources to score (default: those of the references)")
     add_output(parser, "out", type=Path, help="directory for per-track and summary files")
-    parser.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS),
-                        help="metrics to compute (SDR alone is much cheaper)")
+    parser.add_argument("--metrics", nargs="+", choices=SCORE_METRICS, default=list(METRICS), metavar="METRIC",
+                        help="museval's framewise sdr isr sir sar (default: all four; sdr alone is much cheaper) "
+                             "and the community's (MSST's) whole-track usdr si_sdr l1_freq log_wmse aura_stft "
+                             "aura_mrstft bleedless fullness, in any mix")
     parser.add_argument("--window", type=float, default=1.0, help="frame length in seconds (default 1)")
     parser.add_argument("--hop", type=float, default=1.0, help="frame hop in seconds (default 1)")
     parser.add_argument("--partial", action="store_true",

@@ -6,11 +6,12 @@
 ``DIR/report.html`` with PNG figures in ``DIR/figures/``:
 
 * the summary (per source, median and mean over tracks of the per-track medians, and "all");
-* per metric, one boxplot per source of the per-track medians, every track a dot, as the
+* per metric, one boxplot per source of the per-track medians (the whole-track value for the
+  community's metrics: ``usdr``, ``bleedless``, ``fullness``, ...), every track a dot, as the
   SiSEC 2018 figures show them (where do the songs spread, which ones fail);
 * per track, the framewise SDR of each source over time (where does a model fail within a
-  song), its median dashed;
-* a table of the per-track, per-source medians of every metric (and nSDR).
+  song), its median dashed (when framewise metrics were computed);
+* a table of the per-track, per-source medians of every metric (and nSDR, and the community's).
 
 Built from track records (:mod:`stemsep.evaluation.results`): in memory by
 ``score(..., report=DIR)``, or read back from a results folder by :func:`report_from_results`
@@ -30,11 +31,14 @@ from typing import Any
 import numpy as np
 
 from stemsep.errors import BadDataError, StemsepError
-from stemsep.evaluation.results import METRIC_NAMES, read_track_record, summarize
+from stemsep.evaluation.community import COMMUNITY_METRICS
+from stemsep.evaluation.results import METRIC_NAMES, metric_unit, read_track_record, summarize
 from stemsep.io.files import atomic_path, ensure_writable_dir
 
 REPORT_EXTRA = "pip install 'stemsep[report]'"
-_METRIC_ORDER = [*METRIC_NAMES.values(), "nSDR"]
+_METRIC_ORDER = [*METRIC_NAMES.values(), "nSDR", *COMMUNITY_METRICS]
+_FRAMEWISE = set(METRIC_NAMES.values())
+_PANELS_PER_ROW = 4
 _DPI = 100
 
 
@@ -85,6 +89,8 @@ def write_report(records: list[dict[str, Any]], out: str | os.PathLike, *,
     boxplots = _boxplots(summary, sources, [m for m in metrics if m != "nSDR"] or metrics, figures / "medians.png")
     track_figures = {}
     for index, record in enumerate(sorted(records, key=lambda r: r["name"])):
+        if not any(t["frames"] for t in record["targets"]):  # whole-track metrics only: no curve to draw
+            continue
         name = f"track-{index:03d}-{_slug(record['name'])}.png"
         track_figures[record["name"]] = _framewise(record, figures / name)
     page = _html(title, summary, sources, metrics, boxplots, track_figures, out)
@@ -115,11 +121,17 @@ def _values(summary: dict[str, Any], source: str, metric: str) -> tuple[list[str
 
 
 def _boxplots(summary: dict[str, Any], sources: list[str], metrics: list[str], target: Path) -> Path:
-    """One panel per metric: a box per source of the per-track medians, the tracks as dots."""
+    """One panel per metric (``_PANELS_PER_ROW`` a row): a box per source of the per-track medians
+    (whole-track values for the community's metrics), the tracks as dots."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(3.2 * len(metrics) + 0.6, 4.2), layout="constrained")
-    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    columns = min(_PANELS_PER_ROW, len(metrics))
+    rows = -(-len(metrics) // columns)
+    figure = Figure(figsize=(3.2 * columns + 0.6, 0.4 + 3.8 * rows), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False).ravel()
+    for spare in grid[len(metrics):]:
+        spare.set_visible(False)
+    axes = grid[: len(metrics)]
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes, metrics):
         data = [_values(summary, source, metric)[1] for source in sources]
@@ -140,7 +152,8 @@ def _boxplots(summary: dict[str, Any], sources: list[str], metrics: list[str], t
             ax.set_xlim(finite.min() - pad, finite.max() + pad)
         ax.set_yticks(range(1, len(sources) + 1), sources)
         ax.invert_yaxis()
-        ax.set_xlabel(f"{metric} (dB), median over frames")
+        how = "median over frames" if metric in _FRAMEWISE else "whole track"
+        ax.set_xlabel(f"{metric} ({metric_unit(metric)}), {how}")
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(metric)
     figure.suptitle(f"Per-track medians, {summary['tracks']} track(s)")
@@ -199,7 +212,10 @@ def _html(title: str, summary: dict[str, Any], sources: list[str], metrics: list
              f"<style>{_STYLE}</style></head><body>", f"<h1>{esc(title)}</h1>",
              f"<p class=\"note\">{summary['tracks']} track(s), sources: {esc(', '.join(sources))}. "
              "BSS-eval v4 (museval's image mode, 1 s frames): per track and source the median over "
-             "frames; then per source the median and the mean over tracks. nSDR: whole-track SDR.</p>",
+             "frames; then per source the median and the mean over tracks. nSDR: whole-track SDR. "
+             "usdr, si_sdr, l1_freq, log_wmse, aura_stft, aura_mrstft, bleedless, fullness: the community's "
+             "(MSST's) metrics, one value per track (usdr = MSST's sdr = nSDR; dB for usdr and si_sdr, "
+             "scores for the others; higher is better for all).</p>",
              "<h2>Summary</h2><table><tr><th>source</th>"]
     parts += [f"<th>{esc(m)} median</th><th>{esc(m)} mean</th>" for m in metrics]
     parts.append("</tr>")
@@ -220,7 +236,7 @@ def _html(title: str, summary: dict[str, Any], sources: list[str], metrics: list
             head = f"<td class=\"name\" rowspan=\"{len(sources)}\">{link}</td>" if row == 0 else ""
             parts.append(f"<tr>{head}<td class=\"name\">{esc(source)}</td>"
                          + "".join(f"<td>{_number(values.get(m))}</td>" for m in metrics) + "</tr>")
-    parts.append("</table><h2>Framewise SDR over time</h2>")
+    parts.append("</table>" + ("<h2>Framewise SDR over time</h2>" if track_figures else ""))
     for track in sorted(track_figures):
         parts.append(f"<h3 id=\"{anchors[track]}\">{esc(track)}</h3>"
                      f"<img src=\"{esc(track_figures[track].relative_to(out).as_posix())}\" "

@@ -5,10 +5,13 @@ distributed), so both write the same files and aggregate the same way:
 
 * per track, ``<track>.json`` in museval's layout (``{"name", "targets": [{"name", "frames":
   [{"time", "duration", "metrics": {"SDR", "SIR", "ISR", "SAR"}}]}]}``, NaN as ``null``) plus
-  the whole-track ``nSDR`` per source, and ``<track>.csv`` (one row per source and frame);
+  the whole-track ``nSDR`` per source and, when asked for, the community's whole-track metrics
+  (:mod:`stemsep.evaluation.community`: ``usdr``, ``si_sdr``, ``bleedless``, ...) under their names,
+  and ``<track>.csv`` (one row per source and frame);
 * the summary: per track and source the median over frames (NaN frames ignored); then per
   source the median and the mean over tracks; then the average of those over sources.
-  nSDR (whole-track SDR) is averaged over tracks (its usual, MDX-challenge aggregate).
+  nSDR (whole-track SDR) and the community's metrics, one number per track, are aggregated the same
+  way from that number (their mean over tracks is the figure MDX and MSST quote).
 """
 
 from __future__ import annotations
@@ -23,10 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from stemsep.errors import StemsepError
 from stemsep.evaluation.bss_eval import METRICS, bss_eval
+from stemsep.evaluation.community import COMMUNITY_METRICS, community_metrics
 from stemsep.io.files import atomic_path
 
 METRIC_NAMES = {"sdr": "SDR", "isr": "ISR", "sir": "SIR", "sar": "SAR"}
+# Every metric ``stemsep score --metrics`` and ``test_metrics`` accept: museval's framewise four, then
+# the community's whole-track ones.
+SCORE_METRICS = (*METRICS, *COMMUNITY_METRICS)
+# Keys of a record's target holding one whole-track number (not frames).
+WHOLE_TRACK = ("nSDR", *COMMUNITY_METRICS)
 
 
 def _number(value: float) -> float | None:
@@ -35,9 +45,11 @@ def _number(value: float) -> float | None:
 
 
 def track_record(track: str, sources: list[str], scores: dict[str, torch.Tensor], *, hop: float,
-                 window: float, nsdr: torch.Tensor | None = None) -> dict[str, Any]:
-    """museval-style record of one track: ``scores[metric]`` is ``(sources, frames)``."""
-    frames = next(iter(scores.values())).shape[-1]
+                 window: float, nsdr: torch.Tensor | None = None,
+                 whole: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
+    """museval-style record of one track: ``scores[metric]`` is ``(sources, frames)`` (no frames when
+    empty); ``whole[name]`` ``(sources,)``: whole-track values stored beside ``nSDR`` under ``name``."""
+    frames = next(iter(scores.values())).shape[-1] if scores else 0
     targets = []
     for j, source in enumerate(sources):
         target = {"name": source, "frames": [
@@ -46,19 +58,36 @@ def track_record(track: str, sources: list[str], scores: dict[str, torch.Tensor]
             for f in range(frames)]}
         if nsdr is not None:
             target["nSDR"] = _number(nsdr[j])
+        for name, values in (whole or {}).items():
+            target[name] = _number(values[j])
         targets.append(target)
     return {"name": track, "targets": targets}
 
 
+def split_metrics(metrics: tuple[str, ...] | list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(museval's framewise names, the community's names)`` of a selection; a one-line error
+    naming any other."""
+    unknown = [m for m in metrics if m not in SCORE_METRICS]
+    if unknown:
+        raise StemsepError(f"unknown metric(s) {', '.join(map(repr, unknown))}; choose from {', '.join(SCORE_METRICS)}")
+    return (tuple(m for m in METRICS if m in metrics),
+            tuple(m for m in COMMUNITY_METRICS if m in metrics))
+
+
 def evaluate_track(track: str, sources: list[str], estimates: torch.Tensor, references: torch.Tensor,
                    samplerate: int, *, window: float = 1.0, hop: float = 1.0,
-                   metrics: tuple[str, ...] = METRICS) -> dict[str, Any]:
-    """BSS-eval (``(sources, channels, time)`` each) and whole-track nSDR as one track record."""
+                   metrics: tuple[str, ...] = METRICS, mixture: torch.Tensor | None = None) -> dict[str, Any]:
+    """BSS-eval (``(sources, channels, time)`` each), whole-track nSDR and the named community
+    metrics as one track record. ``mixture`` ``(channels, time)``, for ``log_wmse``: default the sum
+    of the references."""
     from stemsep.evaluation.metrics import nsdr
 
-    scores = bss_eval(estimates, references, samplerate=samplerate, window=window, hop=hop, metrics=metrics)
+    framewise, community = split_metrics(metrics)
+    scores = bss_eval(estimates, references, samplerate=samplerate, window=window, hop=hop,
+                      metrics=framewise) if framewise else {}
+    whole = community_metrics(community, estimates, references, mixture, samplerate) if community else {}
     return track_record(track, sources, scores, hop=hop, window=window,
-                        nsdr=nsdr(estimates.double(), references.double()))
+                        nsdr=nsdr(estimates.double(), references.double()), whole=whole)
 
 
 def write_track_record(out_dir: str | os.PathLike, record: dict[str, Any]) -> tuple[Path, Path]:
@@ -106,16 +135,16 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
     ``per_track[track][source][metric]`` is the median over frames; ``sources[source][metric]``
     holds ``{"median": ..., "mean": ...}`` over tracks (tracks whose value is NaN are left out);
-    ``all[metric]`` the average of the per-source median and mean. ``nSDR`` is aggregated the
-    same way from each track's whole-track value.
+    ``all[metric]`` the average of the per-source median and mean. ``nSDR`` and the community's
+    metrics are aggregated the same way from each track's whole-track value.
     """
     per_track: dict[str, dict[str, dict[str, float]]] = {}
     for record in records:
         per_track[record["name"]] = {
             target["name"]: {
                 **{name: _frame_median(target["frames"], name) for name in _metric_names(record)},
-                **({"nSDR": float("nan") if target["nSDR"] is None else target["nSDR"]}
-                   if "nSDR" in target else {}),
+                **{key: float("nan") if target[key] is None else target[key]
+                   for key in WHOLE_TRACK if key in target},
             }
             for target in record["targets"]
         }
@@ -137,11 +166,19 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"tracks": len(records), "per_track": per_track, "sources": by_source, "all": overall}
 
 
+def metric_unit(name: str) -> str:
+    """``"dB"``, or ``"score"`` for the community's 0-100 (and log_wmse's) scales: axis and table labels."""
+    return COMMUNITY_METRICS[name].unit if name in COMMUNITY_METRICS else "dB"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """Plain-text table: one row per source (and ``all``), ``median / mean`` over tracks."""
     metrics = list(summary["all"])
     header = f"{'source':<10}" + "".join(f"{m + ' med/mean':>22}" for m in metrics)
-    lines = [f"{summary['tracks']} track(s); median over frames, then median / mean over tracks (dB)",
+    scores = [m for m in metrics if metric_unit(m) != "dB"]
+    unit = f"dB; {', '.join(scores)}: scores, higher is better" if scores else "dB"
+    frames = "median over frames, then " if any(m in METRIC_NAMES.values() for m in metrics) else ""
+    lines = [f"{summary['tracks']} track(s); {frames}median / mean over tracks ({unit})",
              header, "-" * len(header)]
     rows = list(summary["sources"].items()) + [("all", summary["all"])]
     for name, values in rows:

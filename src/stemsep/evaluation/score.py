@@ -8,7 +8,8 @@ estimates ``ROOT/<track>/<source>.<ext>`` as ``stemsep separate`` writes them. `
 format :mod:`stemsep.io.audio` reads (WAV, FLAC, MP3, OGG/Opus, M4A/AAC, ...). Estimates at
 another sample rate are resampled to the references' (soxr ``"VHQ"``); lossy-codec estimates
 up to ``CODEC_PADDING`` samples longer than the references (encoder padding) are cut.
-Writes ``OUT/<track>.json|csv`` (framewise SDR/ISR/SIR/SAR, museval layout, plus nSDR) and
+Writes ``OUT/<track>.json|csv`` (framewise SDR/ISR/SIR/SAR, museval layout, plus nSDR and the
+community's whole-track metrics asked for, :mod:`stemsep.evaluation.community`) and
 ``OUT/summary.json|csv``, and prints the summary table (:mod:`stemsep.evaluation.results` aggregates);
 ``--report DIR`` adds an HTML report with figures (:mod:`stemsep.evaluation.report`).
 :func:`score` is the command as a library function.
@@ -25,10 +26,12 @@ import torch
 from stemsep.contract import DEFAULT_SOURCES
 from stemsep.errors import BadAudioError, BadDataError, StemsepError
 from stemsep.evaluation.bss_eval import METRICS
+from stemsep.evaluation.community import COMMUNITY_METRICS
 from stemsep.evaluation.report import require_matplotlib, write_report
 from stemsep.evaluation.results import (
     evaluate_track,
     format_summary,
+    split_metrics,
     summarize,
     write_summary,
     write_track_record,
@@ -165,6 +168,24 @@ def load_pair(track: str, ref_dir: Path, est_dir: Path, sources: list[str], *,
     return torch.stack(ests), torch.stack(refs), int(samplerate)
 
 
+def load_mixture(track: str, ref_dir: Path, references: torch.Tensor, samplerate: int) -> torch.Tensor:
+    """The track's mixture ``(channels, time)`` (for ``log_wmse``): ``mixture.<ext>`` or the
+    ``.stem.mp4``'s mixture stream, else the sum of every reference stem of the track (scored or not)."""
+    if is_stem_mp4(ref_dir):
+        (mix, sr), path = read_stream(ref_dir, STEM_MP4_STREAMS["mixture"]), ref_dir
+    elif (path := find_stem(ref_dir, "mixture")) is not None:
+        mix, sr = _read_file(path, samplerate, channels=references.shape[-2])
+    else:
+        stems = [_read_reference(track, ref_dir, source, samplerate)[0] for source in default_sources(ref_dir)]
+        return torch.stack(stems).sum(0) if stems else references.sum(0)
+    if sr != samplerate:
+        raise BadAudioError(f"{path}: mixture sample rate is {sr} Hz, the stems of {track!r} are at {samplerate} Hz")
+    if mix.shape != references.shape[-2:]:
+        raise BadAudioError(f"{path}: mixture is {tuple(mix.shape)} (channels, samples), the stems of {track!r} "
+                            f"are {tuple(references.shape[-2:])}")
+    return mix
+
+
 class ScoreSummary(dict):
     """The summary of :func:`stemsep.evaluation.results.summarize` (a plain ``dict``: ``tracks``,
     ``per_track``, ``sources``, ``all``), with :meth:`table` for printing; ``report``: the path of
@@ -185,7 +206,10 @@ def score(references: str | Path, estimates: str | Path, *, sources: Sequence[st
 
     ``sources`` default: the stems of the first reference track; ``out``: folder for
     ``<track>.json|csv`` and ``summary.json|csv`` (nothing written when ``None``); ``metrics``: any
-    of ``sdr``, ``isr``, ``sir``, ``sar``; ``window``/``hop`` in seconds; ``partial``: score only the
+    of museval's framewise ``sdr``, ``isr``, ``sir``, ``sar`` and the community's whole-track
+    ``usdr``, ``si_sdr``, ``l1_freq``, ``log_wmse``, ``aura_stft``, ``aura_mrstft``, ``bleedless``,
+    ``fullness`` (:mod:`stemsep.evaluation.community`; ``log_wmse`` reads the track's mixture,
+    :func:`load_mixture`); ``window``/``hop`` in seconds; ``partial``: score only the
     reference tracks that have estimates; ``allow_silent``: accept all-zero stems (NaN frames);
     ``progress`` default: when stderr is a terminal; ``report``: folder for an HTML report
     (``report.html`` and PNG figures, :mod:`stemsep.evaluation.report`; needs matplotlib, the
@@ -195,6 +219,8 @@ def score(references: str | Path, estimates: str | Path, *, sources: Sequence[st
 
     if layout != "musdb":
         raise StemsepError(f"--layout must be musdb, got {layout!r}")
+    split_metrics(tuple(metrics))  # an unknown name: a one-line error before any reading
+    needs_mix = any(COMMUNITY_METRICS[m].needs_mix for m in metrics if m in COMMUNITY_METRICS)
     references, estimates = Path(references), Path(estimates)
     reference_tracks = find_tracks(references, sources)
     if not reference_tracks:
@@ -223,8 +249,9 @@ def score(references: str | Path, estimates: str | Path, *, sources: Sequence[st
     for track in tqdm(names, unit="track", desc="scoring", disable=not show):
         est, ref, samplerate = load_pair(track, reference_tracks[track], estimate_tracks[track], sources,
                                          allow_silent=allow_silent)
+        mixture = load_mixture(track, reference_tracks[track], ref, samplerate) if needs_mix else None
         record = evaluate_track(track, sources, est, ref, samplerate, window=window, hop=hop,
-                                metrics=tuple(metrics))
+                                metrics=tuple(metrics), mixture=mixture)
         if out is not None:
             write_track_record(out, record)
         records.append(record)

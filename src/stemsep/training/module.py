@@ -3,8 +3,8 @@
 The network contract: an ``nn.Module`` with attributes ``sources: list[str]``,
 ``samplerate: int``, ``audio_channels: int`` and ``forward(mix)`` mapping
 ``(batch, channels, time)`` to ``(batch, sources, channels, time)``. The module owns the
-loss, the optimizer and LR schedule, validation nSDR and logging; it knows nothing about any
-specific architecture.
+loss, the optimizer and LR schedule, validation nSDR (and the community's metrics a recipe names in
+``model.metrics``) and logging; it knows nothing about any specific architecture.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import nn
 
 from stemsep.contract import check_network, network_config
 from stemsep.errors import StemsepError
+from stemsep.evaluation.community import CommunityMetrics, check_community_metrics
 from stemsep.evaluation.metrics import NSDR
 from stemsep.inference import optimize_for_cpu, restore_plain
 from stemsep.io.checkpoint import load_checkpoint
@@ -36,7 +37,7 @@ OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimize
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
 
 
-EVAL_OPTIONS = ["eval_segment", "eval_overlap", "test_metrics", "test_results_dir"]
+EVAL_OPTIONS = ["eval_segment", "eval_overlap", "test_metrics", "test_results_dir", "metrics"]
 
 # Set by the stemsep LightningCLI (stemsep.training.cli) while it builds the classes of a config.
 _BUILDING_FROM_CONFIG: ContextVar[bool] = ContextVar("stemsep_building_from_config", default=False)
@@ -81,7 +82,13 @@ class SeparationModule(L.LightningModule):
         eval_segment: segment (seconds) for chunked full-track validation/test separation;
             default the network's own ``segment`` attribute, else the whole track.
         eval_overlap: overlap between chunks in validation/test.
-        test_metrics: BSS-eval metrics computed per track by ``stemsep test`` (museval v4 mode).
+        test_metrics: metrics computed per track by ``stemsep test``: museval v4's framewise
+            ``sdr``/``isr``/``sir``/``sar`` and any of the community's (as ``stemsep score --metrics``).
+        metrics: the community's (MSST's) whole-track metrics computed at every validation, on the
+            device, for whole batches (:mod:`stemsep.evaluation.community`: ``usdr``, ``si_sdr``,
+            ``l1_freq``, ``log_wmse``, ``aura_stft``, ``aura_mrstft``, ``bleedless``, ``fullness``);
+            each is logged as ``valid/<name>`` (mean over sources, e.g. ``ModelCheckpoint(monitor=
+            "valid/usdr", mode="max")``) and ``valid/<name>_<source>``, averaged over the tracks.
         test_results_dir: where ``stemsep test`` writes per-track JSON/CSV and the summary,
             as ``stemsep score`` does (default ``<log dir>/test_results``); read by
             :class:`~stemsep.training.callbacks.TestResultWriter` when its own ``dirpath`` is unset.
@@ -115,6 +122,7 @@ class SeparationModule(L.LightningModule):
         eval_overlap: float = 0.25,
         test_metrics: Sequence[str] = ("sdr", "isr", "sir", "sar"),
         test_results_dir: str | None = None,
+        metrics: Sequence[str] = (),
         max_nonfinite_steps: int | None = 10,
         lora: LoRA | None = None,
     ):
@@ -152,6 +160,8 @@ class SeparationModule(L.LightningModule):
         self.test_nsdr = NSDR(len(self.sources))
         self.test_metrics = tuple(test_metrics)
         self.test_results_dir = test_results_dir
+        self.metrics = check_community_metrics(metrics, origin="model.metrics")
+        self.valid_community = CommunityMetrics(self.metrics, len(self.sources)) if self.metrics else None
         if max_nonfinite_steps is not None and max_nonfinite_steps < 1:
             raise StemsepError(f"max_nonfinite_steps must be >= 1 or null, got {max_nonfinite_steps}")
         self.max_nonfinite_steps = max_nonfinite_steps
@@ -250,7 +260,9 @@ class SeparationModule(L.LightningModule):
         return estimate
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.valid_nsdr, "valid")
+        estimate = self._evaluate(batch, self.valid_nsdr, "valid")
+        if self.valid_community is not None:  # the whole batch at once, on the device
+            self.valid_community.update(estimate, batch[1], batch[0], int(self.net.samplerate))
 
     def test_step(self, batch, batch_idx: int) -> torch.Tensor:
         """The estimate of each track: ``TestResultWriter`` scores and writes them."""
@@ -258,6 +270,8 @@ class SeparationModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_nsdr(self.valid_nsdr, "valid")
+        if self.valid_community is not None:
+            self._log_community(self.valid_community, "valid")
 
     def on_test_start(self) -> None:
         """On CPU, ``stemsep test`` separates with the CPU inference rewrites (same weights and values
@@ -280,6 +294,18 @@ class SeparationModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             table = "  ".join(f"{name} {value:.2f}" for name, value in zip(self.sources, values.tolist()))
             self.print(f"{prefix} nSDR (dB) epoch {self.current_epoch}: {table}  mean {values.mean():.2f}")
+
+    def _log_community(self, metric: CommunityMetrics, prefix: str) -> None:
+        """``<prefix>/<name>`` (mean over sources) and ``<prefix>/<name>_<source>``, each averaged over tracks."""
+        values = metric.compute()
+        metric.reset()
+        for name, per_source in values.items():
+            for source, value in zip(self.sources, per_source):
+                self.log(f"{prefix}/{name}_{source}", value)
+            self.log(f"{prefix}/{name}", per_source.mean())
+        if not self.trainer.sanity_checking:
+            table = "  ".join(f"{name} {per_source.mean():.3f}" for name, per_source in values.items())
+            self.print(f"{prefix} epoch {self.current_epoch} (mean over sources): {table}")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         mix = batch[0] if isinstance(batch, (list, tuple)) else batch
