@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", required=True, help="dataset root folder")
     add_output(parser, "out", required=True, help="output folder for shards and manifests")
     parser.add_argument("--sources", nargs="+", default=None,
-                        help=f"stems to store, in order (default {' '.join(DEFAULT_SOURCES)})")
+                        help=f"stems to store, in order (default {' '.join(DEFAULT_SOURCES)}); moisesdb: 'all' keeps "
+                             "every stem type, grouped at load time with data.init_args.stem_groups")
     parser.add_argument("--split", nargs="+", default=None,
                         help="splits to write (default musdb: train valid test; moisesdb: train valid; folder: train)")
     parser.add_argument("--valid-songs", nargs="+", default=None,

@@ -9,7 +9,9 @@
   ``guitar/``, ...), each holding one or more audio files. Files are summed into the chosen
   ``sources``: a stem type named like a source goes to it, others through ``source_map``,
   else to ``other`` when ``other`` is a source (guitar, piano, percussion, ... -> ``other``),
-  else they are dropped. A source without files is silence. MoisesDB has no official split:
+  else they are dropped. A source without files is silence. ``sources=["all"]`` keeps every stem
+  type found under ``root`` as its own source (:func:`moisesdb_stem_types`; a song without one has
+  silence there), to be grouped at load time (``stem_groups``). MoisesDB has no official split:
   ``valid``/``test`` are the songs listed in ``valid_songs``, ``train`` the rest.
 - ``folder``: ``root[/<split>]/<song>/<source>.{wav,flac}`` with user-given source names and an
   optional ``mixture.{wav,flac}``; ``root/<split>`` is used when it exists, else ``root``.
@@ -102,7 +104,7 @@ def discover_songs(root: str | os.PathLike, layout: str = "musdb", split: str = 
     Errors: :class:`BadDataError` for a missing root/split or a song missing a stem,
     :class:`BadAudioError` for an unreadable file or mismatched rate/length/channels.
     """
-    sources = list(sources or DEFAULT_SOURCES)
+    sources = resolve_layout_sources(root, layout, sources)
     if len(set(sources)) != len(sources) or not sources:
         raise BadDataError(f"sources must be distinct and non-empty, got {sources}")
     root = Path(root)
@@ -259,6 +261,31 @@ def _stem_mp4_song(path: Path, sources: list[str]) -> SongFiles:
 def _folder(root: Path, split: str | None, sources: list[str]) -> list[SongFiles]:
     folder = root / split if split and (root / split).is_dir() else root
     return [_stem_folder_song(d, sources) for d in _song_dirs(folder)]
+
+
+ALL_STEMS = "all"  # moisesdb: every stem type as its own source
+
+
+def moisesdb_stem_types(root: str | os.PathLike) -> list[str]:
+    """Every stem type (stem folder name) of the MoisesDB songs under ``root``, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BadDataError(f"{root}: dataset root not found (or not a directory)")
+    types = {stem.name for song in _song_dirs(root) if (song / "data.json").is_file() for stem in _song_dirs(song)}
+    if not types:
+        raise BadDataError(f"{root}: no MoisesDB song folders with stem folders found")
+    return sorted(types)
+
+
+def resolve_layout_sources(root: str | os.PathLike, layout: str, sources: list[str] | None) -> list[str]:
+    """``sources`` of a dataset: as given (default drums, bass, other, vocals), or for moisesdb
+    ``["all"]``: every stem type."""
+    if sources is not None and list(sources) == [ALL_STEMS]:
+        if layout != "moisesdb":
+            raise BadDataError(f"--sources all keeps every stem type of a moisesdb layout, not {layout}: "
+                               "name the sources")
+        return moisesdb_stem_types(root)
+    return list(sources or DEFAULT_SOURCES)
 
 
 def _moisesdb(root: Path, split: str, sources: list[str], valid_songs: list[str] | None,

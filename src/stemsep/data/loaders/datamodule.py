@@ -7,7 +7,9 @@ Batches (the same contract as the folder data module):
 - validation / test: ``(mix (1, C, T), stems (1, S, C, T), [name])``, whole songs, each song
   exactly once across all ranks and workers.
 
-Sources follow the ``sources`` option (order, selection, or a mapping that sums stems).
+Sources follow the ``sources`` option (order, selection, or a mapping that sums stems; stem groups
+and derived targets such as ``instrumental``); the mixture is the sum of *all* the song's stored
+stems (``full_mix``), so a one-stem model learns vocals from the whole song.
 
 **The data follows the network.** ``sources``, ``segment`` and ``samplerate`` left unset are the
 network's: ``stemsep fit`` fills them from ``model.net`` (they show in ``--print_config``;
@@ -34,7 +36,7 @@ from stemsep.contract import segment_of, uses_train_segment
 from stemsep.data.augment import Augmentation, bind_augmentations
 from stemsep.data.corpus.synth import SyntheticCorpus
 from stemsep.data.loaders.streams import EvalStream, TrainStream
-from stemsep.data.shards.manifest import Manifest, resolve_sources
+from stemsep.data.shards.manifest import Manifest, output_names, resolve_sources
 from stemsep.data.shards.prepare import PrepareShards, prepare_shards
 from stemsep.data.shards.tarstream import local_path, read_json
 from stemsep.errors import BadDataError, StemsepError
@@ -84,9 +86,15 @@ class StemDataModule(L.LightningDataModule):
             ``stemsep shard`` (path or URL); ``None`` disables the split.
         train_shards / valid_shards / test_shards: shard URLs or patterns; default: the
             manifest's shards in the manifest's folder. Each must be listed in the manifest.
-        sources: output sources: a list (pick and order stems) or a mapping
-            ``{name: [stems...]}``; default the network's (``stemsep fit`` sets it,
-            :meth:`follow_network`), else the shards' stems.
+        sources: output sources: a list (pick and order stems, groups of ``stem_groups``, or derived
+            targets ``instrumental`` = every stem but vocals, ``no_<stem>``) or a mapping
+            ``{name: [stems...]}`` (``rest``: the stems no other source names); default the network's
+            (``stemsep fit`` sets it, :meth:`follow_network`), else the shards' stems (or groups).
+        stem_groups: ``{group: [stored stems...]}`` summed at load time, e.g. ``{piano: [piano],
+            guitar: [guitar], other: [rest]}``: 4-, 6- or one-stem models from one shard set
+            (``stemsep shard --layout moisesdb --sources all`` keeps every stem type).
+        full_mix: the mixture is the sum of all the song's stored stems, also those no source uses
+            (default); ``false``: the sum of the sources only.
         segment: training segment length in seconds; default the network's ``segment``
             (``stemsep fit`` sets it, :meth:`follow_network`), else :data:`DEFAULT_SEGMENT` (10 s).
         samplerate: the sample rate the shards must have (a one-line error otherwise); default
@@ -127,8 +135,9 @@ class StemDataModule(L.LightningDataModule):
     def __init__(self, train_manifest: str | None = None, valid_manifest: str | None = None,
                  test_manifest: str | None = None, train_shards: str | list[str] | None = None,
                  valid_shards: str | list[str] | None = None, test_shards: str | list[str] | None = None,
-                 sources: list[str] | dict[str, list[str]] | None = None, segment: float | None = None,
-                 samplerate: int | None = None, batch_size: int = 4, num_workers: int = 2,
+                 sources: list[str] | dict[str, list[str]] | None = None,
+                 stem_groups: dict[str, list[str]] | None = None, full_mix: bool = True,
+                 segment: float | None = None, samplerate: int | None = None, batch_size: int = 4, num_workers: int = 2,
                  segments_per_song: int = 4, song_buffer: int = 4, shuffle: int = 64,
                  augmentations: list[Augmentation] | None = None, epoch_batches: int | None = 1000, seed: int = 0,
                  keep_list: str | None = None,
@@ -142,7 +151,7 @@ class StemDataModule(L.LightningDataModule):
             self.manifests = {role: url if url is not None else prepare.manifest(role)
                               for role, url in self.manifests.items()}
         self.shard_patterns = {"train": train_shards, "valid": valid_shards, "test": test_shards}
-        self.source_option = sources
+        self.source_option, self.stem_groups, self.full_mix = sources, stem_groups, bool(full_mix)
         self.segment_option = None if segment is None else float(segment)
         self.samplerate_option = None if samplerate is None else int(samplerate)
         self.batch_size, self.num_workers = int(batch_size), int(num_workers)
@@ -231,7 +240,10 @@ class StemDataModule(L.LightningDataModule):
 
     @property
     def sources(self) -> list[str]:
-        return list(resolve_sources(self._any_manifest, self.source_option))
+        return output_names(self._mapping(self._any_manifest))
+
+    def _mapping(self, manifest: Manifest) -> dict[str, list[str]]:
+        return resolve_sources(manifest, self.source_option, stem_groups=self.stem_groups, full_mix=self.full_mix)
 
     @property
     def samplerate(self) -> int:
@@ -254,7 +266,7 @@ class StemDataModule(L.LightningDataModule):
         if (manifest.samplerate, manifest.channels) != (reference.samplerate, reference.channels):
             raise BadDataError(f"{manifest.url}: {manifest.samplerate} Hz / {manifest.channels} ch differs from "
                                f"{reference.url} ({reference.samplerate} Hz / {reference.channels} ch)")
-        return manifest, manifest.shard_urls(self.shard_patterns[split]), resolve_sources(manifest, self.source_option)
+        return manifest, manifest.shard_urls(self.shard_patterns[split]), self._mapping(manifest)
 
     def train_dataset(self, rank: int | None = None, world_size: int | None = None) -> TrainStream:
         """The training stream of ``rank`` (default: the trainer's)."""

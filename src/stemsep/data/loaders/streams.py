@@ -20,7 +20,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from stemsep.data.augment import Augmentation, apply_augmentations, bind_augmentations, needed_length
 from stemsep.data.augment.stembatch import StemBatch
 from stemsep.data.loaders.allocator import keep_large_buffers
-from stemsep.data.shards.manifest import Manifest, check_sample, decode_rows, decode_sources
+from stemsep.data.shards.manifest import Manifest, check_sample, decode_rows, decode_sources, output_names
 from stemsep.data.shards.tarstream import iter_shard
 from stemsep.errors import BadDataError, StemsepError
 from stemsep.io.remote import Retry
@@ -68,6 +68,7 @@ class TrainStream(IterableDataset):
         if not shards:
             raise BadDataError(f"{manifest.url}: no training shards")
         self.manifest, self.shards, self.mapping = manifest, shards, mapping
+        self.outputs = len(output_names(mapping))  # the hidden REST stem, if any, is last
         self.segment, self.batch_size = int(segment), int(batch_size)
         self.augmentations = list(augmentations)
         bind_augmentations(self.augmentations, manifest.samplerate)  # before any length: Shift counts seconds
@@ -185,7 +186,9 @@ class TrainStream(IterableDataset):
         for rows in segments:
             batch.append(rows)
             if len(batch) == self.batch_size:
-                yield apply_augmentations(self.augmentations, StemBatch.from_rows(batch), generator, self.segment)
+                mix, stems = apply_augmentations(self.augmentations, StemBatch.from_rows(batch), generator,
+                                                 self.segment)
+                yield mix, stems[:, :self.outputs]  # the mix has every stem; the targets are the sources
                 batch = []
 
 
@@ -236,7 +239,7 @@ class EvalStream(IterableDataset):
                 song, _ = check_sample(self.manifest, name, key, sample, self._stems)
                 stems = decode_sources(sample, self.mapping, f"shard {name}, sample {key} (song {song!r})")
                 seen.add(key)
-                yield stems.sum(0)[None], stems[None], [song]
+                yield stems.sum(0)[None], stems[None, :len(output_names(self.mapping))], [song]
         missing = [s for s in mine if s["key"] not in seen]
         if missing:
             raise BadDataError(f"shard {missing[0]['shard']}: song {missing[0]['name']!r} listed in the manifest "

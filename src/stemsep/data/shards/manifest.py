@@ -63,27 +63,80 @@ class Manifest:
         return pairs
 
 
-def resolve_sources(manifest: Manifest, sources: list[str] | dict[str, list[str]] | None) -> dict[str, list[str]]:
-    """Output source -> shard stems summed into it.
+REST = "_rest"  # hidden output: the stored stems no source uses, so the mixture is the full mix
+GROUP_REST = "rest"  # in stem_groups / a mapping: every stored stem no other source names
 
-    ``None``: the manifest's stems as they are. A list picks and orders stems (stems left out
-    are dropped from the mixture too, which stays the sum of the outputs). A mapping builds
-    new sources, e.g. ``{vocals: [vocals], accompaniment: [drums, bass, other]}``.
+
+def resolve_sources(manifest: Manifest, sources: list[str] | dict[str, list[str]] | None, *,
+                    stem_groups: dict[str, list[str]] | None = None, full_mix: bool = True) -> dict[str, list[str]]:
+    """Output source -> shard stems summed into it (a partition of the stems it uses).
+
+    ``None``: the manifest's stems as they are (or the ``stem_groups``). A list picks and orders
+    sources; each name is a ``stem_groups`` group, a stored stem, or a derived target:
+    ``instrumental`` (every stored stem but the vocals) or ``no_<stem>`` (every stored stem but that
+    one). A mapping builds new sources, e.g. ``{vocals: [vocals], accompaniment: [drums, bass,
+    other]}``. In groups and mappings, ``rest`` stands for every stored stem no other source names.
+
+    ``full_mix`` (default): the stored stems no source uses are kept, summed, as a hidden last output
+    :data:`REST`, so the mixture stays the sum of *all* the song's stems (a one-stem vocal model sees
+    the whole song); the loaders drop it from the targets. ``full_mix=False``: they are dropped from
+    the mixture too (the mixture is the sum of the sources). A stored stem in two sources is an
+    error: the mixture is the sum of the sources, each stem must count once.
     """
+    stored = list(manifest.sources)
+    groups = _expand_rest({str(k): [v] if isinstance(v, str) else list(v) for k, v in (stem_groups or {}).items()},
+                          stored)
     if sources is None:
-        mapping = {s: [s] for s in manifest.sources}
+        mapping = dict(groups) if groups else {s: [s] for s in stored}
     elif isinstance(sources, dict):
         mapping = {str(k): [v] if isinstance(v, str) else list(v) for k, v in sources.items()}
     else:
-        mapping = {s: [s] for s in sources}
+        mapping = {str(name): _stems_of(str(name), groups, stored, manifest.url) for name in sources}
+    mapping = _expand_rest(mapping, stored)
     for target, stems in mapping.items():
         for stem in stems:
-            if stem not in manifest.sources:
+            if stem not in stored:
                 raise BadDataError(f"{manifest.url}: source {target!r} needs stem {stem!r}, which the shards "
-                                   f"do not have (they have {', '.join(manifest.sources)})")
+                                   f"do not have (they have {', '.join(stored)})")
     if not mapping:
         raise BadDataError("sources: empty selection")
+    owner: dict[str, str] = {}
+    for target, stems in mapping.items():
+        for stem in stems:
+            if stem in owner:
+                raise BadDataError(f"sources: stem {stem!r} is in both {owner[stem]!r} and {target!r}; the mixture "
+                                   "is the sum of the sources, so each stored stem may be in one source only")
+            owner[stem] = target
+    unused = [s for s in stored if s not in owner]
+    if full_mix and unused:
+        mapping[REST] = unused
     return mapping
+
+
+def output_names(mapping: dict[str, list[str]]) -> list[str]:
+    """The sources a mapping gives the network (without the hidden :data:`REST`)."""
+    return [name for name in mapping if name != REST]
+
+
+def _stems_of(name: str, groups: dict[str, list[str]], stored: list[str], url: str) -> list[str]:
+    """The stored stems a source name means: a group, a stem, ``instrumental`` or ``no_<stem>``."""
+    if name in groups:
+        return groups[name]
+    if name in stored:
+        return [name]
+    removed = "vocals" if name == "instrumental" else name[3:] if name.startswith("no_") else None
+    if removed is not None and (removed in groups or removed in stored):
+        drop = set(groups.get(removed, [removed]))
+        return [s for s in stored if s not in drop]
+    raise BadDataError(f"{url}: source {name!r} is not a stem of the shards ({', '.join(stored)}), a stem group, "
+                       "nor a derived target (instrumental, no_<stem>)")
+
+
+def _expand_rest(mapping: dict[str, list[str]], stored: list[str]) -> dict[str, list[str]]:
+    """``rest`` in a source's stems -> the stored stems no other source names."""
+    named = {s for stems in mapping.values() for s in stems if s != GROUP_REST}
+    rest = [s for s in stored if s not in named]
+    return {k: [x for s in v for x in (rest if s == GROUP_REST else [s])] for k, v in mapping.items()}
 
 
 def check_sample(manifest: Manifest, shard: str, key: str, sample: dict[str, bytes],

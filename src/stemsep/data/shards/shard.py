@@ -30,9 +30,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from stemsep.contract import DEFAULT_SOURCES
 from stemsep.data.corpus.activity import activity_db
-from stemsep.data.corpus.layouts import SongFiles, discover_songs, read_stem
+from stemsep.data.corpus.layouts import SongFiles, discover_songs, read_stem, resolve_layout_sources
 from stemsep.data.shards.codec import encode_flac
 from stemsep.errors import BadAudioError, BadDataError, StemsepError
 from stemsep.io.files import atomic_path, ensure_writable_dir, file_sha256, remove_stale_temporaries
@@ -222,7 +221,7 @@ def shard_dataset(root: str | os.PathLike, out: str | os.PathLike, *, layout: st
     ``max_shard_size``: bytes or text such as ``"1GB"``, ``"256MB"``, ``"64MiB"``. Returns the manifest
     of each split, ``None`` for a split without songs (nothing written for it).
     """
-    sources = list(sources or DEFAULT_SOURCES)
+    sources = resolve_layout_sources(root, layout, list(sources) if sources else None)
     max_size = parse_size(max_shard_size)
     valid = list(valid_songs) if valid_songs is not None else None
     manifests: dict[str, dict[str, Any] | None] = {}
