@@ -286,7 +286,7 @@ class SeparationModule(L.LightningModule):
         self._log_nsdr(self.test_nsdr, "test")
 
     def _log_nsdr(self, metric: NSDR, prefix: str) -> None:
-        values = metric.compute()
+        values = metric.compute().reshape(-1)  # torchmetrics squeezes one source's (1,) to a scalar
         metric.reset()
         for name, value in zip(self.sources, values):
             self.log(f"{prefix}/nsdr_{name}", value)
