@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stemsep.errors import StemsepError
 from stemsep.io.checkpoint import load_network, save_checkpoint
-from stemsep.io.quantized import SCHEME, quantize_net
+from stemsep.io.quantized import quantize_net, scheme_for
 
 
 def quantize_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
@@ -21,4 +21,5 @@ def quantize_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     hparams = ckpt.get("hyper_parameters") or {}
     if hparams.get("quantization"):
         raise StemsepError(f"{checkpoint}: already quantized")
-    return save_checkpoint(out, quantize_net(net), hparams["net"], {"quantization": dict(SCHEME)})
+    scheme = scheme_for(net)
+    return save_checkpoint(out, quantize_net(net, scheme), hparams["net"], {"quantization": scheme})
