@@ -34,6 +34,7 @@ from stemsep.contract import network_config
 from stemsep.errors import BadCheckpointError, StemsepError
 from stemsep.io.checkpoint import import_class, open_checkpoint, refused_globals, save_checkpoint
 from stemsep.io.files import file_sha256
+from stemsep.io.import_hstasnet import HSTASNET_WRAPPER_KEYS, hstasnet_config_sections, recorded_kwargs
 from stemsep.io.import_scnet import SCNET_WRAPPER_KEYS, reference_config_sections
 from stemsep.io.remote import name_of
 from stemsep.io.weights import load_weights
@@ -75,12 +76,16 @@ class ModelType:
         state_kwargs: optional ``state_dict -> kwargs`` the weights imply, used where the
             config's ``model:`` does not set them (e.g. a plain bs-roformer 0.5.1 state_dict has
             value-residual weights that MSST's copy lacks).
+        recorded_kwargs: optional ``loaded file -> kwargs`` the checkpoint itself records (read as
+            plain data, never code); the network built from the config must have the same values
+            (e.g. HS-TasNet's ``overlap_len``, which no weight's shape shows).
     """
 
     class_path: str
     wrapper_keys: tuple[str, ...] | None = None
     adapt_config: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     state_kwargs: Callable[[dict[str, torch.Tensor]], dict[str, Any]] | None = None
+    recorded_kwargs: Callable[[Any], dict[str, Any]] | None = None
 
 
 def _value_residual(state: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -95,6 +100,9 @@ MODEL_TYPES: dict[str, ModelType] = {
     # MSST's plain state_dicts, and the reference's .th packages with its conf/config.yaml (import_scnet)
     "scnet": ModelType("stemsep.models.SCNet", wrapper_keys=SCNET_WRAPPER_KEYS,
                        adapt_config=reference_config_sections),
+    # the reference's HSTasNet.save packages (its keywords checked, import_hstasnet) and plain state_dicts
+    "hstasnet": ModelType("stemsep.models.HSTasNet", wrapper_keys=HSTASNET_WRAPPER_KEYS,
+                          adapt_config=hstasnet_config_sections, recorded_kwargs=recorded_kwargs),
 }
 
 # Constructor arguments of the stemsep contract, filled from the config when the class takes them.
@@ -155,6 +163,11 @@ def read_msst_state_dict(path: str | Path, wrapper_keys: tuple[str, ...] | None 
 
 def _read_msst_state_dict(path: str | Path, file: Path,
                           wrapper_keys: tuple[str, ...] | None) -> dict[str, torch.Tensor]:
+    return _state_dict_of(path, _load_weights_only(path, file), wrapper_keys)
+
+
+def _load_weights_only(path: str | Path, file: Path) -> Any:
+    """The object in the torch file ``file`` (named ``path`` in errors), loaded weights-only."""
     if not file.is_file():
         raise BadCheckpointError(f"{path}: checkpoint not found")
     try:
@@ -173,6 +186,11 @@ def _read_msst_state_dict(path: str | Path, file: Path,
             raise BadCheckpointError(f"{path}: refused, it holds pickled code or objects, not only weights") from None
         first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
         raise BadCheckpointError(f"{path}: not a readable torch file, truncated or corrupt ({first})") from None
+    return obj
+
+
+def _state_dict_of(path: str | Path, obj: Any, wrapper_keys: tuple[str, ...] | None) -> dict[str, torch.Tensor]:
+    """The state_dict in a loaded checkpoint: unwrapped by the first of ``wrapper_keys`` present."""
     for key in wrapper_keys or WRAPPER_KEYS:  # MSST's own loader unwraps the same keys
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -186,8 +204,22 @@ def _read_msst_state_dict(path: str | Path, file: Path,
 
 
 # ------------------------------------------------------------------------------------- network
-def build_network(config: MsstConfig, model_type: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Our network for ``config`` (random weights) and its ``{"class_path", "init_args"}``."""
+def check_recorded(recorded: dict[str, Any], built: dict[str, Any], origin: str, config: Path) -> None:
+    """One-line error unless the keywords a checkpoint records equal those the config builds with
+    (``built``: the constructor's arguments, defaults included; one left None is derived by the class
+    and checked on the network, its attribute of that name)."""
+    for key, value in recorded.items():
+        if key not in built:
+            raise BadCheckpointError(f"{origin}: records {key}={value!r}, not an option of the network")
+        if built[key] is not None and built[key] != value:
+            raise BadCheckpointError(f"{origin}: saved with {key}={value!r} but {config} builds {key}={built[key]!r}; "
+                                     f"set model.{key}: {value!r} there")
+
+
+def build_network(config: MsstConfig, model_type: str, recorded: dict[str, Any] | None = None,
+                  origin: str = "checkpoint") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Our network for ``config`` (random weights) and its ``{"class_path", "init_args"}``;
+    ``recorded``: the keywords the checkpoint ``origin`` records (:func:`check_recorded`)."""
     if model_type not in MODEL_TYPES:
         raise StemsepError(f"--model-type {model_type!r} is not supported (one of {', '.join(sorted(MODEL_TYPES))})")
     spec = MODEL_TYPES[model_type]
@@ -215,6 +247,8 @@ def build_network(config: MsstConfig, model_type: str) -> tuple[torch.nn.Module,
         if stems is not None and stems != len(sources):
             raise BadCheckpointError(f"{config.path}: model.num_stems {stems} but the config names "
                                      f"{len(sources)} source(s) {sources} (training.target_instrument/instruments)")
+    defaults = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    check_recorded(recorded or {}, {**defaults, **kwargs}, origin, config.path)
     try:
         net = cls(**kwargs)
     except StemsepError as err:  # the class's own one-line error (e.g. a refused option): name the file
@@ -228,7 +262,19 @@ def build_network(config: MsstConfig, model_type: str) -> tuple[torch.nn.Module,
         raise BadCheckpointError(f"{config.path}: audio.num_channels {channels} but the model takes "
                                  f"{net.audio_channels} channel(s) (model.stereo)")
     init_args = network_config(net)["init_args"] or kwargs
+    check_recorded(recorded or {}, {**init_args, **{k: getattr(net, k, None) for k in recorded or {}
+                                                     if init_args.get(k) is None}}, origin, config.path)
     return net, {"class_path": spec.class_path, "init_args": init_args}
+
+
+def _recorded(checkpoint: str | Path, spec: ModelType | None, loaded: Any) -> dict[str, Any]:
+    """The keywords the checkpoint records (``spec.recorded_kwargs``), errors naming the file."""
+    if spec is None or spec.recorded_kwargs is None:
+        return {}
+    try:
+        return spec.recorded_kwargs(loaded)
+    except BadCheckpointError as err:
+        raise BadCheckpointError(f"{checkpoint}: {err}") from None
 
 
 def import_checkpoint(checkpoint: str | Path, config: str | Path, dst: str | Path, *, model_type: str | None = None,
@@ -252,15 +298,17 @@ def import_checkpoint(checkpoint: str | Path, config: str | Path, dst: str | Pat
         model_type = str(stated)
     elif stated and stated != model_type:
         raise StemsepError(f"{msst.path}: training.model_type is {stated!r}, not the --model-type {model_type!r}")
+    spec = MODEL_TYPES.get(model_type)
     with open_checkpoint(checkpoint, by_name=False) as file:
-        state = _read_msst_state_dict(checkpoint, file,
-                                      MODEL_TYPES[model_type].wrapper_keys if model_type in MODEL_TYPES else None)
+        loaded = _load_weights_only(checkpoint, file)
+        state = _state_dict_of(checkpoint, loaded, spec.wrapper_keys if spec is not None else None)
         sha256 = file_sha256(file)
+    recorded = _recorded(checkpoint, spec, loaded)
     implied = MODEL_TYPES[model_type].state_kwargs if model_type in MODEL_TYPES else None
     if implied is not None:
         for key, value in implied(state).items():
             msst.model.setdefault(key, value)
-    net, net_config = build_network(msst, model_type)
+    net, net_config = build_network(msst, model_type, recorded, origin=str(checkpoint))
     load_weights(net, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                  origin=str(checkpoint))
     provenance = {"file": file.name, "config": msst.path.name, "model_type": model_type, "sha256": sha256}
