@@ -49,7 +49,8 @@ ADDED = {
 ADDED_MODEL = {"lora": None, "metrics": []}  # metrics: issue 26, validation metrics of the community
 
 # Keys that are new under `data.init_args` of StemDataModule (issue 18: remote reads under faults).
-ADDED_DATA = {"retries": 5, "timeout": 60.0, "backoff": 1.0}
+# Issue 26: stem groups and full-mix targets (the mixture is every stored stem of a song).
+ADDED_DATA = {"retries": 5, "timeout": 60.0, "backoff": 1.0, "stem_groups": None, "full_mix": True}
 
 
 # Issue 24 ("one source of truth": the data follows the network, augmentations take the data's sample
