@@ -438,6 +438,45 @@ def import_demucs_disk_full(env):
     return Case(["import-demucs", str(path), "-o", str(out)], (str(out), "No space left on device"), [out])
 
 
+# --------------------------------------------------------------------------------- stream
+def _stream(env: Env, needles: tuple[str, ...], *args: str) -> Case:
+    """``stemsep stream ARGS`` (default: a file of the table) into ``-o <tmp>/streamed``."""
+    out = env.tmp / "streamed"
+    return Case(["stream", *(args or (str(env.mix()),)), "--model", str(env.ckpt), "-o", str(out)], needles, [out])
+
+
+@case
+def stream_zero_block(env):
+    return _stream(env, ("--block 0", "must be a positive whole number"), str(env.mix()), "--block", "0")
+
+
+@case
+def stream_fractional_block(env):
+    return _stream(env, ("--block 1.5", "must be a positive whole number"), str(env.mix()), "--block", "1.5")
+
+
+@case
+def stream_stdin_without_rate(env):
+    return _stream(env, ("'-' (raw PCM on stdin)", "needs --rate and --channels"), "-", "--channels", "2")
+
+
+@case
+def stream_stdin_at_another_rate(env):
+    return _stream(env, ("--rate 44100", f"the model runs at {SR} Hz", "not resampled"),
+                   "-", "--rate", "44100", "--channels", "2")
+
+
+@case
+def stream_network_without_segment(env):
+    return _stream(env, ("TinyNet", "no --segment"))  # the table's TinyNet has no segment and is not causal
+
+
+@case
+def stream_unknown_input_device(env):
+    # the rest of the line names the fix: install PortAudio, or the devices there are
+    return _stream(env, ("--input-device no-such-card",), "--input-device", "no-such-card")
+
+
 # ---------------------------------------------------------------------------------- tests
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
@@ -449,7 +488,7 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
 def test_table_has_the_cases_the_issue_lists():
     commands = {name.split("_")[0].replace("import", "import-demucs") for name in CASES}
-    assert commands == {"synth", "shard", "fit", "separate", "score", "audit", "import-demucs"}
+    assert commands == {"synth", "shard", "fit", "separate", "score", "audit", "import-demucs", "stream"}
     assert len(CASES) >= 20
 
 

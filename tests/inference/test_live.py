@@ -162,14 +162,14 @@ def test_live_audio_missing_package_is_one_line(monkeypatch):
         find_device(0, "input")
 
 
-def test_live_audio_on_this_machine_is_one_line_or_lists_devices():
-    """Without PortAudio: the fix named; with it: an unknown device is refused, naming the devices."""
+def test_live_audio_on_this_machine_is_one_line():
+    """Without PortAudio: the fix named; with it: an unknown device is refused in one line (naming the
+    devices there are, or saying there are none)."""
     try:
-        sd = sounddevice()
+        sounddevice()
     except LiveAudioError as err:
         assert "apt-get install libportaudio2" in str(err) and "\n" not in str(err)
         return
-    with pytest.raises(LiveAudioError, match="--output-device no such card 42: no (such output device|audio "
-                                             "devices)"):
+    with pytest.raises(LiveAudioError, match="--output-device no such card 42: (no such output device|PortAudio "
+                                             "finds no audio devices)"):
         find_device("no such card 42", "output")
-    assert sd.query_devices is not None

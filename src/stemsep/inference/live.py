@@ -36,6 +36,8 @@ the clock restarts from then (no sample is dropped). :class:`StreamReport` sums 
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import time
 import warnings
@@ -47,7 +49,7 @@ from typing import BinaryIO, Protocol
 import numpy as np
 import torch
 
-from stemsep.errors import BadArgumentError, BadAudioError
+from stemsep.errors import BadArgumentError, BadAudioError, StemsepError
 from stemsep.inference.devices import Capture, Playback, find_device
 from stemsep.inference.inputs import find_inputs, track_name
 from stemsep.inference.separator import Separator
@@ -145,11 +147,18 @@ def raw_blocks(stream: BinaryIO, codec: RawCodec, channels: int, block: int, mod
             bad = int(np.flatnonzero(~np.isfinite(mix).all(0))[0])
             raise BadAudioError(f"{name}: NaN or Inf sample at frame {done + bad}")
         done += mix.shape[-1]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DownmixWarning)  # noted once, up front (check_raw_channels)
-            yield to_channels(mix, model_channels, name=name)
+        yield from converted([mix], model_channels, name)
         if len(data) < block * frame:
             return
+
+
+def converted(blocks: Iterable[np.ndarray], model_channels: int, name: str) -> Iterator[np.ndarray]:
+    """``blocks`` in the model's channels, as ``separate`` converts a file's (mono duplicated,
+    surround downmixed); the downmix is noted once, up front, by :func:`check_raw_channels`."""
+    for mix in blocks:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DownmixWarning)
+            yield to_channels(mix, model_channels, name=name)
 
 
 def check_raw_channels(channels: int, model_channels: int, name: str = "stdin") -> None:
@@ -179,8 +188,20 @@ class RawSink:
 
     def add(self, stems: torch.Tensor) -> None:
         chosen = torch.stack(self.opts.mix_outputs(stems, self.sources))
-        self.stream.write(self.codec.encode(chosen.cpu().numpy()))
-        self.stream.flush()
+        try:
+            self.stream.write(self.codec.encode(chosen.cpu().numpy()))
+            self.stream.flush()
+        except BrokenPipeError:
+            _to_devnull(self.stream)
+            raise StemsepError("stdout: the program reading the stems closed the pipe; stream stopped") from None
+
+
+def _to_devnull(stream: BinaryIO) -> None:
+    """Point a closed pipe's descriptor at /dev/null: the interpreter's last flush then cannot fail."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
 
 class PlaySink:
@@ -321,10 +342,11 @@ class Meter:
                             self.underruns, paced, **extra)
 
 
-def pump(streamer: StreamingSeparator, blocks: Iterable[np.ndarray], sinks: Sequence[Sink], meter: Meter) -> int:
+def pump(streamer: StreamingSeparator, blocks: Iterable[np.ndarray], sinks: Sequence[Sink], meter: Meter,
+         interruptible: bool = False) -> int:
     """Push ``blocks`` through ``streamer`` into ``sinks`` (aligned ones less the first ``latency``
-    samples), timed by ``meter``; flush at the end. Returns the input samples pushed. Ctrl-C ends
-    the input (a capture device's way to stop): what was pushed is flushed and delivered."""
+    samples), timed by ``meter``; flush at the end. Returns the input samples pushed. With
+    ``interruptible`` (a capture device), Ctrl-C ends the input: what was pushed is flushed and delivered."""
     outs = [_Aligned(sink, streamer.latency) if sink.aligned else sink for sink in sinks]
     live = [sink for sink in outs if isinstance(sink, PlaySink)]  # may block: paced by the device
     timed = [sink for sink in outs if not isinstance(sink, PlaySink)]
@@ -343,7 +365,7 @@ def pump(streamer: StreamingSeparator, blocks: Iterable[np.ndarray], sinks: Sequ
                 sink.add(out)
             pushed += block.shape[-1]
     except KeyboardInterrupt:
-        if not isinstance(blocks, Capture):
+        if not interruptible:
             raise
     start = time.perf_counter()
     tail = streamer.flush()
@@ -437,21 +459,24 @@ def stream_audio(inputs: Sequence[str | Path] = (), *, models: str | Path | Sequ
     meter = Meter(model_rate, realtime=realtime and capture is None)
     causal = all(hasattr(engine, "contract") for engine in streamer.engines)
     separator.run_key.update(stream="causal" if causal else "windowed")  # not separate's stems: no normalisation
+    take = None
     try:
         if found:
-            sources = [(item.path, track_name(item.path), item.folder, None) for item in found]
+            sources = [_Source(track_name(item.path), item.path, item.folder) for item in found]
         elif capture is not None:
-            take = Capture(capture, model_rate, channels or min(capture.inputs, model_channels), block, seconds)
-            sources = [(None, "live", "", take)]
+            channels = channels or min(capture.inputs, model_channels)
+            check_raw_channels(channels, model_channels, "live")
+            take = Capture(capture, model_rate, channels, block, seconds)
+            sources = [_Source("live", blocks=lambda: converted(take, model_channels, "live"), live=True)]
         else:
-            sources = [(None, "stdin", "", None)]
-        written = _run_all(separator, streamer, sources, sinks, meter, opts, folder, overwrite, block,
-                           lambda: raw_blocks(stdin or sys.stdin.buffer, codec, channels, block, model_channels))
+            sources = [_Source("stdin", blocks=lambda: raw_blocks(stdin or sys.stdin.buffer, codec, channels, block,
+                                                                  model_channels))]
+        written = _run_all(separator, streamer, sources, sinks, meter, opts, folder, overwrite, block)
     finally:
         if player is not None:
             player.close()
     paced = "device" if capture is not None else "realtime" if realtime else "none"
-    overflows = take.overflows if capture is not None else 0
+    overflows = take.overflows if take is not None else 0
     report = meter.report(block, streamer.latency, paced, overflows=overflows, outputs=tuple(written))
     if player is not None:
         report = _with_underflows(report, player.underflows)
@@ -462,15 +487,27 @@ def _with_underflows(report: StreamReport, count: int) -> StreamReport:
     return replace(report, underruns=report.underruns + count)
 
 
-def _run_all(separator: Separator, streamer: StreamingSeparator, sources: list, sinks: list[Sink], meter: Meter,
-             opts: WriteOptions, folder: Path | None, overwrite: bool, block: int,
-             stdin_blocks: Callable[[], Iterator[np.ndarray]]) -> list[Path]:
+@dataclass(frozen=True)
+class _Source:
+    """One stream of the run: a file (``path``), else stdin or a device whose ``blocks()`` give
+    ``(model channels, n)`` float32 at the model's rate; ``name`` its ``{track}``; ``live``: a
+    capture device (Ctrl-C ends it)."""
+
+    name: str
+    path: Path | None = None
+    folder: str = ""
+    blocks: Callable[[], Iterable[np.ndarray]] | None = None
+    live: bool = False
+
+
+def _run_all(separator: Separator, streamer: StreamingSeparator, sources: list[_Source], sinks: list[Sink],
+             meter: Meter, opts: WriteOptions, folder: Path | None, overwrite: bool, block: int) -> list[Path]:
     """Stream every input (a fresh stream each) into ``sinks`` and, with ``folder``, its track's files."""
     rate, channels = separator.samplerate, separator.audio_channels
     writer = jobs = None
     if folder is not None:
         writer = TrackWriter(separator, folder, opts)
-        jobs = [_job(writer, path, name, place) for path, name, place, _ in sources]
+        jobs = [_job(writer, source) for source in sources]
         check_clashes(jobs)
         if not overwrite:
             for job in jobs:
@@ -478,29 +515,31 @@ def _run_all(separator: Separator, streamer: StreamingSeparator, sources: list, 
         ensure_writable_dir(folder)
         remove_stale_scratch(folder)
     written: list[Path] = []
-    for index, (path, _, _, take) in enumerate(sources):
+    for index, source in enumerate(sources):
         info: dict = {}
-        if path is not None:
-            blocks = reblock(mix_blocks(path, rate, channels, info), block)
+        if source.path is not None:
+            blocks = reblock(mix_blocks(source.path, rate, channels, info), block)  # resampled, channels as separate
         else:
-            blocks = take if take is not None else stdin_blocks()
+            blocks = source.blocks()
 
-        def produce(sink, _scratch, blocks=blocks, info=info):
-            pushed = pump(streamer, blocks, [*sinks, FileSink(sink, opts, separator.sources)], meter)
+        def produce(sink, _scratch, blocks=blocks, info=info, live=source.live):
+            pushed = pump(streamer, blocks, [*sinks, FileSink(sink, opts, separator.sources)], meter, live)
             return pushed, info.get("frames", pushed)
 
         if writer is None:
-            pump(streamer, blocks, sinks, meter)
+            pump(streamer, blocks, sinks, meter, source.live)
             continue
         writer._write(jobs[index], produce)
         written += jobs[index].targets.values()
     return written
 
 
-def _job(writer: TrackWriter, path: Path | None, name: str, place: str) -> _Job:
-    """The track of a file (as ``separate`` names it), or of stdin / a device (``{track}`` its name)."""
-    if path is not None:
-        return writer.job(path, name, place)
+def _job(writer: TrackWriter, source: _Source) -> _Job:
+    """The track of a file (as ``separate`` names it), or of stdin / a device (``{track}`` its name,
+    ``{trackext}`` ``raw``; its provenance names ``<stdin>`` / ``<live>`` as the input)."""
+    if source.path is not None:
+        return writer.job(source.path, source.name, source.folder)
+    name = source.name
     targets = writer.opts.paths(writer.out, name, "raw", writer.names)
     return _Job(Path(name), name, targets, provenance({"input": f"<{name}>"}, writer.key),
                 folder=writer.opts.track_folder(writer.out, name, "raw"))
