@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = quantize_checkpoint(args.checkpoint, args.out)
-    before, after = args.checkpoint.stat().st_size, out.stat().st_size
-    print(f"wrote {out}: {after / 1e6:.2f} MB ({after / before:.2f} x {args.checkpoint}'s {before / 1e6:.2f} MB)")
+    after = out.stat().st_size
+    before = args.checkpoint.stat().st_size if args.checkpoint.is_file() else None  # not a model name
+    compared = f" ({after / before:.2f} x {args.checkpoint}'s {before / 1e6:.2f} MB)" if before else ""
+    print(f"wrote {out}: {after / 1e6:.2f} MB{compared}")
     return 0
