@@ -187,12 +187,24 @@ def _aura(kind: str, samplerate: int, device: torch.device) -> tuple[torch.nn.Mo
     return tuple(loss.to(device) for loss in losses)
 
 
-def _aura_loss(loss: torch.nn.Module, ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
-    """One auraloss ``STFTLoss(reference, estimate)`` per item ``(items, C, T)``: its transforms (A-weighting,
-    clamped magnitudes, mel bank), its terms reduced per item instead of over the whole batch."""
+def _weighted(losses: tuple[torch.nn.Module, ...], ref: torch.Tensor, est: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """auraloss' A-weighting of ``(items, C, T)``, once for all resolutions (their FIR filters are one
+    filter: same rate, same taps), or the signals as they are."""
+    if not losses[0].perceptual_weighting:
+        return ref, est
     items, channels, length = ref.shape
-    if loss.perceptual_weighting:  # auraloss filters mono rows
-        ref, est = loss.prefilter(ref.reshape(-1, 1, length), est.reshape(-1, 1, length))
+    fir = losses[0].prefilter
+    if any(not torch.equal(loss.prefilter.fir.weight, fir.fir.weight) for loss in losses[1:]):
+        raise AssertionError("auraloss' resolutions weight differently")  # not with auraloss 0.4
+    ref, est = fir(ref.reshape(-1, 1, length), est.reshape(-1, 1, length))  # auraloss filters mono rows
+    return ref.reshape(items, channels, -1), est.reshape(items, channels, -1)
+
+
+def _aura_loss(loss: torch.nn.Module, ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
+    """One auraloss ``STFTLoss(reference, estimate)`` per item of ``(items, C, T)`` signals (A-weighted
+    already, :func:`_weighted`): its clamped magnitudes and mel bank, its terms reduced per item
+    instead of over the whole batch."""
+    items, channels, length = ref.shape
     loss.window = loss.window.to(ref.device)
     x = loss.stft(ref.reshape(-1, length))[0]
     y = loss.stft(est.reshape(-1, length))[0]
@@ -210,7 +222,7 @@ def _aura_metric(kind: str, name: str) -> Compute:
         losses = _aura(kind, int(samplerate), estimates.device)
 
         def one(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-            est, ref = est.float(), ref.float()  # MSST: .float() (auraloss' filters are float32)
+            ref, est = _weighted(losses, ref.float(), est.float())  # MSST: .float() (auraloss' filters are float32)
             loss = sum(_aura_loss(part, ref, est) for part in losses) / len(losses)
             return (100 / (1 + 10 * loss))[:, None]
 
