@@ -135,6 +135,7 @@ def test_meter_counts_late_blocks_and_restarts_its_clock():
     assert now[0] == pytest.approx(0.065)
     report = meter.report(10, 5, "realtime")
     assert report.blocks == 4 and report.compute_ms[2] == pytest.approx(30.0)
+    assert report.compute_share == pytest.approx((0.5, np.percentile([0.5, 3, 0.5, 0.5], 99), 3.0))
     assert report.realtime_factor == pytest.approx(0.045 / 0.04)
 
 

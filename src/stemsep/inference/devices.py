@@ -85,17 +85,27 @@ def find_device(spec: str | int, kind: str) -> Device:
     raise LiveAudioError(f"{option}: {problem} ({names}); see `stemsep stream --list-devices`")
 
 
+def _open(kind: str, option: str, device: Device, samplerate: int, channels: int, block: int):
+    """A sounddevice ``InputStream``/``OutputStream`` (``kind``) on ``device``, or a one-line error
+    (a device that does not take the model's rate or channel count, or is busy)."""
+    sd = sounddevice()
+    try:
+        return getattr(sd, kind)(device=device.index, samplerate=samplerate, channels=channels, blocksize=block,
+                                 dtype="float32")
+    except sd.PortAudioError as err:
+        raise LiveAudioError(f"--{option}-device {device.name}: cannot open it at {samplerate} Hz with {channels} "
+                             f"channel(s) ({err})") from None
+
+
 class Capture:
     """Blocks from an input device, ``(channels, n)`` float32 at ``samplerate``, until closed or
     ``seconds`` have been read (None: until Ctrl-C). ``overflows`` counts blocks PortAudio reported
     as overrun (input dropped because a block was read late)."""
 
     def __init__(self, device: Device, samplerate: int, channels: int, block: int, seconds: float | None):
-        sd = sounddevice()
         self.block, self.overflows = block, 0
         self.left = None if seconds is None else int(round(seconds * samplerate))
-        self.stream = sd.InputStream(device=device.index, samplerate=samplerate, channels=channels,
-                                     blocksize=block, dtype="float32")
+        self.stream = _open("InputStream", "input", device, samplerate, channels, block)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         with self.stream:
@@ -112,10 +122,8 @@ class Playback:
     """An output device fed ``(channels, n)`` blocks; ``underflows`` counts blocks that came too late."""
 
     def __init__(self, device: Device, samplerate: int, channels: int, block: int):
-        sd = sounddevice()
         self.underflows = 0
-        self.stream = sd.OutputStream(device=device.index, samplerate=samplerate, channels=channels,
-                                      blocksize=block, dtype="float32")
+        self.stream = _open("OutputStream", "output", device, samplerate, channels, block)
         self.stream.start()
 
     def write(self, block: np.ndarray) -> None:

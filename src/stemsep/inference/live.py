@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from stemsep.errors import BadArgumentError, BadAudioError, StemsepError
-from stemsep.inference.devices import Capture, Playback, find_device
+from stemsep.inference.devices import Capture, Device, Playback, find_device
 from stemsep.inference.inputs import find_inputs, track_name
 from stemsep.inference.separator import Separator
 from stemsep.inference.stream import StreamingSeparator
@@ -247,7 +247,8 @@ class StreamReport:
     """What a :func:`stream_audio` run measured (also printed by the command, :meth:`summary`).
 
     ``latency``: algorithmic, in samples at ``samplerate`` (output sample ``n`` is the stem of input
-    sample ``n - latency``); ``compute_ms``: per-block ``push`` time, (p50, p99, max); ``underruns``:
+    sample ``n - latency``); ``compute_ms``: per-block ``push`` time, (p50, p99, max);
+    ``compute_share``: the same of each block's ``push`` time over its own duration; ``underruns``:
     blocks whose output was not ready one block duration after the block arrived (plus the blocks
     a playback device reported late); ``overflows``: blocks a capture device dropped input for;
     ``paced``: ``"realtime"`` (reads paced to the wall clock), ``"device"`` or ``"none"`` (as fast as
@@ -259,6 +260,7 @@ class StreamReport:
     blocks: int
     samples: int
     compute_ms: tuple[float, float, float]
+    compute_share: tuple[float, float, float]
     compute_seconds: float
     underruns: int
     paced: str
@@ -280,14 +282,14 @@ class StreamReport:
 
     def summary(self) -> str:
         p50, p99, peak = self.compute_ms
-        share = "/".join(f"{value / self.block_ms:.2f}" for value in self.compute_ms)
+        share = "/".join(f"{value:.2f}" for value in self.compute_share)
         paced = {"realtime": "paced to the wall clock", "device": "paced by the device",
                  "none": "as fast as possible"}[self.paced]
         lines = [f"stream: {self.blocks} block(s) of {self.block} samples ({self.block_ms:.1f} ms), "
                  f"{self.samples / self.samplerate:.2f} s of audio at {self.samplerate} Hz, {paced}",
                  f"  latency    {self.latency} samples = {self.latency_ms:.1f} ms (algorithmic)",
                  f"  compute    p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {peak:.2f} ms per block "
-                 f"= {share} of a block",
+                 f"= {share} of the block's duration",
                  f"  real-time factor {self.realtime_factor:.3f}, under-runs {self.underruns}"
                  + (f", input overflows {self.overflows}" if self.overflows else "")]
         return "\n".join(lines)
@@ -303,6 +305,7 @@ class Meter:
     clock: Callable[[], float] = time.perf_counter
     sleep: Callable[[float], None] = time.sleep
     computes: list[float] = field(default_factory=list)
+    shares: list[float] = field(default_factory=list)
     total: float = 0.0
     samples: int = 0
     underruns: int = 0
@@ -327,6 +330,7 @@ class Meter:
     def done(self, count: int, compute: float, deadline: float) -> None:
         """A block of ``count`` samples took ``compute`` seconds and was delivered now."""
         self.computes.append(compute)
+        self.shares.append(compute * self.samplerate / count)
         self.total += compute
         self.samples += count
         finish = self.clock()
@@ -336,10 +340,15 @@ class Meter:
                 self.last = max(self.last, finish - count / self.samplerate)  # the clock restarts from now
 
     def report(self, block: int, latency: int, paced: str, **extra) -> StreamReport:
-        ms = np.asarray(self.computes or [0.0]) * 1000.0
-        stats = (float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), float(ms.max()))
-        return StreamReport(self.samplerate, block, latency, len(self.computes), self.samples, stats, self.total,
+        return StreamReport(self.samplerate, block, latency, len(self.computes), self.samples,
+                            _spread([1000.0 * c for c in self.computes]), _spread(self.shares), self.total,
                             self.underruns, paced, **extra)
+
+
+def _spread(values: list[float]) -> tuple[float, float, float]:
+    """(p50, p99, max) of ``values`` (zeros when there are none)."""
+    data = np.asarray(values or [0.0])
+    return float(np.percentile(data, 50)), float(np.percentile(data, 99)), float(data.max())
 
 
 def pump(streamer: StreamingSeparator, blocks: Iterable[np.ndarray], sinks: Sequence[Sink], meter: Meter,
@@ -450,23 +459,21 @@ def stream_audio(inputs: Sequence[str | Path] = (), *, models: str | Path | Sequ
     opts.output_stems(separator.sources)  # unknown --stems / --two-stems names: before anything runs
     streamer = separator.stream(**geometry)
     block = block or natural_block(streamer)
+    causal = all(hasattr(engine, "contract") for engine in streamer.engines)
+    separator.run_key.update(stream="causal" if causal else "windowed")  # not separate's stems: no normalisation
+    meter = Meter(model_rate, realtime=realtime and capture is None)
     sinks: list[Sink] = []
     if out == STDIN:
         sinks.append(RawSink(stdout or sys.stdout.buffer, codec, opts, separator.sources, aligned=align))
     player = None if playback is None else Playback(playback, model_rate, model_channels, block)
-    if player is not None:
-        sinks.append(PlaySink(player, opts, separator.sources))
-    meter = Meter(model_rate, realtime=realtime and capture is None)
-    causal = all(hasattr(engine, "contract") for engine in streamer.engines)
-    separator.run_key.update(stream="causal" if causal else "windowed")  # not separate's stems: no normalisation
     take = None
     try:
+        if player is not None:
+            sinks.append(PlaySink(player, opts, separator.sources))
         if found:
             sources = [_Source(track_name(item.path), item.path, item.folder) for item in found]
         elif capture is not None:
-            channels = channels or min(capture.inputs, model_channels)
-            check_raw_channels(channels, model_channels, "live")
-            take = Capture(capture, model_rate, channels, block, seconds)
+            take = _capture(capture, channels, model_rate, model_channels, block, seconds)
             sources = [_Source("live", blocks=lambda: converted(take, model_channels, "live"), live=True)]
         else:
             sources = [_Source("stdin", blocks=lambda: raw_blocks(stdin or sys.stdin.buffer, codec, channels, block,
@@ -476,15 +483,18 @@ def stream_audio(inputs: Sequence[str | Path] = (), *, models: str | Path | Sequ
         if player is not None:
             player.close()
     paced = "device" if capture is not None else "realtime" if realtime else "none"
-    overflows = take.overflows if take is not None else 0
-    report = meter.report(block, streamer.latency, paced, overflows=overflows, outputs=tuple(written))
-    if player is not None:
-        report = _with_underflows(report, player.underflows)
-    return report
+    report = meter.report(block, streamer.latency, paced, overflows=take.overflows if take else 0,
+                          outputs=tuple(written))
+    return replace(report, underruns=report.underruns + player.underflows) if player else report
 
 
-def _with_underflows(report: StreamReport, count: int) -> StreamReport:
-    return replace(report, underruns=report.underruns + count)
+def _capture(device: Device, channels: int | None, rate: int, model_channels: int, block: int,
+             seconds: float | None) -> Capture:
+    """The capture of ``device`` at the model's rate, ``channels`` of it (default: as many as the
+    model takes, at most the device's), converted to the model's as a file's are."""
+    channels = channels or min(device.inputs, model_channels)
+    check_raw_channels(channels, model_channels, "live")
+    return Capture(device, rate, channels, block, seconds)
 
 
 @dataclass(frozen=True)
