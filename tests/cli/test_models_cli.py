@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from helpers import REPO
-from helpers.pretrained import ORIGIN, serve_models
+from helpers.pretrained import ORIGIN, cli_error, served_fixture
 from helpers.recipes import tiny_overrides
 from helpers.tools import song
 from stemsep.cli import main
@@ -21,22 +21,11 @@ from stemsep.inference.bag import BagOfModels
 from stemsep.io.checkpoint import load_checkpoint, load_network, load_separator
 from stemsep.io.pretrained import fetch_model
 
-
-@pytest.fixture
-def served(tmp_path, monkeypatch):
-    with serve_models(tmp_path, monkeypatch) as served:
-        yield served
+served = served_fixture()
 
 
 def lines(capsys) -> list[str]:
     return capsys.readouterr().out.strip().splitlines()
-
-
-def one_line_error(argv: list[str], capsys) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("stemsep: error: "), err
-    return err[0]
 
 
 def row(table: list[str], name: str) -> list[str]:
@@ -71,9 +60,9 @@ def test_add_installs_files_fetched_by_hand_offline(served, tmp_path, monkeypatc
     served.server.close()
     monkeypatch.setenv("STEMSEP_OFFLINE", "1")
     files = [str(p) for p in served.files["tiny_ft"]]
-    wrong = one_line_error(["models", "add", *files[:3], files[0], "--name", "tiny_ft"], capsys)
+    wrong = cli_error(["models", "add", *files[:3], files[0], "--name", "tiny_ft"], capsys)
     assert "sha256" in wrong and "nothing was cached" in wrong
-    assert "needs 4 file(s)" in one_line_error(["models", "add", files[0], "--name", "tiny_ft"], capsys)
+    assert "needs 4 file(s)" in cli_error(["models", "add", files[0], "--name", "tiny_ft"], capsys)
     assert main(["models", "add", *reversed(files), "--name", "tiny_ft"]) == 0  # matched by file name
     bag = load_separator(fetch_model("tiny_ft"))
     assert isinstance(bag, BagOfModels) and bag.weights == [[float(i == j) for j in range(4)] for i in range(4)]
@@ -87,10 +76,10 @@ def test_add_installs_files_fetched_by_hand_offline(served, tmp_path, monkeypatc
 
 
 def test_bad_arguments_are_one_line(served, capsys):
-    assert "give one model name" in one_line_error(["models", "info"], capsys)
-    assert "--name NAME" in one_line_error(["models", "add", "x.th"], capsys)
-    assert "no such model" in one_line_error(["models", "download", "nope"], capsys)
-    err = one_line_error(["models", "download", "tiny_roformer_unverified"], capsys)
+    assert "give one model name" in cli_error(["models", "info"], capsys)
+    assert "--name NAME" in cli_error(["models", "add", "x.th"], capsys)
+    assert "no such model" in cli_error(["models", "download", "nope"], capsys)
+    err = cli_error(["models", "download", "tiny_roformer_unverified"], capsys)
     assert "--trust-unverified" in err and f"{ORIGIN}/tinyroformer.ckpt" in err
 
 

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from helpers.remote import ShardServer
+from stemsep.cli import main
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 ORIGIN = "https://models.example.invalid/releases"  # never reached: the mirror serves every file
@@ -109,6 +110,25 @@ def demucs_entry(files: list[Path], **extra) -> dict:
     return {"family": "demucs", "arch": "stemsep.models.HTDemucs", "sources": SOURCES, "samplerate": 44100,
             "files": [{"url": f"{ORIGIN}/{p.name}", "sha256_prefix": p.stem.rsplit("-", 1)[1]} for p in files],
             **extra}
+
+
+def served_fixture():
+    """:func:`serve_models` as a fixture: ``served = served_fixture()`` in a test module."""
+
+    @pytest.fixture
+    def served(tmp_path, monkeypatch) -> Iterator[Served]:
+        with serve_models(tmp_path, monkeypatch) as models:
+            yield models
+
+    return served
+
+
+def cli_error(argv: list[str], capsys) -> str:
+    """``stemsep ARGV`` that must fail: exit status 2 and one ``stemsep: error:`` line on stderr (returned)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("stemsep: error: "), err
+    return err[0]
 
 
 @contextlib.contextmanager

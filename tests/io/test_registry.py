@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from helpers.imports import RunsShell
-from helpers.pretrained import ORIGIN, demucs_entry, serve_models, sha256, tiny_htdemucs
+from helpers.pretrained import ORIGIN, cli_error, demucs_entry, served_fixture, sha256, tiny_htdemucs
 from helpers.remote import Fault
 from helpers.tools import song, stems
 from stemsep.cli import main
@@ -30,11 +30,7 @@ from stemsep.io.pretrained import fetch_model
 from stemsep.io.registry import REGISTRY_FILE, cached, entry, read_registry
 from stemsep.io.remote import Retry
 
-
-@pytest.fixture
-def served(tmp_path, monkeypatch):
-    with serve_models(tmp_path, monkeypatch) as served:
-        yield served
+served = served_fixture()
 
 
 def half_rounded(model: torch.nn.Module) -> torch.nn.Module:
@@ -59,13 +55,6 @@ def check_separate_by_name(net: torch.nn.Module, name: str, folder: Path) -> Non
     written = stems(folder / "out" / "song", net.sources)
     assert written.shape == expected.shape and expected.abs().max() > 1e-3
     assert (written - expected).abs().max() < 1e-4
-
-
-def one_line_error(argv: list[str], capsys) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("stemsep: error: "), err
-    return err[0]
 
 
 def test_separate_by_name_downloads_verifies_converts_caches_and_separates(served, tmp_path):
@@ -133,7 +122,7 @@ def test_a_wrong_hash_is_one_line_and_nothing_is_cached(served, tmp_path, capsys
     _with_entry(served, "renamed", demucs_entry([renamed]))
     mix = song(tmp_path / "song.wav", 0.5)
     for name in ("tampered", "renamed"):
-        err = one_line_error(["separate", str(mix), "--model", name, "-o", str(tmp_path / "o")], capsys)
+        err = cli_error(["separate", str(mix), "--model", name, "-o", str(tmp_path / "o")], capsys)
         assert "sha256" in err and "nothing was cached" in err and served.server.url in err
         assert sorted(p.name for p in (served.cache / name).rglob("*")) == [".lock"], name
 
@@ -160,7 +149,7 @@ def test_offline_cached_works_and_not_cached_names_the_url(served, tmp_path, mon
     monkeypatch.setenv("STEMSEP_OFFLINE", "1")
     assert fetch_model("tiny_htdemucs") == path
     check_separate_by_name(half_rounded(tiny_htdemucs(0)), "tiny_htdemucs", tmp_path)
-    err = one_line_error(["models", "download", "tiny_ft"], capsys)
+    err = cli_error(["models", "download", "tiny_ft"], capsys)
     file = served.files["tiny_ft"][0].name
     assert f"{ORIGIN}/{file}" in err and f"stemsep models add {file}" in err and "--name tiny_ft" in err
 
@@ -205,8 +194,21 @@ def test_two_processes_fetching_at_once_leave_one_good_entry(served):
          ".lock"])  # no partial download or temporary file left
 
 
+def test_a_killed_fetch_leaves_nothing_behind_and_an_unusable_cache_is_one_line(served, tmp_path, monkeypatch):
+    folder = served.cache / "tiny_htdemucs"
+    (folder / ".download-killed").mkdir(parents=True)  # what a fetch killed mid-way leaves
+    (folder / ".download-killed" / "tinyhtd.th").write_bytes(b"half")
+    (folder / ".0123.ckpt.tmp-abc.ckpt").write_bytes(b"half")
+    path = fetch_model("tiny_htdemucs")
+    assert sorted(p.name for p in folder.iterdir()) == sorted([path.name, path.with_suffix(".json").name, ".lock"])
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("STEMSEP_CACHE", str(tmp_path / "afile" / "models"))
+    with pytest.raises(StemsepError, match="cannot create output directory"):
+        fetch_model("tiny_htdemucs")
+
+
 def test_an_unknown_name_is_not_a_file_either(served, tmp_path, capsys, monkeypatch):
-    err = one_line_error(["models", "info", "tiny_htdemcus"], capsys)
+    err = cli_error(["models", "info", "tiny_htdemcus"], capsys)
     assert "no such model" in err and "tiny_htdemucs" in err
     # a file of that name in the working folder wins over the registry
     monkeypatch.chdir(tmp_path)

@@ -45,7 +45,7 @@ from typing import Any
 
 from stemsep.errors import BadArgumentError, BadCheckpointError, StemsepError
 from stemsep.io.checkpoint import add_name_resolver, import_class, save_checkpoint
-from stemsep.io.files import atomic_path, file_sha256
+from stemsep.io.files import atomic_path, ensure_writable_dir, file_sha256, remove_stale_temporaries
 from stemsep.io.import_checkpoint import import_checkpoint
 from stemsep.io.import_demucs import build_model, read_demucs_package
 from stemsep.io.registry import (
@@ -68,18 +68,23 @@ except ImportError:  # pragma: no cover - Windows: no lock; the atomic rename st
 
 BAG_CLASS = "stemsep.inference.bag.BagOfModels"  # a class path (data), as checkpoints name classes
 _TRUE = ("1", "true", "yes", "on")
+DOWNLOADS = ".download-"  # prefix of the folder a fetch downloads into, inside the model's cache folder
 
 
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    """Hold ``folder/.lock`` (flock) for the block: one process fetches a model at a time."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Hold ``folder/.lock`` (flock) for the block: one process fetches a model at a time. Holding it,
+    what a killed fetch left there (its download folder, a half-written checkpoint) is removed."""
+    ensure_writable_dir(folder)
     if fcntl is None:  # pragma: no cover
         yield
         return
     with open(folder / ".lock", "a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
+            for stale in folder.glob(f"{DOWNLOADS}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            remove_stale_temporaries(folder, "*")
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
@@ -115,7 +120,7 @@ def fetch_model(name: str, *, trust_unverified: bool = False, retry: Retry | Non
         found = cached(item)  # another process may have fetched it while we waited
         if found is not None:
             return found
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
+        with tempfile.TemporaryDirectory(prefix=DOWNLOADS, dir=folder) as tmp:
             downloads = []
             for file in item.files:
                 try:
