@@ -14,39 +14,31 @@ import pytest
 import soundfile as sf
 import torch
 
-from helpers.slow_net import SlowNet
+from helpers.live import SR, checkpoint, tiny_hstasnet, tiny_windowed
 from stemsep.cli import main
-from stemsep.contract import network_config
 from stemsep.inference import Separator
 from stemsep.inference.chunked import Chunking, apply_model
 from stemsep.inference.devices import LiveAudioError, sounddevice
 from stemsep.inference.live import RawCodec
+from stemsep.inference.separator import load_models
 from stemsep.io.audio import read_mix, write_audio
-from stemsep.io.checkpoint import save_checkpoint
-from stemsep.models import HSTasNet
 
-SR = 8000
 SOURCES = ["drums", "bass", "other", "vocals"]
 TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def causal(tmp_path_factory):
-    """A tiny stereo HS-TasNet at 8 kHz (hop 32), random weights everywhere, as a checkpoint."""
-    torch.manual_seed(0)
-    net = HSTasNet(dim=16, num_basis=32, segment_len=64, overlap_len=32, n_fft=64, sample_rate=SR).eval()
-    with torch.no_grad():
-        for parameter in net.parameters():
-            parameter.normal_(0, 0.3)
-    return net, save_checkpoint(tmp_path_factory.mktemp("stream") / "hs.ckpt", net, network_config(net))
+    """A tiny stereo HS-TasNet at 8 kHz (hop 32, latency 63), as a checkpoint."""
+    net = tiny_hstasnet()
+    return net, checkpoint(net, tmp_path_factory.mktemp("stream") / "hs.ckpt")
 
 
 @pytest.fixture(scope="module")
 def windowed(tmp_path_factory):
     """A TinyNet with a 0.05 s segment: streamed on apply_model's chunk grid."""
-    torch.manual_seed(1)
-    net = SlowNet(samplerate=SR, delay=0.0, segment=0.05).eval()
-    return net, save_checkpoint(tmp_path_factory.mktemp("stream") / "tiny.ckpt", net, network_config(net))
+    net = tiny_windowed()
+    return net, checkpoint(net, tmp_path_factory.mktemp("stream") / "tiny.ckpt")
 
 
 def _mix(path: Path, samplerate: int = SR, channels: int = 2, seconds: float = 0.4, seed: int = 0) -> Path:
@@ -107,6 +99,23 @@ def test_folder_windowed_network_equals_apply_model(windowed, tmp_path, capsys):
     assert _files(tmp_path / "out") == _files(tmp_path / "sep")
 
 
+def test_int8_checkpoint_in_a_bag_equals_offline(causal, tmp_path, capsys):
+    """A ``stemsep quantize`` checkpoint bagged with the float one: streamed step by step, the stems
+    are the bag's offline ``net(whole)``."""
+    _, ckpt = causal
+    int8 = tmp_path / "int8.ckpt"
+    assert main(["quantize", str(ckpt), "-o", str(int8)]) == 0
+    mix = _mix(tmp_path / "song.wav", seed=4)
+    code, err = _run(["stream", str(mix), "--model", str(int8), "--model", str(ckpt), "-o", str(tmp_path / "out"),
+                      "--bits", "32", "--clip-mode", "none"], capsys)
+    assert code == 0, err
+    assert "latency    63 samples" in err
+    bag = load_models([int8, ckpt], None, torch.device("cpu"))
+    with torch.no_grad():
+        offline = bag(read_mix(mix, SR, 2)[None])[0]
+    assert (_stems(tmp_path / "out" / "song") - offline).abs().max() <= TOL
+
+
 def test_rerun_replaces_and_another_inputs_outputs_are_kept(causal, tmp_path, capsys):
     _, ckpt = causal
     first = _mix(tmp_path / "a" / "song.wav", seed=1)
@@ -142,9 +151,7 @@ def test_raw_pcm_through_a_real_pipe(causal, tmp_path):
 
 
 def test_realtime_with_a_slow_network_reports_under_runs_and_finishes(tmp_path, capsys):
-    torch.manual_seed(0)
-    net = SlowNet(samplerate=SR, delay=0.06, segment=0.05).eval()  # 60 ms per chunk, a chunk per 37.5 ms block
-    ckpt = save_checkpoint(tmp_path / "slow.ckpt", net, network_config(net))
+    ckpt = checkpoint(tiny_windowed(delay=0.06), tmp_path / "slow.ckpt")  # 60 ms per chunk, one per 37.5 ms block
     mix = _mix(tmp_path / "song.wav", seconds=0.3)
     code, err = _run(["stream", str(mix), "--model", str(ckpt), "-o", str(tmp_path / "out"), "--realtime"], capsys)
     assert code == 0, err

@@ -11,44 +11,26 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.slow_net import SlowNet
+from helpers.live import HOP, SR, checkpoint, tiny_hstasnet, tiny_windowed
 from helpers.stream import stream_blocks
-from stemsep.contract import network_config
 from stemsep.errors import BadArgumentError
 from stemsep.inference import Separator
 from stemsep.inference.chunked import Chunking, apply_model
 from stemsep.inference.devices import LiveAudioError, find_device, sounddevice
 from stemsep.inference.live import Meter, RawCodec, reblock, stream_audio
 from stemsep.inference.stream import _CausalEngine, _WindowedEngine
-from stemsep.io.checkpoint import save_checkpoint
-from stemsep.models import HSTasNet
-
-SR = 8000
-HOP = 32
-
-
-def hstasnet(stereo: bool = True) -> HSTasNet:
-    """A tiny HS-TasNet at 8 kHz with random weights everywhere (so its stems differ from the mix)."""
-    torch.manual_seed(0)
-    net = HSTasNet(dim=16, num_basis=32, segment_len=2 * HOP, overlap_len=HOP, n_fft=2 * HOP, sample_rate=SR,
-                   stereo=stereo).eval()
-    with torch.no_grad():
-        for parameter in net.parameters():
-            parameter.normal_(0, 0.3)
-    return net
 
 
 @pytest.fixture(scope="module")
 def causal_ckpt(tmp_path_factory):
-    net = hstasnet()
-    return net, save_checkpoint(tmp_path_factory.mktemp("live") / "hs.ckpt", net, network_config(net))
+    net = tiny_hstasnet()
+    return net, checkpoint(net, tmp_path_factory.mktemp("live") / "hs.ckpt")
 
 
 @pytest.fixture(scope="module")
 def windowed_ckpt(tmp_path_factory):
-    torch.manual_seed(1)
-    net = SlowNet(samplerate=SR, delay=0.0, segment=0.05).eval()
-    return net, save_checkpoint(tmp_path_factory.mktemp("live") / "tiny.ckpt", net, network_config(net))
+    net = tiny_windowed()
+    return net, checkpoint(net, tmp_path_factory.mktemp("live") / "tiny.ckpt")
 
 
 def test_separator_stream_picks_the_engine(causal_ckpt, windowed_ckpt):
@@ -141,9 +123,7 @@ def test_meter_counts_late_blocks_and_restarts_its_clock():
 
 def test_slow_network_under_runs_are_reported_and_the_run_finishes(tmp_path):
     """A network slower than real time: every block misses its deadline; the stream still ends, whole."""
-    torch.manual_seed(0)
-    net = SlowNet(samplerate=SR, delay=0.06, segment=0.05).eval()  # a chunk every 300 samples = 37.5 ms
-    path = save_checkpoint(tmp_path / "slow.ckpt", net, network_config(net))
+    path = checkpoint(tiny_windowed(delay=0.06), tmp_path / "slow.ckpt")  # a chunk every 300 samples = 37.5 ms
     mix = np.random.default_rng(3).uniform(-0.5, 0.5, (2, 1800)).astype(np.float32)
     out = io.BytesIO()
     start = time.perf_counter()
