@@ -47,10 +47,11 @@ def tiny_overrides(shards: Path, out: Path) -> list[str]:
     ]
 
 
-def save_tiny(path: Path, seed: int = 0) -> Path:
-    """A stemsep checkpoint of a seeded TinyNet (stands for a pretrained or imported model)."""
+def save_tiny(path: Path, seed: int = 0, sources: list[str] | None = None) -> Path:
+    """A stemsep checkpoint of a seeded TinyNet (stands for a pretrained or imported model) with
+    ``sources`` (default TinyNet's four)."""
     torch.manual_seed(seed)
-    net = TinyNet()
+    net = TinyNet(sources=sources)
     return save_checkpoint(path, net, network_config(net))
 
 

@@ -45,7 +45,9 @@ def test_recipe_fast_dev_run(recipe: Path, shards, tmp_path, monkeypatch, capsys
     if isinstance(last_callback, dict) and "dirpath" in (last_callback.get("init_args") or {}):
         args += ["--trainer.callbacks.dirpath", str(tmp_path / "checkpoints")]  # sets the last callback's
     if config["model"].get("init_from"):
-        args += ["--model.init_from", str(save_tiny(tmp_path / "pretrained.ckpt"))]
+        # TinyNet keeps the recipe network's sources (e.g. one stem for vocals_ft): so does its base
+        sources = config["model"]["net"].get("init_args", {}).get("sources")
+        args += ["--model.init_from", str(save_tiny(tmp_path / "pretrained.ckpt", sources=sources))]
     if config["model"].get("lora"):  # adapters on TinyNet's two convolutions instead of the recipe's layers
         args += ["--model.lora.target_modules", '["body.0", "body.2"]']
     if command_of(recipe) == "test":

@@ -299,6 +299,7 @@ class SeparationModule(L.LightningModule):
         """``<prefix>/<name>`` (mean over sources) and ``<prefix>/<name>_<source>``, each averaged over tracks."""
         values = metric.compute()
         metric.reset()
+        values = {name: per_source.reshape(-1) for name, per_source in values.items()}  # one source: squeezed
         for name, per_source in values.items():
             for source, value in zip(self.sources, per_source):
                 self.log(f"{prefix}/{name}_{source}", value)
