@@ -50,6 +50,9 @@ def test_list_info_download_remove(served, capsys):
     info = dict(line.split(": ", 1) for line in lines(capsys))
     assert info["cached"] == str(path) and info["family"] == "demucs" and info["license"] == "MIT (test)"
     assert served.files["tiny_htdemucs"][0].name in info["fetched"] and '"sha256": "' in info["fetched"]
+    assert main(["models", "download", "tiny_htdemucs", "-o", str(served.folder.parent / "copy.ckpt")]) == 0
+    assert lines(capsys) == [f"tiny_htdemucs: {served.folder.parent / 'copy.ckpt'}"]
+    assert (served.folder.parent / "copy.ckpt").read_bytes() == path.read_bytes()
     assert main(["models", "remove", "tiny_htdemucs"]) == 0
     assert lines(capsys) == [f"tiny_htdemucs: removed {path}"] and not path.exists()
     assert main(["models", "remove", "tiny_htdemucs"]) == 0
@@ -78,6 +81,7 @@ def test_add_installs_files_fetched_by_hand_offline(served, tmp_path, monkeypatc
 def test_bad_arguments_are_one_line(served, capsys):
     assert "give one model name" in cli_error(["models", "info"], capsys)
     assert "--name NAME" in cli_error(["models", "add", "x.th"], capsys)
+    assert "-o is for download and add" in cli_error(["models", "list", "-o", "x.ckpt"], capsys)
     assert "no such model" in cli_error(["models", "download", "nope"], capsys)
     err = cli_error(["models", "download", "tiny_roformer_unverified"], capsys)
     assert "--trust-unverified" in err and f"{ORIGIN}/tinyroformer.ckpt" in err
@@ -142,9 +146,10 @@ def test_fit_fine_tunes_from_a_registry_model(served, shards, tmp_path, monkeypa
 def test_lora_recipe_on_a_registry_base(served, shards, tmp_path, monkeypatch):
     pytest.importorskip("peft")
     monkeypatch.setenv("WANDB_MODE", "offline")
-    fragment = net_fragment("tiny_roformer", tmp_path / "net.yaml")
-    run_recipe("roformer_lora_ft.yaml", shards, tmp_path, "--config", str(fragment),
-               "--model.init_from", "tiny_roformer", "--data.init_args.batch_size", "2")
+    # as docs/pretrained.md says: the network is the registry model's (FromCheckpoint), its base too
+    run_recipe("roformer_lora_ft.yaml", shards, tmp_path, "--model.net", "stemsep.io.FromCheckpoint",
+               "--model.net.checkpoint", "tiny_roformer", "--model.init_from", "tiny_roformer",
+               "--data.init_args.batch_size", "2")
     ckpt = load_checkpoint(tmp_path / "ckpt" / "last.ckpt")
     base = ckpt["stemsep_lora"]["base"]
     assert base["path"] == "tiny_roformer" and base["resolved"] == str(fetch_model("tiny_roformer"))

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "MUSDB18 .stem.mp4; any sample rate and channel count), or folders searched for them")
     models = parser.add_mutually_exclusive_group(required=True)
     models.add_argument("--model", action="append", metavar="CKPT",
-                        help="stemsep checkpoint (a path or an http(s)://, s3://... URL); repeat for a bag of models")
+                        help="stemsep checkpoint (a path or an http(s)://, s3://... URL) or a released model's name "
+                             "(`stemsep models list`: htdemucs_ft, ...); repeat for a bag of models")
     models.add_argument("--models", dest="model", action="extend", nargs="+", metavar="CKPT",
                         help="several checkpoints at once: a bag (as in `stemsep bag`)")
     parser.add_argument("--weights", nargs="+", type=weight_rows, metavar="W,W,...",

@@ -258,17 +258,20 @@ ACTIONS = ("list", "info", "download", "add", "remove")
 
 
 def models(action: str, targets: Sequence[str | os.PathLike] = (), *, name: str | None = None,
-           trust_unverified: bool = False) -> list[str]:
+           trust_unverified: bool = False, out: str | os.PathLike | None = None) -> list[str]:
     """``stemsep models list | info NAME | download NAME | add FILE... --name NAME | remove NAME`` as a
-    library function: checks its arguments, does the action and returns the lines the command prints."""
+    library function: checks its arguments, does the action and returns the lines the command prints.
+    ``out`` (download, add): also write the converted checkpoint there (atomically)."""
     if action not in ACTIONS:
         raise BadArgumentError(f"models: unknown action {action!r} (one of {', '.join(ACTIONS)})")
+    if out is not None and action not in ("download", "add"):
+        raise BadArgumentError(f"models {action}: -o is for download and add (a copy of the converted checkpoint)")
     if action == "list":
         return _table(model_rows())
     if action == "add":
         if not name or not targets:
             raise BadArgumentError("models add: give the files and --name NAME (see `stemsep models list`)")
-        return [f"{name}: {add_model(targets, name)}"]
+        return [f"{name}: {_copy(add_model(targets, name), out)}"]
     names = [os.fspath(t) for t in targets] or ([name] if name else [])
     if len(names) != 1:
         raise BadArgumentError(f"models {action}: give one model name (see `stemsep models list`), got {len(names)}")
@@ -277,9 +280,18 @@ def models(action: str, targets: Sequence[str | os.PathLike] = (), *, name: str 
         return [f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}"
                 for key, value in model_info(name).items()]
     if action == "download":
-        return [f"{name}: {fetch_model(name, trust_unverified=trust_unverified)}"]
+        return [f"{name}: {_copy(fetch_model(name, trust_unverified=trust_unverified), out)}"]
     removed = remove_model(name)
     return [f"{name}: removed {', '.join(map(str, removed))}" if removed else f"{name}: not in the cache"]
+
+
+def _copy(path: Path, out: str | os.PathLike | None) -> Path:
+    """``path``, or its copy at ``out`` (written atomically) when ``out`` is given."""
+    if out is None:
+        return path
+    with atomic_path(out) as tmp:
+        shutil.copyfile(path, tmp)
+    return Path(out)
 
 
 def _size(count: int | None) -> str:
