@@ -188,3 +188,20 @@ def test_separate_ensemble_bad_input_is_one_line(checkpoints, mix, tmp_path, cap
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert line.startswith("stemsep: error:") and needle in line, (extra, line)
     assert not (tmp_path / "out" / "song").exists()
+
+
+def test_separate_tta_writes_the_three_pass_mean(members, checkpoints, mix, tmp_path):
+    import soundfile as sf
+
+    from stemsep.cli import main
+    from stemsep.inference.separator import Separator
+    from stemsep.io.audio import write_audio
+
+    song = write_audio(tmp_path / "song.wav", mix[0], SR, bits=32)
+    assert main(["separate", str(song), "--model", str(checkpoints[2]), "--tta", "--shifts", "0", "--bits", "32",
+                 "--device", "cpu", "-o", str(tmp_path / "out")]) == 0
+    expected = Separator(with_tta(members[2]), device="cpu", shifts=0).separate(mix[0], SR)
+    plain = Separator(members[2], device="cpu", shifts=0).separate(mix[0], SR)
+    got, _ = sf.read(tmp_path / "out" / "song" / "drums.wav", dtype="float32", always_2d=True)
+    torch.testing.assert_close(torch.from_numpy(got.T), expected["drums"], atol=1e-4, rtol=0)
+    assert (expected["drums"] - plain["drums"]).abs().max() > 1e-3

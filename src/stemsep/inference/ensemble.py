@@ -257,7 +257,8 @@ class TTA(nn.Module):
 
 def with_tta(net: nn.Module) -> nn.Module:
     """``net`` with :class:`TTA` on every single network (a bag keeps its members and weights, an
-    :class:`Ensemble` its members and settings, so each member keeps its own segment)."""
+    :class:`Ensemble` its members and settings, so each member keeps its own segment). An Ensemble is
+    changed in place (its members wrapped); other networks are wrapped, not changed."""
     if isinstance(net, BagOfModels):
         return BagOfModels([with_tta(m) for m in net.models], weights=net.weights, segment=net.segment)
     if isinstance(net, Ensemble):
