@@ -283,3 +283,10 @@ def test_a_malformed_registry_is_one_line_naming_file_and_key(tmp_path, monkeypa
     monkeypatch.setenv("STEMSEP_REGISTRY", str(bad))
     with pytest.raises(StemsepError, match=re.escape(f"{bad}: models.x.family: 'onnx' is not one of")):
         entry("x")
+
+
+def test_a_missing_bare_name_points_at_the_model_list(served, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    err = cli_error(["separate", str(song(tmp_path / "s.wav", 0.5)), "--model", "tiny_htdemcus", "-o", "out"], capsys)
+    assert err == ("stemsep: error: tiny_htdemcus: checkpoint not found (nor a released model's name: "
+                   "`stemsep models list`)")

@@ -77,7 +77,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     with open_checkpoint(path) as source:
         path = name_of(path)
         if not source.is_file():
-            raise BadCheckpointError(f"{path}: checkpoint not found")
+            bare = _NAME_RESOLVERS and "/" not in str(path) and os.sep not in str(path)  # could have been a name
+            raise BadCheckpointError(f"{path}: checkpoint not found"
+                                     + (" (nor a released model's name: `stemsep models list`)" if bare else ""))
         return _load_checkpoint(path, source, map_location)
 
 
