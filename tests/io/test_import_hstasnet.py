@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from helpers import tools
 from helpers.imports import RunsShell, import_error
 from stemsep.cli import main
 from stemsep.io.checkpoint import load_checkpoint, load_separator
@@ -57,6 +58,8 @@ def test_reference_package_imports_to_the_reference_outputs(expected, tmp_path, 
     assert (got - expected["output"]).abs().max().item() <= TOL
     provenance = load_checkpoint(out)["hyper_parameters"]["imported_from"]
     assert provenance["model_type"] == "hstasnet" and provenance["file"] == PACKAGE.name
+    # and it separates as users run it: `stemsep separate` writes what the imported network returns
+    tools.check_separate_writes_what_the_network_returns(net, out, tmp_path)
 
 
 def test_plain_state_dict_and_the_reference_folder_order(expected, tmp_path):
