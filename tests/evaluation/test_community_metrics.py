@@ -198,3 +198,57 @@ def test_metric_state_averages_tracks_over_batches(msst):
     result = metric.compute()
     for name in ("usdr", "fullness"):
         torch.testing.assert_close(result[name], torch.stack([v[name] for v in values]).mean(0).float())
+
+
+def test_stemsep_test_writes_community_metrics(corpus_root, tmp_path):
+    """`model.test_metrics` takes the community's names too: `stemsep test`'s per-track results hold them."""
+    sources = ["drums", "bass", "other", "vocals"]
+    song = sorted((corpus_root / "test").iterdir())[0]
+    stems = torch.stack([read_audio(song / f"{s}.wav")[0] for s in sources])
+    module = SeparationModule(TinyNet(sources), test_metrics=["sdr", "usdr", "bleedless"],
+                              test_results_dir=str(tmp_path / "results"))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.test(module, torch.utils.data.DataLoader(_Tracks(stems.sum(0)[None], stems[None]), batch_size=1),
+                 verbose=False)
+    record = json.loads((tmp_path / "results" / "track00000.json").read_text())
+    with torch.no_grad():
+        est = module.separate(stems.sum(0)[None])[0]
+    expected = community_metrics(["usdr", "bleedless"], est, stems, stems.sum(0), 44100)
+    for j, target in enumerate(record["targets"]):
+        assert set(target["frames"][0]["metrics"]) == {"SDR"}
+        assert target["usdr"] == pytest.approx(float(expected["usdr"][j]), rel=1e-6)
+        assert target["bleedless"] == pytest.approx(float(expected["bleedless"][j]), rel=1e-4)
+
+
+@pytest.mark.slow  # a whole `stemsep fit` with a W&B run: ~25 s
+def test_recipe_validates_monitors_and_logs_them_to_wandb(shards, tmp_path, monkeypatch):
+    """`model.metrics` in a recipe (stemsep fit, as typed): ModelCheckpoint monitors valid/bleedless
+    and the W&B run (offline) records every valid/<name>."""
+    import sys
+
+    from helpers import REPO
+    from helpers.recipes import tiny_overrides
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    args = ["fit", "--config", str(REPO / "recipes" / "quickstart.yaml"), *tiny_overrides(shards, tmp_path / "run"),
+            "--model.metrics", "[usdr, bleedless]", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+            "--trainer.limit_val_batches", "1",
+            "--trainer.callbacks.init_args.monitor", "valid/bleedless", "--trainer.callbacks.init_args.mode", "max",
+            "--trainer.callbacks.init_args.save_top_k", "1", "--trainer.callbacks.dirpath", str(tmp_path / "ckpt"),
+            "--trainer.logger", "lightning.pytorch.loggers.WandbLogger",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.logger.init_args.offline", "true"]
+    try:
+        assert main(args) == 0
+    finally:
+        if "wandb" in sys.modules:
+            sys.modules["wandb"].finish()
+    best = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
+    state = next(v for k, v in best.items() if k.startswith("ModelCheckpoint"))
+    assert state["monitor"] == "valid/bleedless" and 0 < float(state["best_model_score"]) <= 100
+    runs = list((tmp_path / "logs").rglob("run-*.wandb"))  # the offline run's records (protobuf, keys as text)
+    assert len(runs) == 1
+    recorded = runs[0].read_bytes()
+    for name in ("valid/usdr", "valid/bleedless", "valid/usdr_vocals", "valid/bleedless_drums"):
+        assert name.encode() in recorded, name

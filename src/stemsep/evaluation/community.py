@@ -131,7 +131,7 @@ def l1_freq(estimates: torch.Tensor, references: torch.Tensor, mixture: torch.Te
 
     def one(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         diff = _magnitude(_float(est), 2048, 1024, window) - _magnitude(_float(ref), 2048, 1024, window)
-        loss = 10 * diff.abs().double().mean(dim=(-3, -2, -1))
+        loss = 10 * diff.abs().mean(dim=(-3, -2, -1))
         return (100 / (1 + loss))[:, None]
 
     return {"l1_freq": _per_item(one, estimates, references)[..., 0]}
@@ -200,17 +200,21 @@ def _weighted(losses: tuple[torch.nn.Module, ...], ref: torch.Tensor, est: torch
     return ref.reshape(items, channels, -1), est.reshape(items, channels, -1)
 
 
+def _aura_magnitude(loss: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """auraloss' ``STFTLoss.stft`` magnitude (``sqrt(max(|X|², eps))``, its window and sizes) of
+    ``(..., T)`` rows, mel-scaled where it scales, without the phase it also computes and no loss needs."""
+    spec = torch.stft(x.reshape(-1, x.shape[-1]), loss.fft_size, loss.hop_size, loss.win_length,
+                      loss.window.to(x.device), return_complex=True)
+    magnitude = torch.sqrt(torch.clamp(spec.real**2 + spec.imag**2, min=loss.eps))
+    return torch.matmul(loss.fb, magnitude) if loss.scale is not None else magnitude
+
+
 def _aura_loss(loss: torch.nn.Module, ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
     """One auraloss ``STFTLoss(reference, estimate)`` per item of ``(items, C, T)`` signals (A-weighted
     already, :func:`_weighted`): its clamped magnitudes and mel bank, its terms reduced per item
     instead of over the whole batch."""
-    items, channels, length = ref.shape
-    loss.window = loss.window.to(ref.device)
-    x = loss.stft(ref.reshape(-1, length))[0]
-    y = loss.stft(est.reshape(-1, length))[0]
-    if loss.scale is not None:
-        x, y = torch.matmul(loss.fb, x), torch.matmul(loss.fb, y)
-    x, y = x.reshape(items, -1).double(), y.reshape(items, -1).double()
+    items = ref.shape[0]
+    x, y = _aura_magnitude(loss, ref).reshape(items, -1), _aura_magnitude(loss, est).reshape(items, -1)
     convergence = (y - x).norm(dim=1) / y.norm(dim=1)  # auraloss: ||Y - X|| / ||Y||, Y the estimate
     log_magnitude = (x.log() - y.log()).abs().mean(dim=1)
     return loss.w_sc * convergence + loss.w_log_mag * log_magnitude
@@ -262,7 +266,7 @@ def bleed_full(estimates: torch.Tensor, references: torch.Tensor, mixture: torch
         return amplitude_to_DB(mel, multiplier=20.0, amin=1e-10, db_multiplier=0.0, top_db=80.0)
 
     def one(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        diff = (decibels(est) - decibels(ref)).reshape(est.shape[0], -1).double()
+        diff = (decibels(est) - decibels(ref)).reshape(est.shape[0], -1)
         positive, negative = diff.clamp(min=0), diff.clamp(max=0)
         above = (positive.sum(1) / (diff > 0).sum(1).clamp(min=1))  # mean of the positive ones, 0 if none
         below = (negative.sum(1) / (diff < 0).sum(1).clamp(min=1))
