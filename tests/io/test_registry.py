@@ -173,6 +173,9 @@ def test_unverified_entries_need_consent_then_are_pinned(served, capsys):
     assert path is not None and str(path) in capsys.readouterr().out
     assert fetch_model("tiny_roformer_unverified") == path  # pinned: no consent, no download needed again
     assert served.downloads("tiny_roformer_unverified") == 1
+    config = served.folder / "tinyroformer.yaml"  # a changed config is another conversion: not this entry
+    config.write_text(config.read_text() + "# edited\n")
+    assert cached(entry("tiny_roformer_unverified")) is None
 
 
 @pytest.mark.slow  # two fresh Python processes importing torch: ~15 s on 2 busy cores

@@ -196,8 +196,17 @@ def cached(item: Entry) -> Path | None:
     if key is not None:
         path = folder / f"{key}.ckpt"
         return path if path.is_file() else None
-    pinned = sorted(folder.glob("[!.]*.ckpt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-    return pinned[0] if pinned else None  # unverified: the first one fetched is pinned
+    # unverified: the first fetch is pinned, its entry used while its key is what the registry's
+    # conversion of the same files gives (a changed config or conversion is fetched again)
+    for record in sorted(folder.glob("[!.]*.json"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []:
+        path = record.with_suffix(".ckpt")
+        try:
+            digests = [f["sha256"] for f in json.loads(record.read_text())["files"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not one of ours
+        if path.is_file() and item.key(digests) == record.stem:
+            return path
+    return None
 
 
 def mirrored(url: str) -> str:
