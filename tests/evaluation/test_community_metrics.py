@@ -252,3 +252,51 @@ def test_recipe_validates_monitors_and_logs_them_to_wandb(shards, tmp_path, monk
     recorded = runs[0].read_bytes()
     for name in ("valid/usdr", "valid/bleedless", "valid/usdr_vocals", "valid/bleedless_drums"):
         assert name.encode() in recorded, name
+
+
+def _noisy_stems(seconds: float = 1.0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    return {s: (0.1 * rng.standard_normal((2, int(44100 * seconds)))).astype(np.float32)
+            for s in ("drums", "bass", "other", "vocals")}
+
+
+def test_log_wmse_reads_the_tracks_mixture(tmp_path, capsys):
+    """`score` hands log_wmse the track's mixture: the .stem.mp4's mixture stream, mixture.wav, or
+    (without one) the sum of every reference stem, scored or not; a mixture of another length is a
+    one-line error."""
+    pytest.importorskip("av")
+    from helpers.stem_mp4 import write_stem_mp4
+    from stemsep.io.audio import STEM_MP4_STREAMS, read_stream
+
+    stems = _noisy_stems()
+    mp4 = write_stem_mp4(tmp_path / "mp4" / "song.stem.mp4", [sum(stems.values()), *stems.values()])
+    folder = tmp_path / "wav" / "song"
+    for source, wav in stems.items():
+        write_audio(folder / f"{source}.wav", torch.from_numpy(wav), 44100, bits=32)
+        write_audio(tmp_path / "est" / "song" / f"{source}.wav", torch.from_numpy(0.9 * wav), 44100, bits=32)
+
+    def logged(refs: Path, *extra: str) -> float:
+        assert main(["score", "--references", str(refs), "--estimates", str(tmp_path / "est"), "--metrics",
+                     "log_wmse", "--sources", "vocals", "-o", str(tmp_path / "out"), *extra]) == 0
+        return json.loads((tmp_path / "out" / "song.json").read_text())["targets"][0]["log_wmse"]
+
+    def expected(ref: torch.Tensor, mix: torch.Tensor) -> float:
+        est = read_audio(tmp_path / "est" / "song" / "vocals.wav")[0]
+        return float(community_metrics(["log_wmse"], est[None], ref[None], mix, 44100)["log_wmse"][0])
+
+    vocals_mp4 = read_stream(mp4, STEM_MP4_STREAMS["vocals"])[0]
+    assert logged(tmp_path / "mp4") == pytest.approx(
+        expected(vocals_mp4, read_stream(mp4, STEM_MP4_STREAMS["mixture"])[0]), rel=1e-9)
+    all_stems = torch.from_numpy(sum(stems.values()))
+    vocals = torch.from_numpy(stems["vocals"])
+    no_mixture = logged(tmp_path / "wav")
+    assert no_mixture == pytest.approx(expected(vocals, all_stems), rel=1e-9)
+    assert no_mixture != pytest.approx(expected(vocals, vocals), rel=1e-3)  # not the scored stems' sum
+    write_audio(folder / "mixture.wav", 0.5 * all_stems, 44100, bits=32)
+    assert logged(tmp_path / "wav") == pytest.approx(expected(vocals, 0.5 * all_stems), rel=1e-9)
+    write_audio(folder / "mixture.wav", all_stems[:, :-10], 44100, bits=32)
+    capsys.readouterr()
+    assert main(["score", "--references", str(tmp_path / "wav"), "--estimates", str(tmp_path / "est"),
+                 "--metrics", "log_wmse"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "mixture.wav: mixture is (2, 44090)" in err and err.startswith("stemsep: error:")
