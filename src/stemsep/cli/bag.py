@@ -12,9 +12,8 @@ import argparse
 from pathlib import Path
 
 from stemsep.cli.common import add_output, weight_rows
-from stemsep.errors import BadArgumentError
 from stemsep.inference.bag import make_bag
-from stemsep.inference.ensemble import MODES, make_ensemble
+from stemsep.inference.ensemble import MODES
 
 HELP = "Assemble fine-tuned models into one bag checkpoint."
 
@@ -40,14 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    bag = make_bag(args.models, args.output, per_source=args.per_source, weights=args.weights, force=args.force,
+                   ensemble=args.ensemble, pick=args.pick, derive=args.derive)
     if args.ensemble:
-        if args.per_source:
-            raise BadArgumentError("--per-source and --ensemble exclude each other")
-        net = make_ensemble(args.models, args.output, args.ensemble, weights=args.weights, pick=args.pick,
-                            derived=args.derive, force=args.force)
-        print(f"ensemble ({args.ensemble}) of {len(args.models)} model(s) -> {args.output} (sources {net.sources})")
+        print(f"ensemble ({args.ensemble}) of {len(args.models)} model(s) -> {args.output} (sources {bag.sources})")
         return 0
-    bag = make_bag(args.models, args.output, per_source=args.per_source, weights=args.weights, force=args.force)
     table = "; ".join(f"{path.name}: " + ",".join(f"{w:g}" for w in row)
                       for path, row in zip(args.models, bag.weights, strict=True))
     print(f"bag of {len(args.models)} model(s) -> {args.output} (sources {bag.sources}; weights {table})")

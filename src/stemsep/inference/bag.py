@@ -26,7 +26,8 @@ from torch import nn
 
 from stemsep.contract import check_same_kind, segment_of
 from stemsep.errors import StemsepError
-from stemsep.io.checkpoint import load_network, save_checkpoint
+from stemsep.inference.ensemble import load_member, make_ensemble
+from stemsep.io.checkpoint import save_checkpoint
 
 
 class BagOfModels(nn.Module):
@@ -63,14 +64,6 @@ class BagOfModels(nn.Module):
             part = model(mix) * model_weights[:, None, None]
             out = part if out is None else out + part
         return out / weights.sum(0)[:, None, None]
-
-
-def load_member(path: Path) -> tuple[dict, torch.nn.Module, dict]:
-    """``(network config, network with its weights, hyperparameters)`` of one checkpoint."""
-    net, ckpt = load_network(path)
-    hparams = ckpt.get("hyper_parameters") or {}
-    config = hparams["net"]
-    return {"class_path": config["class_path"], "init_args": dict(config.get("init_args") or {})}, net, hparams
 
 
 def per_source_weights(paths: list[Path], sources: list[str], hparams: list[dict]) -> list[list[float]]:
@@ -122,8 +115,17 @@ def check_weights(rows: Sequence[Sequence[float]] | None, models: int, sources: 
 
 
 def make_bag(models: Sequence[str | Path], out: str | Path, *, per_source: bool = False,
-             weights: Sequence[Sequence[float]] | None = None, force: bool = False) -> BagOfModels:
-    """``stemsep bag``: write the bag of the ``models`` checkpoints to ``out``; returns the bag."""
+             weights: Sequence[Sequence[float]] | None = None, force: bool = False, ensemble: str | None = None,
+             pick: Sequence[str] | None = None, derive: Sequence[str] = ()) -> nn.Module:
+    """``stemsep bag``: write the bag of the ``models`` checkpoints to ``out``; returns the bag. With
+    ``ensemble`` (a mode of :mod:`stemsep.inference.ensemble`), models of any families combined by
+    it (``weights`` one per model, ``pick``, ``derive``): :func:`~stemsep.inference.ensemble.make_ensemble`."""
+    if ensemble is not None:
+        if per_source:
+            raise StemsepError("--per-source and --ensemble exclude each other")
+        return make_ensemble(models, out, ensemble, weights=weights, pick=pick, derived=derive, force=force)
+    if pick or derive:
+        raise StemsepError("--pick and --derive combine models of an ensemble: add --ensemble MODE")
     paths, out = [Path(m) for m in models], Path(out)
     if per_source and weights is not None:
         raise StemsepError("per_source and weights exclude each other")

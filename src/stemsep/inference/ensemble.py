@@ -33,9 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from stemsep.contract import check_network, records_init_args
+from stemsep.contract import bag_members, check_network, records_init_args
 from stemsep.errors import BadArgumentError, BadAudioError
-from stemsep.inference.bag import BagOfModels
 from stemsep.inference.chunked import Chunking, apply_model
 from stemsep.io.audio import decode_audio, resample, write_audio
 
@@ -259,11 +258,13 @@ def with_tta(net: nn.Module) -> nn.Module:
     """``net`` with :class:`TTA` on every single network (a bag keeps its members and weights, an
     :class:`Ensemble` its members and settings, so each member keeps its own segment). An Ensemble is
     changed in place (its members wrapped); other networks are wrapped, not changed."""
-    if isinstance(net, BagOfModels):
-        return BagOfModels([with_tta(m) for m in net.models], weights=net.weights, segment=net.segment)
     if isinstance(net, Ensemble):
         net.members = nn.ModuleList(with_tta(m) for m in net.members)
         return net
+    members = bag_members(net)
+    if members is not None:  # a BagOfModels (or a bag like it): the same bag of wrapped members
+        return type(net)([with_tta(m) for m, _ in members], weights=[list(w) for _, w in members],
+                         segment=getattr(net, "segment", None))
     return TTA(net)
 
 
@@ -304,12 +305,22 @@ def ensemble_of(nets: Sequence[nn.Module], mode: str, chunking: Chunking, *,
                     batch_size=chunking.batch_size, seed=chunking.seed)
 
 
+def load_member(path: str | os.PathLike) -> tuple[dict, nn.Module, dict]:
+    """``(network config, network with its weights, hyperparameters)`` of one checkpoint (a member of a
+    bag or an ensemble file)."""
+    from stemsep.io.checkpoint import load_network
+
+    net, ckpt = load_network(path)
+    hparams = ckpt.get("hyper_parameters") or {}
+    config = hparams["net"]
+    return {"class_path": config["class_path"], "init_args": dict(config.get("init_args") or {})}, net, hparams
+
+
 def make_ensemble(models: Sequence[str | os.PathLike], out: str | os.PathLike, mode: str, *,
                   weights: Sequence[Sequence[float]] | None = None, pick: Sequence[str] | None = None,
                   derived: Sequence[str] = (), force: bool = False) -> Ensemble:
     """``stemsep bag --ensemble MODE``: write the ensemble of ``models`` (any families) as one
     checkpoint whose config nests the members' configs, loaded without pickled code."""
-    from stemsep.inference.bag import load_member
     from stemsep.io.checkpoint import save_checkpoint
 
     out = Path(out)
