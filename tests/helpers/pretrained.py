@@ -9,9 +9,13 @@ into a private ``STEMSEP_CACHE``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import hashlib
+import shutil
 import sys
+import tempfile
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,21 +135,33 @@ def cli_error(argv: list[str], capsys) -> str:
     return err[0]
 
 
+@functools.cache
+def _releases() -> Path:
+    """The release files, written once per test process (removed at its exit)."""
+    folder = Path(tempfile.mkdtemp(prefix="stemsep-releases-"))
+    atexit.register(shutil.rmtree, folder, True)
+    write_demucs_package(tiny_htdemucs(0), folder, "tinyhtd")
+    members = [write_demucs_package(tiny_htdemucs(10 + i), folder, f"tinyft{i}") for i in range(4)]
+    # as demucs/remote/htdemucs_ft.yaml: the members' signatures and per-source weights
+    (folder / "tiny_ft.yaml").write_text(yaml.safe_dump({
+        "models": [p.stem.split("-")[0] for p in members],
+        "weights": [[float(i == j) for j in range(4)] for i in range(4)]}))
+    write_msst(folder, "tinyroformer", seed=5)
+    return folder
+
+
 @contextlib.contextmanager
 def serve_models(root: Path, monkeypatch) -> Iterator[Served]:
     """The tiny releases on a server, a registry naming them, the environment pointing at both:
     ``tiny_htdemucs`` (one demucs package), ``tiny_ft`` (a bag of four, per-source weights from its
     demucs bag YAML), ``tiny_roformer`` (MSST, full sha256) and ``tiny_roformer_unverified`` (no hash)."""
     folder, cache = root / "served", root / "cache"
-    folder.mkdir()
-    single = write_demucs_package(tiny_htdemucs(0), folder, "tinyhtd")
-    members = [write_demucs_package(tiny_htdemucs(10 + i), folder, f"tinyft{i}") for i in range(4)]
-    bag_yaml = folder / "tiny_ft.yaml"  # as demucs/remote/htdemucs_ft.yaml: signatures and weights
-    bag_yaml.write_text(yaml.safe_dump({"models": [p.stem.split("-")[0] for p in members],
-                                        "weights": [[float(i == j) for j in range(4)] for i in range(4)]}))
-    bag = yaml.safe_load(bag_yaml.read_text())
+    shutil.copytree(_releases(), folder)  # a private copy: tests add and edit files
+    single = next(folder.glob("tinyhtd-*.th"))
+    members = sorted(folder.glob("tinyft*-*.th"))
+    bag = yaml.safe_load((folder / "tiny_ft.yaml").read_text())
     bag_files = [next(p for p in members if p.stem.split("-")[0] == sig) for sig in bag["models"]]
-    ckpt, config = write_msst(folder, "tinyroformer", seed=5)
+    ckpt, config = folder / "tinyroformer.ckpt", folder / "tinyroformer.yaml"
     roformer = {"family": "msst", "model_type": "bs_roformer", "arch": "stemsep.models.BSRoFormer",
                 "config": str(config), "sources": SOURCES, "samplerate": 44100, "sdr": 1.5,
                 "reported": "none: a test model", "license": "test"}
