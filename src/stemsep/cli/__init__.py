@@ -43,6 +43,7 @@ TOOL_COMMANDS = {
     "stream": "stemsep.cli.stream",
     "models": "stemsep.cli.models",
     "ensemble": "stemsep.cli.ensemble",
+    "listen": "stemsep.cli.listen",
 }
 
 
