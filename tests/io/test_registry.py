@@ -293,3 +293,12 @@ def test_a_missing_bare_name_points_at_the_model_list(served, tmp_path, monkeypa
     err = cli_error(["separate", str(song(tmp_path / "s.wav", 0.5)), "--model", "tiny_htdemcus", "-o", "out"], capsys)
     assert err == ("stemsep: error: tiny_htdemcus: checkpoint not found (nor a released model's name: "
                    "`stemsep models list`)")
+
+
+def test_fetching_again_gives_the_same_bytes(served):
+    """A LoRA run names its base by sha256: a model removed from the cache and fetched again must be the same file."""
+    for name in ("tiny_htdemucs", "tiny_roformer"):
+        first = fetch_model(name).read_bytes()
+        assert main(["models", "remove", name]) == 0
+        assert fetch_model(name).read_bytes() == first
+        assert served.downloads(name) == 2

@@ -263,8 +263,10 @@ def save_checkpoint(path: str | os.PathLike, net: nn.Module, net_config: dict[st
         "hyper_parameters": {"net": net_config, **(extra_hparams or {})},
         "stemsep": {"version": __version__, **describe(net)},
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # through a file object: torch names the archive's top folder after a path's stem, here the
+    # random temporary name; the same network then gives the same bytes (a LoRA base's sha256)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
     return Path(path)
 
 
