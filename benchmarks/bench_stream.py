@@ -31,7 +31,9 @@ stateful transform (``init_stateful_transform_fn``) and our float32 separator ar
 hop by hop, on the same 512-sample hops of the same input; the table gives ours / reference (median
 per hop, lower is better; ``--reference-hops`` of them).
 
-The machine's load average is printed with the table: on a shared machine p99 follows the load.
+The machine's load average is printed with the table: on a shared machine the wall-clock times follow
+the load (a process waits for a core), so each push's CPU time (``time.thread_time``: the time it ran)
+is given beside them; it still includes the memory bandwidth other processes take.
 """
 
 from __future__ import annotations
@@ -107,24 +109,28 @@ def measured_latency(net: torch.nn.Module, seconds: float = 1.5) -> tuple[int, i
     return lag, separator.latency, float(error)
 
 
-def block_times(net: torch.nn.Module, mix: torch.Tensor, block: int, warmup: float = 0.5) -> list[float]:
-    """Seconds of each push of ``mix`` in ``block``-sample blocks, after ``warmup`` seconds streamed and reset."""
+def block_times(net: torch.nn.Module, mix: torch.Tensor, block: int,
+                warmup: float = 0.5) -> tuple[list[float], list[float]]:
+    """Seconds of each push of ``mix`` in ``block``-sample blocks, after ``warmup`` seconds streamed and
+    reset: wall-clock, and the thread's CPU time (without the time other processes held the core)."""
     separator = separator_for(net)
     for start in range(0, int(warmup * SR), block):
         separator.push(mix[:, start:start + block])
     separator.reset()
-    times = []
+    wall, cpu = [], []
     for start in range(0, mix.shape[-1] - block + 1, block):
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.thread_time()
         separator.push(mix[:, start:start + block])
-        times.append(time.perf_counter() - begin)
-    return times
+        wall.append(time.perf_counter() - begin)
+        cpu.append(time.thread_time() - begin_cpu)
+    return wall, cpu
 
 
-def versus_reference(net: HSTasNet, site: Path, mix: torch.Tensor, hops: int) -> tuple[list[float], list[float]] | None:
+def versus_reference(net: HSTasNet, site: Path, mix: torch.Tensor, hops: int) -> list[list[float]] | None:
     """Seconds per 512-sample hop of our separator and of the reference's stateful transform (the same
-    size, random weights), alternating hop by hop on the same input so machine load hits both alike;
-    None where the reference is not installed in ``site``."""
+    size, random weights), alternating hop by hop on the same input so machine load hits both alike:
+    [ours, reference] wall-clock, then [ours, reference] CPU time; None where the reference is not
+    installed in ``site``."""
     if not (site / "hs_tasnet" / "hs_tasnet.py").is_file():
         return None
     sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
@@ -133,17 +139,18 @@ def versus_reference(net: HSTasNet, site: Path, mix: torch.Tensor, hops: int) ->
     torch.manual_seed(0)
     step = import_reference(site)(small=net.small).eval().init_stateful_transform_fn(device="cpu")
     separator = separator_for(net)
-    ours, theirs = [], []
+    times: list[list[float]] = [[], [], [], []]
     with torch.no_grad():
         for index, chunk in enumerate(mix.split(512, -1)[:hops + 5]):
-            begin = time.perf_counter()
+            begin, begin_cpu = time.perf_counter(), time.thread_time()
             separator.push(chunk)
-            middle = time.perf_counter()
+            middle, middle_cpu = time.perf_counter(), time.thread_time()
             step(chunk)
             if index >= 5:  # warm-up hops
-                ours.append(middle - begin)
-                theirs.append(time.perf_counter() - middle)
-    return ours, theirs
+                for into, value in zip(times, (middle - begin, time.perf_counter() - middle,
+                                               middle_cpu - begin_cpu, time.thread_time() - middle_cpu)):
+                    into.append(value)
+    return times
 
 
 def main() -> int:
@@ -170,23 +177,27 @@ def main() -> int:
         assert lag == declared and error < 1e-4, (name, lag, declared, error)
         versus = versus_reference(net, args.reference, mix, ref_hops) if cls is HSTasNet and not int8 else None
         for block in BLOCKS:
-            times = block_times(net, mix, block)
+            times, cpu = block_times(net, mix, block)
             p50, p99, worst = (1e3 * statistics.median(times), 1e3 * _percentile(times, 0.99), 1e3 * max(times))
+            cpu_p50, cpu_p99 = 1e3 * statistics.median(cpu), 1e3 * _percentile(cpu, 0.99)
             duration = 1e3 * block / SR
             ratio = ""
             if versus and block == 512:
-                ours, theirs = (statistics.median(t) for t in versus)
-                ratio = f"{ours / theirs:.3f} ({1e3 * ours:.1f} / {1e3 * theirs:.1f} ms)"
+                ours, theirs, ours_cpu, theirs_cpu = (1e3 * statistics.median(t) for t in versus)
+                ratio = f"{ours / theirs:.3f} ({ours:.1f} / {theirs:.1f} ms); CPU {ours_cpu / theirs_cpu:.3f} " \
+                        f"({ours_cpu:.1f} / {theirs_cpu:.1f} ms)"
             rows.append([name, "int8" if int8 else "fp32", f"{declared} ({1e3 * declared / SR:.1f} ms)", str(block),
                          f"{p50:.2f}", f"{p99:.2f}", f"{worst:.2f}", f"{p99 / duration:.2f}",
+                         f"{cpu_p50:.2f}", f"{cpu_p99:.2f}", f"{cpu_p99 / duration:.2f}",
                          f"{sum(times) / (len(times) * block / SR):.3f}", ratio])
             if isinstance(net, HSTasNet) and not init_args.get("small") and block == 512:
                 acceptance.append(f"{name} {'int8' if int8 else 'fp32'}: p99 {p99:.2f} ms per 512-sample hop "
-                                  f"= {p99 / duration:.2f} of the hop's {duration:.1f} ms (goal <= 0.5)")
+                                  f"= {p99 / duration:.2f} of the hop's {duration:.1f} ms (goal <= 0.5); "
+                                  f"CPU time p99 {cpu_p99:.2f} ms = {cpu_p99 / duration:.2f}")
             print(" | ".join(rows[-1]), flush=True)
         del net
     header = ["network", "weights", "latency (samples)", "block", "p50 ms", "p99 ms", "max ms", "p99 / block",
-              "RTF", "ours / reference, p50 per hop (ours / reference ms)"]
+              "CPU p50 ms", "CPU p99 ms", "CPU p99 / block", "RTF", "ours / reference, p50 per hop: wall (ms); CPU time (ms)"]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     table = "\n".join([
         f"One CPU thread (torch.set_num_threads(1)), {seconds:g} s stereo 44.1 kHz random mix, load average "
