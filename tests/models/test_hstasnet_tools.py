@@ -1,5 +1,5 @@
 """Every stemsep tool on HS-TasNet: fit (recipes/hstasnet.yaml, and the quickstart recipe until nSDR
-improves), test, separate, bag, quantize. (Export needs HSTasNet.export_parts, not there yet.)
+improves), test, separate, bag, quantize, export (TorchScript; ONNX in the slow suite).
 
 The network is configs/model/hstasnet_tiny.yaml (the paper's 1024/512 framing, 32 units, 64 basis;
 random weights), with half-second segments where a fit needs them, so that each tool runs in seconds
@@ -101,3 +101,19 @@ def test_bag_of_two(tmp_path):
 
 def test_quantize_then_separate(tmp_path):
     tools.check_quantize_then_separate(*_checkpoint(tmp_path / "f32.ckpt"), tmp_path, max_error=0.1)
+
+
+def test_torchscript_export_runs_the_same_core(tmp_path):
+    net, _ = _checkpoint(tmp_path / "model.ckpt")
+    meta = tools.check_torchscript_export(net, tmp_path, "stemsep.models.hstasnet.HSTasNetFrontEnd")
+    assert meta["inputs"] == ["audio", "spec"] and meta["outputs"] == ["spec_out", "wave"]
+
+
+@pytest.mark.slow  # the torch.export based ONNX exporter takes over a minute on two cores (the LSTMs)
+def test_onnx_separate_matches_torch(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    net, ckpt = _checkpoint(tmp_path / "model.ckpt", segment=0.25)
+    # whole chunks only (the graph's length is fixed): no overlap, the song is 4 segments
+    tools.check_onnx_separate_matches_torch(net, ckpt, tmp_path, capsys,
+                                            options=("--overlap", "0", "--device", "cpu"))

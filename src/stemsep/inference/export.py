@@ -83,7 +83,7 @@ def export_model(net: nn.Module, out: str | Path, fmt: str = "onnx", segment: fl
     if parts is None:
         kind = "a bag of models" if bag_members(net) is not None else type(net).__name__
         raise ExportError(f"{origin}: holds {kind}, which has no export path "
-                          "(stemsep export handles single networks with export_parts(): HDemucs, HTDemucs, "
+                          "(stemsep export handles single networks with export_parts(): HDemucs, HTDemucs, HSTasNet, "
                           "BSRoFormer, MelBandRoFormer, SCNet)")
     if is_quantized(net):
         raise ExportError(f"{origin}: int8 (stemsep quantize) checkpoints cannot be exported; export the "

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from fractions import Fraction
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemsep.contract import DEFAULT_SOURCES, records_init_args
+from stemsep.contract import DEFAULT_SOURCES, ExportParts, records_init_args
 from stemsep.errors import StemsepError
 
 
@@ -139,6 +140,75 @@ class WindowedDecoder(nn.ConvTranspose1d):
         return F.conv_transpose1d(x, self.weight * self.window, stride=self.stride, padding=self.padding)
 
 
+def pad_to_frames(mix: torch.Tensor, hop: int, pad: int) -> torch.Tensor:
+    """``mix (B, C, T)`` padded by ``pad`` on each side and to a whole number of ``hop``: the frames of
+    the offline forward."""
+    return F.pad(mix, (pad, pad + (-mix.shape[-1]) % hop))
+
+
+def frame_spectrum(stft: FrameSTFT, audio: torch.Tensor, use_phase: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded ``audio (B, C, L)`` -> its frames' complex STFT ``(B*C, freqs, frames)`` and the spectral
+    branch's real input ``(B, C, freqs, frames, parts)`` (real and imaginary parts, or the magnitude)."""
+    batch, channels, _ = audio.shape
+    mix_spec = stft(audio.reshape(batch * channels, -1))
+    spec_in = torch.view_as_real(mix_spec) if use_phase else mix_spec.abs().unsqueeze(-1)
+    return mix_spec, spec_in.reshape(batch, channels, *spec_in.shape[1:])
+
+
+def spectra_to_waveforms(stft: FrameSTFT, masked: torch.Tensor, mix_spec: torch.Tensor,
+                         streaming: bool = False) -> torch.Tensor:
+    """The masked spectra ``(B, S, C, freqs, frames, parts)`` -> waveforms ``(B, S, C, L)``: real and
+    imaginary parts, or magnitudes given the phase of ``mix_spec (B*C, freqs, frames)``."""
+    batch, sources, channels = masked.shape[:3]
+    if masked.shape[-1] == 2:
+        per_source = torch.view_as_complex(masked.contiguous())
+    else:
+        phase = mix_spec.angle().reshape(batch, 1, channels, *mix_spec.shape[1:])
+        per_source = torch.polar(masked[..., 0], phase.expand(batch, sources, *phase.shape[2:]))
+    return stft.inverse(per_source.flatten(0, 2), streaming=streaming).reshape(batch, sources, channels, -1)
+
+
+class HSTasNetCore(nn.Module):
+    """``(audio, spec) -> (spec_out, wave)``: :meth:`HSTasNet.core` without recurrent states, as the module
+    ``stemsep export`` traces."""
+
+    def __init__(self, net: HSTasNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, audio: torch.Tensor, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        masked, wave, _ = self.net.core(audio, spec)
+        return masked, wave
+
+
+class HSTasNetFrontEnd:
+    """What runs around an exported HS-TasNet core: the padding and the frames' STFT before, the
+    spectral inverse (overlap-add) and the sum of both branches after."""
+
+    def __init__(self, segment_len: int, overlap_len: int, n_fft: int, spec_branch_use_phase: bool):
+        self.segment_len, self.overlap_len, self.n_fft = segment_len, overlap_len, n_fft
+        self.spec_branch_use_phase = spec_branch_use_phase
+        self.stft = FrameSTFT(n_fft, hop_length=overlap_len, win_length=segment_len)
+
+    @classmethod
+    def of(cls, net: HSTasNet) -> HSTasNetFrontEnd:
+        return cls(net.segment_len, net.overlap_len, net.n_fft, net.spec_branch_use_phase)
+
+    def config(self) -> dict[str, Any]:
+        return {"segment_len": self.segment_len, "overlap_len": self.overlap_len, "n_fft": self.n_fft,
+                "spec_branch_use_phase": self.spec_branch_use_phase}
+
+    def prepare(self, mix: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        padded = pad_to_frames(mix, self.overlap_len, self.segment_len // 2)
+        mix_spec, spec_in = frame_spectrum(self.stft.to(mix.device), padded, self.spec_branch_use_phase)
+        return (padded, spec_in), mix_spec
+
+    def finish(self, outputs: tuple[torch.Tensor, ...], mix_spec: torch.Tensor, length: int) -> torch.Tensor:
+        masked, wave = outputs
+        pad = self.segment_len // 2
+        return (spectra_to_waveforms(self.stft, masked, mix_spec) + wave)[..., pad:pad + length]
+
+
 # ---------------------------------------------------------------------------------- HSTasNet
 Hiddens = tuple  # five recurrent states: pre spectral, pre waveform, fusion, post spectral, post waveform
 
@@ -236,13 +306,22 @@ class HSTasNet(nn.Module):
         the recurrent states ``hiddens`` (None: zeros) -> ``(B, S, C, same length)`` (the frames'
         overlap-add) and the next states. ``streaming`` normalizes the spectral inverse by its steady
         state (one frame at a time) rather than by the frames actually present."""
-        batch, channels, _ = audio.shape
+        mix_spec, spec_in = frame_spectrum(self.stft, audio, self.spec_branch_use_phase)
+        masked, from_wave, hiddens = self.core(audio, spec_in, hiddens)
+        return spectra_to_waveforms(self.stft, masked, mix_spec, streaming) + from_wave, hiddens
+
+    def core(self, audio: torch.Tensor, spec_in: torch.Tensor,
+             hiddens: Hiddens | None = None) -> tuple[torch.Tensor, torch.Tensor, Hiddens]:
+        """The network proper on real tensors (what ``stemsep export`` traces, without ``hiddens``): the
+        padded ``audio (B, C, L)`` and its frames' spectrum ``spec_in (B, C, freqs, frames, parts)``
+        (:func:`frame_spectrum`) -> the masked spectra ``(B, S, C, freqs, frames, parts)``, the waveform
+        branch's stems ``(B, S, C, L)`` and the next recurrent states."""
+        batch, channels = audio.shape[:2]
         sources = self.num_sources
         pre_spec, pre_wave, fusion, post_spec, post_wave = hiddens if hiddens is not None else (None,) * 5
+        spec_in = spec_in.flatten(0, 1)  # (B*C, freqs, frames, parts)
 
         # encoders
-        mix_spec = self.stft(audio.reshape(batch * channels, -1))  # (B*C, freqs, frames)
-        spec_in = torch.view_as_real(mix_spec) if self.spec_branch_use_phase else mix_spec.abs()
         spec_encoded = self.spec_encode(spec_in)  # (B, frames, dim)
         gate_in, gate = self.conv_encode(audio).chunk(2, dim=1)
         basis = gate_in.relu() * gate.sigmoid()  # (B, basis, frames), non-negative
@@ -257,34 +336,29 @@ class HSTasNet(nn.Module):
         spec, post_spec = self._recur(self.post_spec_branch, fused_spec + spec_encoded, post_spec)
         wave, post_wave = self._recur(self.post_waveform_branch, fused_wave + wave_encoded, post_wave)
 
-        # spectral masks on the mix's STFT, inverted
+        # spectral masks on the mix's spectrum (inverted by the caller)
         spec_masks = self.to_spec_masks(spec)  # (B*C, freqs, frames, parts, S)
-        if self.spec_branch_use_phase:
-            masked = (spec_in.unsqueeze(-1) * spec_masks).movedim(-1, 1)  # (B*C, S, freqs, frames, 2)
-            per_source = torch.view_as_complex(masked.contiguous())
-        else:
-            magnitude = (spec_in.unsqueeze(-1) * spec_masks[..., 0, :]).movedim(-1, 1)
-            phase = mix_spec.angle().unsqueeze(1).expand_as(magnitude)
-            per_source = torch.polar(magnitude, phase)
-        from_spec = self.stft.inverse(per_source.flatten(0, 1), streaming=streaming)
-        from_spec = from_spec.reshape(batch, channels, sources, -1).transpose(1, 2)
+        masked = (spec_in.unsqueeze(-1) * spec_masks).movedim(-1, 1)  # (B*C, S, freqs, frames, parts)
+        masked = masked.reshape(batch, channels, *masked.shape[1:]).transpose(1, 2)
 
         # waveform masks on the basis, decoded
         wave_masks = self.to_waveform_masks(wave)  # (B, frames, basis, S)
         masked_basis = basis.unsqueeze(1) * wave_masks.permute(0, 3, 2, 1)  # (B, S, basis, frames)
         from_wave = self.conv_decode(masked_basis.flatten(0, 1)).reshape(batch, sources, channels, -1)
 
-        return from_spec + from_wave, (pre_spec, pre_wave, fusion, post_spec, post_wave)
+        return masked, from_wave, (pre_spec, pre_wave, fusion, post_spec, post_wave)
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         if mix.dim() != 3 or mix.shape[1] != self.audio_channels:
             raise StemsepError(f"HSTasNet expects (batch, {self.audio_channels}, time), got {tuple(mix.shape)}")
         length = mix.shape[-1]
-        hop, pad = self.overlap_len, self.causal_pad
-        extra = (-length) % hop
-        padded = F.pad(mix, (pad, pad + extra))
-        out, _ = self.separate_frames(padded)
-        return out[..., pad:pad + length]
+        out, _ = self.separate_frames(pad_to_frames(mix, self.overlap_len, self.causal_pad))
+        return out[..., self.causal_pad:self.causal_pad + length]
+
+    def export_parts(self) -> ExportParts:
+        """Core and front end for ``stemsep export`` (see :func:`stemsep.contract.export_parts`)."""
+        return ExportParts(core=HSTasNetCore(self), front_end=HSTasNetFrontEnd.of(self), input_names=["audio", "spec"],
+                           output_names=["spec_out", "wave"])
 
     # ------------------------------------------------------------------------------- streaming
     @property
