@@ -128,6 +128,21 @@ def test_bad_inputs_are_one_line_errors(corpus, capsys, tmp_path):
     assert "needs --references" in cli_error(["listen", "--mushra", "--systems", a], capsys)
 
 
+def test_a_silent_reference_stem_is_skipped_and_start_is_used(corpus, capsys, tmp_path):
+    refs = tmp_path / "refs"
+    shutil.copytree(corpus / "refs", refs)
+    sf.write(refs / "song2" / "vocals.wav", np.zeros((round(1.5 * SR), 2), np.float32), SR, subtype="PCM_16")
+    out = tmp_path / "t"
+    assert main(["listen", "--mushra", "--references", str(refs), "--systems", f"A={corpus / 'A'}", "-o", str(out),
+                 "--duration", "0.5", "--start", "0.25"]) == 0
+    assert "skipped song2/vocals: the reference excerpt is silent" in capsys.readouterr().out
+    trials = json.loads((out / "mushra.json").read_text())["trials"]
+    assert [t["id"] for t in trials] == ["song1/bass", "song1/vocals", "song2/bass"]
+    assert {(t["start"], t["duration"]) for t in trials} == {(0.25, 0.5)}
+    assert "is only 1.5 s long" in cli_error(["listen", "--mushra", "--references", str(refs), "--systems",
+                                             f"A={corpus / 'A'}", "-o", str(out), "--start", "2"], capsys)
+
+
 # ---- aggregation ---------------------------------------------------------------------------------------
 
 

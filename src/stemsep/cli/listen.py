@@ -17,9 +17,9 @@ HELP = "Write a MUSHRA listening test (a web page) of separated stems, or aggreg
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--mushra", action="store_true", help="write the test page and its audio into -o DIR")
     mode.add_argument("--collect", nargs="+", type=Path, metavar="RATINGS",
                       help="ratings files (JSON) downloaded from the test page: screen and aggregate them")
+    mode.add_argument("--mushra", action="store_true", help="write the test page and its audio into -o DIR")
     parser.add_argument("--references", type=Path, help="reference tracks (<track>/<stem>.<ext>, as stemsep score)")
     parser.add_argument("--systems", nargs="+", metavar="NAME=FOLDER", default=[],
                         help="each system's estimates (<track>/<stem>.<ext>, as stemsep separate writes)")

@@ -168,7 +168,8 @@ def _load_excerpts(references: Path, systems: Mapping[str, Path], sources: Seque
                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     for track, ref_dir in tracks.items():
         stems = list(sources) if sources else default_sources(ref_dir)
-        pairs = {name: load_pair(track, ref_dir, estimates[name][track], stems) for name in systems}
+        pairs = {name: load_pair(track, ref_dir, estimates[name][track], stems, allow_silent=True)
+                 for name in systems}  # a silent stem is a skipped trial, not an error
         refs, samplerate = next(iter(pairs.values()))[1:]
         for index, stem in enumerate(stems):
             reference = refs[index]

@@ -207,7 +207,7 @@ def _figure(results: MushraResults, target: Path) -> Path:
         errors = [0.0 if math.isnan(row.ci95) else row.ci95 for row in rows]
         ax.errorbar(range(len(rows)), [row.mean for row in rows], yerr=errors, fmt="o", capsize=4)
         ax.set_xticks(range(len(rows)), [row.condition for row in rows], rotation=45, ha="right")
-        ax.set_ylim(0, 100)
+        ax.set_ylim(-3, 105)  # an interval may reach past 0 or 100
         ax.set_title(stem)
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("MUSHRA score (mean, 95% CI)")
