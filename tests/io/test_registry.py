@@ -112,7 +112,7 @@ def _with_entry(served, name: str, spec: dict) -> None:
     served.registry.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def test_a_wrong_hash_is_one_line_and_nothing_is_cached(served, tmp_path, capsys):
+def test_a_wrong_hash_or_class_is_one_line_and_nothing_is_cached(served, tmp_path, capsys):
     ckpt = served.files["tiny_roformer"][0]
     spec = yaml.safe_load(served.registry.read_text())["models"]["tiny_roformer"]
     _with_entry(served, "tampered", {**spec, "files": [{"url": f"{ORIGIN}/{ckpt.name}", "sha256": "0" * 64}]})
@@ -120,11 +120,18 @@ def test_a_wrong_hash_is_one_line_and_nothing_is_cached(served, tmp_path, capsys
     renamed = served.folder / "badsig-00000000.th"
     renamed.write_bytes(served.files["tiny_htdemucs"][0].read_bytes())
     _with_entry(served, "renamed", demucs_entry([renamed]))
+    # and an entry that says another class than the file holds
+    _with_entry(served, "mislabelled", demucs_entry(served.files["tiny_htdemucs"], arch="stemsep.models.HDemucs"))
     mix = song(tmp_path / "song.wav", 0.5)
     for name in ("tampered", "renamed"):
         err = cli_error(["separate", str(mix), "--model", name, "-o", str(tmp_path / "o")], capsys)
         assert "sha256" in err and "nothing was cached" in err and served.server.url in err
         assert sorted(p.name for p in (served.cache / name).rglob("*")) == [".lock"], name
+    err = cli_error(["models", "download", "mislabelled"], capsys)
+    assert err == ("stemsep: error: mislabelled: the file holds a stemsep.models.HTDemucs of sources ['drums', "
+                   "'bass', 'other', 'vocals'] at 44100 Hz, the registry says a stemsep.models.HDemucs of ['drums', "
+                   "'bass', 'other', 'vocals'] at 44100 Hz")
+    assert sorted(p.name for p in (served.cache / "mislabelled").rglob("*")) == [".lock"]
 
 
 def test_pickled_code_is_refused_without_running(served, tmp_path):

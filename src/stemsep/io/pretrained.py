@@ -184,10 +184,13 @@ def _naming_urls(downloads: Sequence[tuple[Path, str, str]]) -> Iterator[None]:
         raise type(err)(text) from None
 
 
-def _check_sources(item: Entry, net: Any) -> None:
-    if tuple(net.sources) != item.sources or int(net.samplerate) != item.samplerate:
-        raise BadCheckpointError(f"{item.name}: the file holds a network of sources {list(net.sources)} at "
-                                 f"{net.samplerate} Hz, the registry says {list(item.sources)} at {item.samplerate} Hz")
+def _check_network(item: Entry, net: Any, class_path: str) -> None:
+    """One-line error unless the file holds what the registry says (class, sources, sample rate)."""
+    found = (class_path, tuple(net.sources), int(net.samplerate))
+    if found != (item.arch, item.sources, item.samplerate):
+        raise BadCheckpointError(f"{item.name}: the file holds a {class_path} of sources {list(net.sources)} at "
+                                 f"{net.samplerate} Hz, the registry says a {item.arch} of {list(item.sources)} at "
+                                 f"{item.samplerate} Hz")
 
 
 def _convert_demucs(item: Entry, paths: Sequence[Path], target: Path, provenance: dict[str, Any]) -> None:
@@ -198,7 +201,7 @@ def _convert_demucs(item: Entry, paths: Sequence[Path], target: Path, provenance
         if item.segment is not None and isinstance(package.get("kwargs"), dict):
             package["kwargs"]["segment"] = item.segment  # demucs' bag gives each member its segment
         net, config, _ = build_model(package, path)
-        _check_sources(item, net)
+        _check_network(item, net, config["class_path"])
         members.append((net, config))
     extra = {"imported_from": provenance}
     if len(members) == 1 and item.weights is None:
