@@ -163,10 +163,10 @@ def _install(item: Entry, downloads: Sequence[tuple[Path, str, str]]) -> Path:
         else:
             (path, _, _), = downloads
             summary = import_checkpoint(path, item.config, target, model_type=item.model_type, force=True)
-            if tuple(summary["sources"]) != item.sources:
+            if (summary["class_path"], tuple(summary["sources"])) != (item.arch, item.sources):
                 target.unlink(missing_ok=True)
-                raise BadCheckpointError(f"{item.name}: the config gives sources {summary['sources']}, the "
-                                         f"registry says {list(item.sources)}")
+                raise BadCheckpointError(f"{item.name}: the config builds a {summary['class_path']} of sources "
+                                         f"{summary['sources']}, the registry says a {item.arch} of {list(item.sources)}")
     with atomic_path(target.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(provenance, indent=1))
     return target
