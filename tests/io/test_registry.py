@@ -309,3 +309,12 @@ def test_fetching_again_gives_the_same_bytes(served):
         assert main(["models", "remove", name]) == 0
         assert fetch_model(name).read_bytes() == first
         assert served.downloads(name) == 2
+
+
+def test_provenance_names_a_released_model_by_its_name(tmp_path, monkeypatch):
+    from stemsep.inference.separator import _model_name
+
+    monkeypatch.chdir(tmp_path)  # no file called htdemucs here
+    assert _model_name("htdemucs") == "htdemucs"
+    (tmp_path / "htdemucs").write_bytes(b"")  # a file of that name is the file
+    assert _model_name("htdemucs") == str(tmp_path / "htdemucs")

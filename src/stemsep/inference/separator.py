@@ -40,6 +40,7 @@ from stemsep.inference.writing import WriteOptions, seed_key
 from stemsep.io.audio import resample, to_channels
 from stemsep.io.checkpoint import load_separator
 from stemsep.io.files import ensure_writable_dir
+from stemsep.io.registry import is_model_name
 from stemsep.io.remote import is_url, name_of
 
 PathLike = str | os.PathLike
@@ -92,9 +93,10 @@ def _chunking_arg(device: torch.device, chunking: Chunking | None, shifts: int, 
 
 
 def _model_name(path: str | os.PathLike) -> str:
-    """How a model is named in the provenance record: its URL, or its absolute path."""
+    """How a model is named in the provenance record: its URL, a released model's name, or its
+    absolute path."""
     name = name_of(path)
-    return str(name) if is_url(name) else str(Path(name).resolve())
+    return str(name) if is_url(name) or is_model_name(name) else str(Path(name).resolve())
 
 
 class Separator:
