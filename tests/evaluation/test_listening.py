@@ -19,34 +19,16 @@ import pytest
 import soundfile as sf
 import torch
 
+from helpers.listening import SET_SLIDER, SR, STEMS, TRACKS, browser_fixture, write_corpus
 from helpers.pretrained import cli_error
 from stemsep.cli import main
 from stemsep.evaluation.listening import loudest_start, lowpass
 from stemsep.evaluation.mushra_collect import read_ratings
 
-SR = 44100
-TRACKS = ("song1", "song2")
-STEMS = ("bass", "vocals")
-BROWSER_INSTALL = "apt-get update && apt-get install -y chromium && pip install playwright"
-
-
-def _write_corpus(root: Path, seconds: float = 1.5) -> Path:
-    """``refs/``, ``A/`` (little noise added) and ``B/`` (more): two tracks of two stereo stems."""
-    rng = np.random.default_rng(0)
-    for track in TRACKS:
-        for stem in STEMS:
-            clean = 0.2 * rng.standard_normal((round(seconds * SR), 2))
-            for system, noise in (("refs", 0.0), ("A", 0.02), ("B", 0.1)):
-                folder = root / system / track
-                folder.mkdir(parents=True, exist_ok=True)
-                wav = clean + noise * rng.standard_normal(clean.shape)
-                sf.write(folder / f"{stem}.wav", wav.astype(np.float32), SR, subtype="PCM_16")
-    return root
-
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    return _write_corpus(tmp_path_factory.mktemp("listen"))
+    return write_corpus(tmp_path_factory.mktemp("listen"))
 
 
 @pytest.fixture(scope="module")
@@ -220,21 +202,7 @@ def test_bad_ratings_files_are_one_line_errors(tmp_path, capsys):
 # ---- in a real browser ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium (Debian's package) through Playwright, or a skip naming the install command."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip(f"the browser tests need playwright and chromium: {BROWSER_INSTALL}")
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.skip(f"the browser tests need chromium: {BROWSER_INSTALL}")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True,
-                                             args=["--autoplay-policy=no-user-gesture-required", "--mute-audio"])
-        yield browser
-        browser.close()
+browser = browser_fixture()
 
 
 def _condition(row) -> str:
@@ -250,8 +218,7 @@ def _rate_all(page, scores: dict[str, int], downloads: Path) -> tuple[Path, list
         shown.append(names)
         for i, name in enumerate(names):
             assert page.locator("#next").is_disabled()  # until every slider is moved
-            rows.nth(i).locator("input").evaluate(
-                "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", scores[name])
+            rows.nth(i).locator("input").evaluate(SET_SLIDER, scores[name])
         page.click("#next")
     with page.expect_download() as download:
         page.click("#download")
@@ -288,8 +255,7 @@ def test_two_listeners_rate_in_the_browser_and_collect_screens_one_out(browser, 
     first = page.locator(".condition")
     names = [_condition(first.nth(i)) for i in range(first.count())]
     for i, name in enumerate(names):  # one trial rated, then the page reloaded: alice resumes at trial 2
-        first.nth(i).locator("input").evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }",
-                                               good[name])
+        first.nth(i).locator("input").evaluate(SET_SLIDER, good[name])
     page.click("#next")
     page.reload()
     page.fill("#listener", "alice")

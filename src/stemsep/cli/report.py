@@ -1,6 +1,7 @@
 """``stemsep report``: the HTML report of a results folder (``stemsep score -o`` or ``stemsep test``).
 
     stemsep report runs/x/test_results -o report/
+    stemsep report scores/ --references musdb18hq/test --estimates separated/ -o report/   # + listening pages
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from stemsep.cli.common import add_output
-from stemsep.evaluation.report import report_from_results
+from stemsep.evaluation.track_pages import report
 
 HELP = "Write an HTML report with figures from per-track results (score -o or test)."
 
@@ -18,9 +19,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", type=Path, help="folder of <track>.json results")
     add_output(parser, "out", type=Path, help="report folder (default: RESULTS/report)")
     parser.add_argument("--title", help="page title (default: from the folder name)")
+    parser.add_argument("--references", type=Path,
+                        help="the scored references: adds a listening page per track (with --estimates)")
+    parser.add_argument("--estimates", type=Path, help="the scored estimates (with --references)")
+    parser.add_argument("--audio-max-size", dest="audio_max_size", type=float, default=500.0,
+                        help="size budget of the listening pages' MP3 files in MB (default 500)")
 
 
 def run(args: argparse.Namespace) -> int:
-    page = report_from_results(args.results, args.out, title=args.title)
+    page = report(args.results, args.out, title=args.title, references=args.references, estimates=args.estimates,
+                  audio_max_size_mb=args.audio_max_size)
     print(f"report: {page}")
     return 0

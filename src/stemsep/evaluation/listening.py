@@ -29,6 +29,7 @@ import torch
 
 from stemsep.errors import BadArgumentError, BadDataError
 from stemsep.evaluation.mushra_collect import collect_ratings
+from stemsep.evaluation.report import slug
 from stemsep.evaluation.score import default_sources, find_tracks, load_pair
 from stemsep.io.audio import MP3_BITRATES, mp3_bitrate_range, open_writer
 from stemsep.io.files import atomic_path, ensure_writable_dir
@@ -125,28 +126,27 @@ def parse_systems(specs: Sequence[str]) -> dict[str, Path]:
     return systems
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.")[:60] or "x"
-
-
 def _mp3_bytes(bitrate: int, durations: Sequence[float]) -> float:
     """The size the MP3 files of these durations (s) will have at ``bitrate`` kbit/s, a little over."""
     return sum(bitrate * 125 * (d + _PADDING_SECONDS) * _SIZE_FACTOR for d in durations)
 
 
-def _choose_bitrate(durations: Sequence[float], samplerate: int, max_size_mb: float) -> int:
-    """The highest MP3 bitrate (kbit/s, at least :data:`MIN_BITRATE`) whose files fit the budget."""
+def choose_bitrate(durations: Sequence[float], samplerate: int, max_size_mb: float, *,
+                   minimum: int = MIN_BITRATE, option: str = "--max-size") -> int:
+    """The highest MP3 bitrate (kbit/s, at least ``minimum``) at which files of these durations (s)
+    fit ``max_size_mb``; else a one-line error naming ``option`` and the size they need."""
     low, high = mp3_bitrate_range(samplerate)
-    fits = [b for b in MP3_BITRATES if low <= b <= high and b >= MIN_BITRATE
+    fits = [b for b in MP3_BITRATES if low <= b <= high and b >= minimum
             and _mp3_bytes(b, durations) <= max_size_mb * 1e6]
     if not fits:
-        seconds, need = sum(durations), _mp3_bytes(MIN_BITRATE, durations) / 1e6
-        raise BadArgumentError(f"--max-size {max_size_mb:g} MB: {seconds:.0f} s of audio need {need:.1f} MB at "
-                               f"{MIN_BITRATE} kbit/s; raise --max-size, shorten --duration or use fewer tracks")
+        least = max(minimum, low)
+        seconds, need = sum(durations), _mp3_bytes(least, durations) / 1e6
+        raise BadArgumentError(f"{option} {max_size_mb:g} MB: {seconds:.0f} s of audio need {need:.1f} MB at "
+                               f"{least} kbit/s; raise {option}, shorten the audio or use fewer tracks")
     return max(fits)
 
 
-def _write_mp3(path: Path, wav: torch.Tensor, samplerate: int, bitrate: int) -> int:
+def write_mp3(path: Path, wav: torch.Tensor, samplerate: int, bitrate: int) -> int:
     """Write ``wav`` ``(channels, time)`` as a constant-bitrate MP3 atomically; its size in bytes."""
     with atomic_path(path) as tmp:
         with open_writer(tmp, samplerate, wav.shape[0], fmt="mp3", mp3_bitrate=bitrate) as handle:
@@ -223,14 +223,14 @@ def make_mushra(references: str | os.PathLike, systems: Mapping[str, str | os.Pa
     if not excerpts:
         raise BadDataError(f"{references}: every reference excerpt is silent; nothing to listen to")
     durations = [c["reference"].shape[-1] / sr for *_, sr, c in excerpts for _ in c]
-    bitrate = min(_choose_bitrate(durations, sr, max_size_mb) for *_, sr, _ in excerpts)
+    bitrate = min(choose_bitrate(durations, sr, max_size_mb) for *_, sr, _ in excerpts)
     out = ensure_writable_dir(out)
     trials, written = [], 0
     for index, (track, stem, at, samplerate, conditions) in enumerate(excerpts):
-        folder = f"audio/{index:03d}-{_slug(track)}-{_slug(stem)}"
+        folder = f"audio/{index:03d}-{slug(track)}-{slug(stem)}"
         files = {name: f"{folder}/{name}.mp3" for name in conditions}
         for name, wav in conditions.items():
-            written += _write_mp3(out / files[name], wav, samplerate, bitrate)
+            written += write_mp3(out / files[name], wav, samplerate, bitrate)
         trials.append(Trial(id=f"{track}/{stem}", track=track, stem=stem, start=at,
                             duration=conditions["reference"].shape[-1] / samplerate,
                             reference=files["reference"], conditions=files))

@@ -25,6 +25,7 @@ import html
 import math
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,14 @@ def report_from_results(results: str | os.PathLike, out: str | os.PathLike | Non
     path of ``report.html``."""
     require_matplotlib()
     results = Path(results)
+    records = read_results(results)
+    return write_report(records, results / "report" if out is None else out,
+                        title=title or f"Evaluation: {results.resolve().name}")
+
+
+def read_results(results: Path) -> list[dict[str, Any]]:
+    """The track records of a results folder (``<track>.json``; ``summary.json`` and hidden files
+    skipped), each checked for museval's layout."""
     if not results.is_dir():
         raise BadDataError(f"{results}: results folder not found")
     records = []
@@ -73,13 +82,13 @@ def report_from_results(results: str | os.PathLike, out: str | os.PathLike | Non
         records.append(record)
     if not records:
         raise BadDataError(f"{results}: no per-track results (<track>.json) found")
-    return write_report(records, results / "report" if out is None else out,
-                        title=title or f"Evaluation: {results.resolve().name}")
+    return records
 
 
 def write_report(records: list[dict[str, Any]], out: str | os.PathLike, *,
-                 title: str = "stemsep evaluation") -> Path:
-    """Write ``out/report.html`` and ``out/figures/*.png`` for the track records; return the HTML path."""
+                 title: str = "stemsep evaluation", track_pages: Mapping[str, Path] | None = None) -> Path:
+    """Write ``out/report.html`` and ``out/figures/*.png`` for the track records; return the HTML path.
+    ``track_pages``: track -> its listening page (:mod:`stemsep.evaluation.track_pages`), linked."""
     require_matplotlib()
     out = ensure_writable_dir(out)
     figures = ensure_writable_dir(out / "figures")
@@ -91,16 +100,17 @@ def write_report(records: list[dict[str, Any]], out: str | os.PathLike, *,
     for index, record in enumerate(sorted(records, key=lambda r: r["name"])):
         if not any(t["frames"] for t in record["targets"]):  # whole-track metrics only: no curve to draw
             continue
-        name = f"track-{index:03d}-{_slug(record['name'])}.png"
+        name = f"track-{index:03d}-{slug(record['name'])}.png"
         track_figures[record["name"]] = _framewise(record, figures / name)
-    page = _html(title, summary, sources, metrics, boxplots, track_figures, out)
+    page = _html(title, summary, sources, metrics, boxplots, track_figures, out, track_pages or {})
     target = out / "report.html"
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
     return target
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """``name`` as a safe file name part (letters, digits, ``_-``; at most 60 characters)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:60] or "track"
 
 
@@ -205,7 +215,7 @@ img { max-width: 100%; border: 1px solid #eee; margin: 6px 0 18px; }
 
 
 def _html(title: str, summary: dict[str, Any], sources: list[str], metrics: list[str], boxplots: Path,
-          track_figures: dict[str, Path], out: Path) -> str:
+          track_figures: dict[str, Path], out: Path, track_pages: Mapping[str, Path]) -> str:
     esc = html.escape
     anchors = {track: f"track-{i:03d}" for i, track in enumerate(sorted(track_figures))}
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>",
@@ -233,6 +243,8 @@ def _html(title: str, summary: dict[str, Any], sources: list[str], metrics: list
         for row, source in enumerate(sources):
             values = per_source.get(source, {})
             link = f"<a href=\"#{anchors[track]}\">{esc(track)}</a>" if track in anchors else esc(track)
+            if track in track_pages:
+                link += f" (<a href=\"{esc(track_pages[track].relative_to(out).as_posix())}\">listen</a>)"
             head = f"<td class=\"name\" rowspan=\"{len(sources)}\">{link}</td>" if row == 0 else ""
             parts.append(f"<tr>{head}<td class=\"name\">{esc(source)}</td>"
                          + "".join(f"<td>{_number(values.get(m))}</td>" for m in metrics) + "</tr>")

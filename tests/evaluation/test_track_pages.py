@@ -1,0 +1,108 @@
+"""``stemsep report RESULTS --references R --estimates E``: a listening page per track, written from a
+real ``stemsep score`` run and driven in headless Chromium from ``file://`` (frame click seeks every
+player, play advances them together, solo/mute set the gains, a loop region wraps)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from helpers.listening import STEMS, TRACKS, browser_fixture, write_corpus
+from helpers.pretrained import cli_error
+from stemsep.cli import main
+
+browser = browser_fixture()
+ALL_TIMES = "[...document.querySelectorAll('audio')].map(a => a.currentTime)"
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> Path:
+    root = write_corpus(tmp_path_factory.mktemp("pages"), seconds=3.0)
+    assert main(["score", "--references", str(root / "refs"), "--estimates", str(root / "A"), "-o",
+                 str(root / "scores"), "--metrics", "sdr"]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(scored) -> Path:
+    out = scored / "report"
+    assert main(["report", str(scored / "scores"), "--references", str(scored / "refs"), "--estimates",
+                 str(scored / "A"), "-o", str(out), "--audio-max-size", "5"]) == 0
+    return out
+
+
+def test_pages_link_their_audio_and_nothing_outside(report):
+    index = (report / "report.html").read_text()
+    pages = sorted((report / "tracks").glob("*.html"))
+    assert [p.name for p in pages] == [f"{i:03d}-{t}.html" for i, t in enumerate(TRACKS)]
+    for page in pages:
+        assert f'href="tracks/{page.name}"' in index
+        text = page.read_text()
+        assert not re.search(r"(https?:)?//[A-Za-z0-9]", text), "no external URL"
+        sources = re.findall(r'<audio preload="auto" src="([^"]+)"', text)
+        assert len(sources) == len(STEMS) * 3
+        assert all((page.parent / s).is_file() for s in sources)
+        assert text.count('class="point"') == len(STEMS) * 3  # 3 s of 1 s frames per stem
+    assert sum(f.stat().st_size for f in (report / "tracks").rglob("*.mp3")) <= 5e6
+
+
+def test_residual_is_estimate_minus_reference(report):
+    folder = report / "tracks" / f"000-{TRACKS[0]}"
+    reference, _ = sf.read(folder / "bass-reference.mp3")
+    residual, _ = sf.read(folder / "bass-residual.mp3")
+    # system A is the reference plus noise at 0.02 (reference at 0.2): 20 dB under it
+    ratio = np.sqrt(np.mean(residual ** 2) / np.mean(reference ** 2))
+    assert 0.07 < ratio < 0.14
+
+
+def test_bad_report_audio_options_are_one_line(scored, capsys, tmp_path):
+    base = ["report", str(scored / "scores"), "-o", str(tmp_path / "r")]
+    assert "give both --references and --estimates" in cli_error([*base, "--references", str(scored / "refs")],
+                                                                 capsys)
+    partial = tmp_path / "partial"
+    shutil.copytree(scored / "A" / TRACKS[0], partial / TRACKS[0])
+    assert f"have no track '{TRACKS[1]}'" in cli_error(
+        [*base, "--references", str(scored / "refs"), "--estimates", str(partial)], capsys)
+    assert "raise --audio-max-size" in cli_error(
+        [*base, "--references", str(scored / "refs"), "--estimates", str(scored / "A"), "--audio-max-size", "0.1"],
+        capsys)
+
+
+def test_one_transport_seeks_plays_and_sets_gains(browser, report):
+    page = browser.new_page()
+    page.goto((report / "tracks" / f"000-{TRACKS[0]}.html").as_uri())
+    page.wait_for_function("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1)")
+    point = page.locator("svg.plot circle.point").nth(2)  # the first stem's third frame: 2 s
+    point.click()
+    assert page.evaluate(ALL_TIMES) == [2.0] * 6
+    page.locator("svg.plot rect.frame").nth(1).click()  # a frame's column: 1 s
+    assert page.evaluate(ALL_TIMES) == [1.0] * 6
+    page.click("#play")
+    page.wait_for_function("document.querySelector('audio').currentTime > 1.3")
+    times = page.evaluate(ALL_TIMES)
+    assert all(abs(t - times[0]) < 0.15 for t in times), times  # together
+    page.click("#play")  # pause
+    paused = page.evaluate(ALL_TIMES)
+    page.wait_for_timeout(300)
+    assert page.evaluate(ALL_TIMES) == paused
+    assert page.evaluate("[...document.querySelectorAll('audio')].every(a => a.paused)")
+    volumes = "[...document.querySelectorAll('audio')].map(a => a.volume)"
+    page.locator(".solo").nth(1).click()  # solo the first stem's estimate
+    assert page.evaluate(volumes) == [0, 1, 0, 0, 0, 0]
+    page.locator(".mute").nth(1).click()  # muted as well: silent
+    assert page.evaluate(volumes) == [0, 0, 0, 0, 0, 0]
+    page.locator(".solo").nth(1).click()
+    assert page.evaluate(volumes) == [1, 0, 1, 1, 1, 1]
+    page.check("#loop")
+    page.fill("#loop-from", "0.5")
+    page.fill("#loop-to", "0.9")
+    page.locator("svg.plot rect.frame").nth(0).click()
+    page.click("#play")
+    page.wait_for_timeout(1500)  # past 0.9 s more than once: wrapped back each time
+    assert 0.4 < page.evaluate("document.querySelector('audio').currentTime") < 1.1
+    page.close()
