@@ -106,3 +106,67 @@ def test_one_transport_seeks_plays_and_sets_gains(browser, report):
     page.wait_for_timeout(1500)  # past 0.9 s more than once: wrapped back each time
     assert 0.4 < page.evaluate("document.querySelector('audio').currentTime") < 1.1
     page.close()
+
+
+# ---- several systems -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compared(scored) -> Path:
+    assert main(["score", "--references", str(scored / "refs"), "--estimates", str(scored / "B"), "-o",
+                 str(scored / "scores_b"), "--metrics", "sdr"]) == 0
+    out = scored / "compare"
+    assert main(["report", str(scored / "scores"), str(scored / "scores_b"), "--names", "A", "B", "--references",
+                 str(scored / "refs"), "--estimates", str(scored / "A"), str(scored / "B"), "-o", str(out),
+                 "--audio-max-size", "5"]) == 0
+    return out
+
+
+def test_comparison_lists_deltas_worst_first(scored, compared):
+    import json
+
+    per_track = {name: json.loads((scored / folder / "summary.json").read_text())["per_track"]
+                 for name, folder in (("A", "scores"), ("B", "scores_b"))}
+    expected = sorted((per_track["B"][t][s]["SDR"] - per_track["A"][t][s]["SDR"], t, s) for t in TRACKS for s in STEMS)
+    page = (compared / "compare.html").read_text()
+    found = re.findall(r'<td class="name">(?:<a href="tracks/[^"]+">)?([^<]+)(?:</a>)?</td><td class="name">([^<]+)'
+                       r'</td><td>([-\d.]+)</td><td>([-\d.]+)</td><td[^>]*>([-+\d.]+)</td>', page)
+    assert [(t, s) for _, t, s in expected] == [(t, s) for t, s, *_ in found]
+    for (delta, *_), (*_, a, b, shown) in zip(expected, found):
+        assert float(shown) == pytest.approx(delta, abs=0.006) and float(b) - float(a) == pytest.approx(delta, abs=0.02)
+    assert expected[0][0] < -5  # B (10x the noise of A) loses everywhere: about -14 dB
+    for name in ("A", "B"):
+        assert (compared / "systems" / name / "report.html").is_file()
+    audio = sorted(p.name for p in (compared / "tracks" / f"000-{TRACKS[0]}").iterdir())
+    assert audio == sorted(f"{s}-{k}.mp3" for s in STEMS for k in
+                           ("reference", "estimate-A", "estimate-B", "residual-A", "residual-B"))
+
+
+def test_several_systems_bad_options_are_one_line(scored, capsys, tmp_path):
+    base = ["report", str(scored / "scores"), str(scored / "scores_b"), "-o", str(tmp_path / "c")]
+    assert "2 unique names needed" in cli_error([*base, "--names", "A"], capsys)
+    assert "2 unique names needed" in cli_error([*base, "--names", "A", "A"], capsys)
+    assert "one folder per results folder" in cli_error(
+        [*base, "--references", str(scored / "refs"), "--estimates", str(scored / "A")], capsys)
+    fewer = tmp_path / "fewer"
+    fewer.mkdir()
+    shutil.copy(scored / "scores" / f"{TRACKS[0]}.json", fewer)
+    assert f"differ in track '{TRACKS[1]}'" in cli_error(["report", str(scored / "scores"), str(fewer), "-o",
+                                                          str(tmp_path / "c")], capsys)
+
+
+def test_ab_switch_keeps_the_position_and_changes_who_is_heard(browser, compared):
+    page = browser.new_page()
+    page.goto((compared / "tracks" / f"000-{TRACKS[0]}.html").as_uri())
+    page.wait_for_function("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1)")
+    heard = ("[...document.querySelectorAll('audio')].filter(a => a.volume > 0)"
+             ".map(a => a.dataset.kind + ':' + a.dataset.system)")
+    assert page.evaluate(heard) == ["reference:", "estimate:A", "residual:A"] * 2
+    page.click("#play")
+    page.wait_for_function("document.querySelector('audio').currentTime > 0.5")
+    page.click("#play")
+    at = page.evaluate(ALL_TIMES)
+    page.locator("button.system", has_text="B").click()
+    assert page.evaluate(ALL_TIMES) == at and max(at) - min(at) < 0.15
+    assert page.evaluate(heard) == ["reference:", "estimate:B", "residual:B"] * 2
+    page.close()

@@ -2,6 +2,7 @@
 every stem under one transport, and the framewise metric plot that seeks them.
 
     stemsep report scores/ --references musdb18hq/test --estimates separated/ -o report/
+    stemsep report scores_a/ scores_b/ --names A B --references musdb18hq/test --estimates sep_a/ sep_b/ -o cmp/
 
 For each scored track, ``DIR/tracks/<nnn>-<track>.html`` with its audio beside it in
 ``DIR/tracks/<nnn>-<track>/<stem>-{reference,estimate,residual}.mp3`` (residual = estimate -
@@ -10,7 +11,10 @@ audio fits the budget). One transport plays, pauses, seeks and loops every playe
 step by the first); each player has mute and solo (its ``volume``: 0 or 1). Under the players, per
 stem, the framewise metric (SDR, else the first one there is) as an inline SVG: a moving cursor
 shows the position, and clicking a frame's dot or its column seeks every player to the start of that
-frame. Inline script and style only: the pages work from ``file://`` and any static server.
+frame. Several systems: every system's estimate and residual play along, and the system buttons
+choose which one is heard (A/B switching at the same position), the others' series dimmed; the
+comparison page is :mod:`stemsep.evaluation.compare`'s. Inline script and style only: the pages
+work from ``file://`` and any static server.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import math
 import os
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stemsep.errors import BadDataError
+from stemsep.evaluation.compare import write_comparison
 from stemsep.evaluation.listening import choose_bitrate, write_mp3
 from stemsep.evaluation.report import (
     read_results,
@@ -40,6 +46,7 @@ from stemsep.io.files import atomic_path
 MIN_REPORT_BITRATE = 64  # kbit/s: enough to hear where a separation fails, small enough for whole songs
 KINDS = ("reference", "estimate", "residual")
 _PLOT_W, _PLOT_H, _PAD = 760, 110, 4
+_COLORS = ("#36c", "#d62", "#2a7", "#a3c", "#888")
 
 PAGE_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width: 900px; }
@@ -47,19 +54,22 @@ body { font-family: system-ui, sans-serif; margin: 24px; color: #222; max-width:
 #transport input[type=range] { width: 360px; vertical-align: middle; } #transport input[type=number] { width: 5em; }
 .player { display: flex; align-items: center; gap: 8px; margin: 3px 0; } .label { width: 6em; }
 button.on { background: #2a7; color: white; } .note { color: #555; font-size: 13px; margin: 12px 0 2px; }
-svg.plot circle { fill: #36c; cursor: pointer; } svg.plot rect.frame { cursor: pointer; }
-svg.plot rect.frame:hover { fill: rgba(0, 0, 0, 0.05); }
+svg.plot circle { cursor: pointer; } svg.plot rect.frame { cursor: pointer; }
+svg.plot rect.frame:hover { fill: rgba(0, 0, 0, 0.05); } button.system { border: 2px solid; }
 """
 
 # One transport: the first player is the clock; the others follow it (re-seeked when they drift by
-# more than 80 ms). Gains are each player's volume: 0 when muted or when another player is soloed.
+# more than 80 ms). Gains are each player's volume: 0 when its row is muted, when another row is
+# soloed, or when it is another system's than the one chosen (A/B: every system plays all along, so
+# switching keeps the position exactly).
 PAGE_SCRIPT = r"""
 "use strict";
 const CFG = JSON.parse(document.getElementById("config").textContent);
 const players = [...document.querySelectorAll("audio")];
+const rows = [...document.querySelectorAll(".player")];
 const clock = players[0];
 const $ = (id) => document.getElementById(id);
-let playing = false;
+let playing = false, selected = CFG.systems[0];
 function seek(t) {
   t = Math.max(0, Math.min(t, CFG.duration));
   for (const a of players) a.currentTime = t;
@@ -77,8 +87,19 @@ function pause() {
   $("play").textContent = "play";
 }
 function gains() {
-  const solo = players.some((a) => a.solo);
-  for (const a of players) a.volume = a.mute || (solo && !a.solo) ? 0 : 1;
+  const solo = rows.some((r) => r.solo);
+  for (const r of rows) {
+    for (const a of r.querySelectorAll("audio")) {
+      const other = a.dataset.system && a.dataset.system !== selected;
+      a.volume = r.mute || (solo && !r.solo) || other ? 0 : 1;
+    }
+  }
+  for (const g of document.querySelectorAll("g.series")) g.style.opacity = g.dataset.system === selected ? 1 : 0.25;
+}
+function choose(button) {
+  selected = button.dataset.system;
+  for (const b of document.querySelectorAll("button.system")) b.classList.toggle("on", b === button);
+  gains();
 }
 function draw(t) {
   $("time").textContent = t.toFixed(2) + " s";
@@ -98,12 +119,12 @@ function tick() {
   draw(clock.currentTime);
   requestAnimationFrame(tick);
 }
-for (const a of players) {
-  const row = a.parentElement;
-  a.mute = false; a.solo = false;
-  row.querySelector(".mute").onclick = (e) => { a.mute = !a.mute; e.target.classList.toggle("on", a.mute); gains(); };
-  row.querySelector(".solo").onclick = (e) => { a.solo = !a.solo; e.target.classList.toggle("on", a.solo); gains(); };
+for (const r of rows) {
+  r.mute = false; r.solo = false;
+  r.querySelector(".mute").onclick = (e) => { r.mute = !r.mute; e.target.classList.toggle("on", r.mute); gains(); };
+  r.querySelector(".solo").onclick = (e) => { r.solo = !r.solo; e.target.classList.toggle("on", r.solo); gains(); };
 }
+for (const b of document.querySelectorAll("button.system")) b.onclick = () => choose(b);
 clock.onended = pause;
 $("play").onclick = () => (playing ? pause() : play());
 $("seek").oninput = () => seek(Number($("seek").value));
@@ -113,22 +134,60 @@ requestAnimationFrame(tick);
 """
 
 
-def report(results: str | os.PathLike, out: str | os.PathLike | None = None, *, title: str | None = None,
-           references: str | os.PathLike | None = None, estimates: str | os.PathLike | None = None,
+@dataclass
+class System:
+    """One system's results: its name, its track records by track, and its estimates folder (or None)."""
+
+    name: str
+    records: dict[str, dict[str, Any]]
+    estimates: Path | None = None
+
+
+def report(results: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike | None = None, *,
+           title: str | None = None, names: Sequence[str] | None = None,
+           references: str | os.PathLike | None = None,
+           estimates: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
            audio_max_size_mb: float = 500.0) -> Path:
-    """``stemsep report``: the HTML report of a results folder (:mod:`stemsep.evaluation.report`),
-    with a listening page per track when ``references`` and ``estimates`` are given (both or none)."""
-    if (references is None) != (estimates is None):
+    """``stemsep report``: the HTML report of a results folder (:mod:`stemsep.evaluation.report`), with
+    a listening page per track when ``references`` and ``estimates`` are given (both or none).
+    Several results folders (``names`` them, default their folder names; one ``estimates`` folder
+    each): a report per system in ``out/systems/<name>/``, and ``out/compare.html`` (the metric
+    deltas against the first system, worst first) whose listening pages switch between systems."""
+    folders = [Path(results)] if isinstance(results, (str, os.PathLike)) else [Path(r) for r in results]
+    guesses = [Path(estimates)] if isinstance(estimates, (str, os.PathLike)) else [Path(e) for e in estimates or ()]
+    if (references is None) != (not guesses):
         raise BadDataError("report: give both --references and --estimates (the audio of the listening pages), "
                            "or neither")
     require_matplotlib()
-    if references is None:
-        return report_from_results(results, out, title=title)
-    results = Path(results)
-    records = read_results(results)
-    out = results / "report" if out is None else Path(out)
-    pages = write_track_pages(records, out, references, estimates, max_size_mb=audio_max_size_mb)
-    return write_report(records, out, title=title or f"Evaluation: {results.resolve().name}", track_pages=pages)
+    if len(folders) == 1 and references is None:
+        return report_from_results(folders[0], out, title=title)
+    systems = _systems(folders, names, guesses)
+    out = folders[0] / "report" if out is None else Path(out)
+    pages = {} if references is None else write_track_pages(systems, out, references, max_size_mb=audio_max_size_mb)
+    if len(systems) == 1:
+        return write_report(list(systems[0].records.values()), out,
+                            title=title or f"Evaluation: {folders[0].resolve().name}", track_pages=pages)
+    reports = {system.name: write_report(list(system.records.values()), out / "systems" / slug(system.name),
+                                         title=f"Evaluation: {system.name}") for system in systems}
+    return write_comparison({system.name: system.records for system in systems}, out, reports, pages,
+                            title=title or "Comparison: " + " vs ".join(system.name for system in systems))
+
+
+def _systems(folders: list[Path], names: Sequence[str] | None, estimates: list[Path]) -> list[System]:
+    """The systems of the results folders, checked: as many names and estimates folders as results, the same tracks."""
+    names = list(names) if names else [folder.resolve().name for folder in folders]
+    if len(names) != len(folders) or len(set(names)) != len(names):
+        raise BadDataError(f"report --names: {len(folders)} unique names needed (one per results folder), got {names}")
+    if estimates and len(estimates) != len(folders):
+        raise BadDataError(f"report --estimates: one folder per results folder ({len(folders)}), got {len(estimates)}")
+    systems = [System(name, {r["name"]: r for r in read_results(folder)}, estimates[i] if estimates else None)
+               for i, (name, folder) in enumerate(zip(names, folders))]
+    for system, folder in zip(systems[1:], folders[1:]):
+        missing = sorted(set(systems[0].records) ^ set(system.records))
+        if missing:
+            raise BadDataError(f"{folder}: the results of {system.name!r} and {systems[0].name!r} differ in track "
+                               f"{missing[0]!r}; compare results of the same tracks")
+    return systems
 
 
 def _probe(ref_dir: Path, source: str) -> MixInfo:
@@ -139,36 +198,48 @@ def _probe(ref_dir: Path, source: str) -> MixInfo:
     return probe_mix(path)
 
 
-def write_track_pages(records: Sequence[dict[str, Any]], out: str | os.PathLike, references: str | os.PathLike,
-                      estimates: str | os.PathLike, *, max_size_mb: float = 500.0) -> dict[str, Path]:
-    """Write a page per track record (its audio beside it) into ``out/tracks``; track -> page path."""
-    refs, ests = find_tracks(Path(references)), find_tracks(Path(estimates))
-    for record in records:
-        for folder, found, what in ((references, refs, "references"), (estimates, ests, "estimates")):
-            if record["name"] not in found:
-                raise BadDataError(f"{folder}: the {what} have no track {record['name']!r} (it is in the results)")
-    sources = {r["name"]: [t["name"] for t in r["targets"]] for r in records}
-    infos = {name: _probe(refs[name], stems[0]) for name, stems in sources.items()}
-    durations = [info.frames / info.samplerate for name, info in infos.items() for _ in sources[name] for _ in KINDS]
+def _find_estimates(systems: Sequence[System], references: Path) -> dict[str, dict[str, Path]]:
+    """Reference tracks, and each system's estimate tracks, by track; every scored track must be there."""
+    found = {"": find_tracks(references), **{s.name: find_tracks(s.estimates) for s in systems}}
+    for system in systems:
+        for track in system.records:
+            for key, folder, what in (("", references, "references"), (system.name, system.estimates, "estimates")):
+                if track not in found[key]:
+                    raise BadDataError(f"{folder}: the {what} have no track {track!r} (it is in the results)")
+    return found
+
+
+def write_track_pages(systems: Sequence[System], out: str | os.PathLike, references: str | os.PathLike, *,
+                      max_size_mb: float = 500.0) -> dict[str, Path]:
+    """Write a page per track (its audio beside it) into ``out/tracks``; track -> page path."""
+    found = _find_estimates(systems, Path(references))
+    first = systems[0].records
+    sources = {track: [t["name"] for t in record["targets"]] for track, record in first.items()}
+    infos = {track: _probe(found[""][track], stems[0]) for track, stems in sources.items()}
+    files_per_stem = 1 + 2 * len(systems)  # the reference, each system's estimate and residual
+    durations = [info.frames / info.samplerate for track, info in infos.items()
+                 for _ in range(len(sources[track]) * files_per_stem)]
     rate = min(info.samplerate for info in infos.values())
     bitrate = choose_bitrate(durations, rate, max_size_mb, minimum=MIN_REPORT_BITRATE, option="--audio-max-size")
     pages = {}
-    for index, record in enumerate(sorted(records, key=lambda r: r["name"])):
-        name = record["name"]
-        stem_names = sources[name]
-        est, ref, samplerate = load_pair(name, refs[name], ests[name], stem_names, allow_silent=True)
-        folder = f"{index:03d}-{slug(name)}"
-        files: dict[str, dict[str, str]] = {}
-        for i, stem in enumerate(stem_names):
-            audio = {"reference": ref[i], "estimate": est[i], "residual": est[i] - ref[i]}
-            files[stem] = {}
-            for kind, wav in audio.items():
-                relative = f"{folder}/{slug(stem)}-{kind}.mp3"
-                write_mp3(Path(out) / "tracks" / relative, wav, samplerate, bitrate)
-                files[stem][kind] = relative
+    for index, track in enumerate(sorted(first)):
+        folder, stems = f"{index:03d}-{slug(track)}", sources[track]
+        files: dict[str, dict[str, dict[str, str]]] = {stem: {kind: {} for kind in KINDS} for stem in stems}
+        for system in systems:
+            est, ref, samplerate = load_pair(track, found[""][track], found[system.name][track], stems,
+                                             allow_silent=True)
+            tag = f"-{slug(system.name)}" if len(systems) > 1 else ""
+            for i, stem in enumerate(stems):
+                audio = {"estimate": est[i], "residual": est[i] - ref[i]}
+                if system is systems[0]:
+                    audio["reference"] = ref[i]
+                for kind, wav in audio.items():
+                    relative = f"{folder}/{slug(stem)}-{kind}{'' if kind == 'reference' else tag}.mp3"
+                    write_mp3(Path(out) / "tracks" / relative, wav, samplerate, bitrate)
+                    files[stem][kind]["" if kind == "reference" else system.name] = relative
         page = Path(out) / "tracks" / f"{folder}.html"
-        _write_page(page, record, files, ref.shape[-1] / samplerate)
-        pages[name] = page
+        _write_page(page, track, {s.name: s.records[track] for s in systems}, files, infos[track])
+        pages[track] = page
     return pages
 
 
@@ -184,9 +255,9 @@ def _frames(entry: Mapping[str, Any]) -> tuple[str, list[tuple[float, float, flo
     return metric, frames
 
 
-def _svg(entry: Mapping[str, Any], duration: float, low: float, high: float) -> str:
-    """The framewise plot of one target: a clickable column and dot per frame, a median line, a cursor."""
-    metric, frames = _frames(entry)
+def _svg(stem: str, entries: Mapping[str, Mapping[str, Any]], duration: float, low: float, high: float) -> str:
+    """The framewise plot of one stem, a series per system (a dot per frame, a dashed median), a
+    clickable column per frame, and the cursor."""
     span = max(high - low, 1e-9)
 
     def x(t: float) -> float:
@@ -197,30 +268,34 @@ def _svg(entry: Mapping[str, Any], duration: float, low: float, high: float) -> 
 
     parts = [f'<svg class="plot" viewBox="0 0 {_PLOT_W} {_PLOT_H}" width="{_PLOT_W}" height="{_PLOT_H}">',
              f'<rect width="{_PLOT_W}" height="{_PLOT_H}" fill="#fafafa" stroke="#ddd"/>']
-    values = [v for _, _, v in frames if v is not None]
-    if values:
-        median = statistics.median(values)
-        parts.append(f'<line x1="0" x2="{_PLOT_W}" y1="{y(median):.1f}" y2="{y(median):.1f}" stroke="#999" '
-                     'stroke-dasharray="4 3"/>')
-    points = []
-    for time, length, value in frames:
+    metric, frames = _frames(next(iter(entries.values())))
+    for time, length, _ in frames:
         parts.append(f'<rect class="frame" data-time="{time:g}" x="{x(time):.1f}" y="0" '
                      f'width="{max(x(time + length) - x(time), 1):.1f}" height="{_PLOT_H}" fill="transparent"/>')
-        if value is not None:
-            cx = x(time + length / 2)
-            points.append(f"{cx:.1f},{y(value):.1f}")
-            parts.append(f'<circle class="point" data-time="{time:g}" cx="{cx:.1f}" cy="{y(value):.1f}" r="3.5">'
-                         f'<title>{time:g} s: {metric} {value:.2f} dB</title></circle>')
-    if points:
-        parts.insert(2, f'<polyline points="{" ".join(points)}" fill="none" stroke="#36c" stroke-width="1.2"/>')
+    for index, (system, entry) in enumerate(entries.items()):
+        color = _COLORS[index % len(_COLORS)]
+        metric, frames = _frames(entry)
+        dots = [(time, x(time + length / 2), y(value)) for time, length, value in frames if value is not None]
+        parts.append(f'<g class="series" data-system="{html.escape(system)}" fill="{color}" stroke="{color}">')
+        if dots:
+            middle = y(statistics.median(v for _, _, v in frames if v is not None))
+            parts.append(f'<line x1="0" x2="{_PLOT_W}" y1="{middle:.1f}" y2="{middle:.1f}" stroke-dasharray="4 3" '
+                         'stroke-width="0.8"/>'
+                         f'<polyline points="{" ".join(f"{cx:.1f},{cy:.1f}" for _, cx, cy in dots)}" fill="none" '
+                         'stroke-width="1.2"/>')
+        parts += [f'<circle class="point" data-time="{time:g}" cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" stroke="none">'
+                  f'<title>{html.escape(system)} {time:g} s</title></circle>' for time, cx, cy in dots]
+        parts.append("</g>")
     parts.append(f'<line class="cursor" x1="{_PAD}" x2="{_PAD}" y1="0" y2="{_PLOT_H}" stroke="#d33" '
                  'stroke-width="1.5"/></svg>')
-    return f"<p class=\"note\">{html.escape(entry['name'])}: framewise {metric} ({low:.1f} to {high:.1f} dB; " \
-           f"dashed: median). Click a frame to hear it.</p>" + "".join(parts)
+    return (f"<p class=\"note\">{html.escape(stem)}: framewise {metric} ({low:.1f} to {high:.1f} dB; dashed: "
+            "median). Click a frame to hear it.</p>" + "".join(parts))
 
 
-def _plot_range(record: Mapping[str, Any]) -> tuple[float, float]:
-    values = [v for entry in record["targets"] for _, _, v in _frames(entry)[1] if v is not None]
+def _plot_range(records: Mapping[str, Mapping[str, Any]]) -> tuple[float, float]:
+    """One dB scale for every stem and system of a track."""
+    values = [v for record in records.values() for entry in record["targets"] for _, _, v in _frames(entry)[1]
+              if v is not None]
     if not values:
         return 0.0, 1.0
     low, high = min(values), max(values)
@@ -228,27 +303,43 @@ def _plot_range(record: Mapping[str, Any]) -> tuple[float, float]:
     return low - pad, high + pad
 
 
-def _write_page(page: Path, record: Mapping[str, Any], files: Mapping[str, Mapping[str, str]],
-                duration: float) -> None:
+def _players(files: Mapping[str, Mapping[str, Mapping[str, str]]]) -> str:
+    """A row per stem and kind (mute, solo), holding one player per system (the reference: one)."""
     esc = html.escape
-    low, high = _plot_range(record)
     rows = []
     for stem, kinds in files.items():
         rows.append(f"<h3>{esc(stem)}</h3>")
-        for kind, src in kinds.items():
-            rows.append(f'<div class="player"><span class="label">{esc(kind)}</span>'
-                        f'<button class="mute">mute</button><button class="solo">solo</button>'
-                        f'<audio preload="auto" src="{esc(src)}" data-stem="{esc(stem)}" data-kind="{kind}"></audio></div>')
-    plots = "".join(_svg(entry, duration, low, high) for entry in record["targets"])
-    config = json.dumps({"duration": duration}).replace("</", "<\\/")
-    text = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(record['name'])}</title>"
-            f"<style>{PAGE_STYLE}</style></head><body><p><a href=\"../report.html\">&larr; report</a></p>"
-            f"<h1>{esc(record['name'])}</h1>"
+        for kind, by_system in kinds.items():
+            audio = "".join(f'<audio preload="auto" src="{esc(src)}" data-stem="{esc(stem)}" data-kind="{kind}" '
+                            f'data-system="{esc(system)}"></audio>' for system, src in by_system.items())
+            rows.append(f'<div class="player"><span class="label">{esc(kind)}</span><button class="mute">mute'
+                        f'</button><button class="solo">solo</button>{audio}</div>')
+    return "".join(rows)
+
+
+def _write_page(page: Path, track: str, records: Mapping[str, Mapping[str, Any]],
+                files: Mapping[str, Mapping[str, Mapping[str, str]]], info: MixInfo) -> None:
+    esc = html.escape
+    duration = info.frames / info.samplerate
+    low, high = _plot_range(records)
+    targets = {t["name"]: t for t in next(iter(records.values()))["targets"]}
+    plots = "".join(_svg(stem, {system: {t["name"]: t for t in record["targets"]}[stem]
+                                for system, record in records.items()}, duration, low, high) for stem in targets)
+    systems = list(records)
+    choose = "" if len(systems) < 2 else ('<span id="systems"> system: ' + "".join(
+        f'<button class="system{" on" if i == 0 else ""}" data-system="{esc(s)}" '
+        f'style="border-color: {_COLORS[i % len(_COLORS)]}">{esc(s)}</button>' for i, s in enumerate(systems))
+        + "</span>")
+    config = json.dumps({"duration": duration, "systems": systems}).replace("</", "<\\/")
+    back = "../report.html" if len(systems) < 2 else "../compare.html"
+    text = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(track)}</title>"
+            f"<style>{PAGE_STYLE}</style></head><body><p><a href=\"{back}\">&larr; report</a></p>"
+            f"<h1>{esc(track)}</h1>"
             '<div id="transport"><button id="play">play</button><input id="seek" type="range" min="0" '
             f'max="{duration:.3f}" step="0.01" value="0"><span id="time">0.00 s</span>'
             '<label><input type="checkbox" id="loop"> loop from <input id="loop-from" type="number" min="0" '
             f'step="0.1" value="0"> to <input id="loop-to" type="number" min="0" step="0.1" value="{duration:.1f}">'
-            f" s</label></div>{''.join(rows)}<h2>Framewise metrics</h2>{plots}"
+            f" s</label>{choose}</div>{_players(files)}<h2>Framewise metrics</h2>{plots}"
             f'<script type="application/json" id="config">{config}</script><script>{PAGE_SCRIPT}</script>'
             "</body></html>\n")
     with atomic_path(page) as tmp:
