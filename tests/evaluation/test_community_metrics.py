@@ -300,3 +300,16 @@ def test_log_wmse_reads_the_tracks_mixture(tmp_path, capsys):
                  "--metrics", "log_wmse"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "mixture.wav: mixture is (2, 44090)" in err and err.startswith("stemsep: error:")
+
+
+def test_a_missing_package_is_a_one_line_error(monkeypatch):
+    import sys
+
+    community._log_wmse_filter.cache_clear()
+    monkeypatch.setitem(sys.modules, "torch_log_wmse", None)  # as if not installed
+    try:
+        with pytest.raises(StemsepError, match=r"^the log_wmse metric needs the torch-log-wmse package, which is "
+                                               r"not installed: pip install torch-log-wmse$"):
+            community_metrics(["log_wmse"], torch.zeros(2, 2, 4410), torch.zeros(2, 2, 4410), None, 44100)
+    finally:
+        community._log_wmse_filter.cache_clear()

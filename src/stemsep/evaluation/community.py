@@ -73,6 +73,17 @@ class CommunityMetric:
     needs_mix: bool = False
 
 
+def _require(module: str, package: str, metric: str):
+    """Import ``module``, or a one-line error naming the package ``metric`` needs."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise StemsepError(f"the {metric} metric needs the {package} package, which is not installed: "
+                           f"pip install {package}") from None
+
+
 def _items(x: torch.Tensor) -> torch.Tensor:
     """``(batch, sources, channels, time)`` -> ``(batch * sources, channels, time)``."""
     if x.dim() != 4:
@@ -140,9 +151,7 @@ def l1_freq(estimates: torch.Tensor, references: torch.Tensor, mixture: torch.Te
 @lru_cache(maxsize=8)
 def _log_wmse_filter(samplerate: int, device: torch.device) -> torch.nn.Module:
     """torch-log-wmse's hearing-sensitivity filter (it returns the weighted ENERGY of each row)."""
-    from torch_log_wmse import LogWMSE
-
-    return LogWMSE(sample_rate=samplerate).filters.to(device)
+    return _require("torch_log_wmse", "torch-log-wmse", "log_wmse").LogWMSE(sample_rate=samplerate).filters.to(device)
 
 
 def log_wmse(estimates: torch.Tensor, references: torch.Tensor, mixture: torch.Tensor,
@@ -154,11 +163,11 @@ def log_wmse(estimates: torch.Tensor, references: torch.Tensor, mixture: torch.T
     ``[batch, channel, stem, time]`` broadcast then scales each source channel ``j`` by each mixture
     channel ``i``'s weighted level and averages the score over all ``(i, j)`` pairs. The same here.
     """
-    from torch_log_wmse.metric import per_element_mse, score_from_mse, weighted_energy
-
     if mixture is None:
         raise ValueError("log_wmse needs the mixture")
     filters = _log_wmse_filter(int(samplerate), estimates.device)
+    from torch_log_wmse.metric import per_element_mse, score_from_mse, weighted_energy
+
     mix = _float(mixture)
     level = torch.cat([weighted_energy(mix[part, :, None, :], filters)
                        for part in _chunks(mix.shape[0], mix.shape[1], mix.shape[2])]) / mix.shape[-1]  # (B, C, 1)
@@ -178,6 +187,8 @@ def _aura(kind: str, samplerate: int, device: torch.device) -> tuple[torch.nn.Mo
     defaults), or the mel-scaled (128 bands), A-weighted 1024/2048/4096 ``MultiResolutionSTFTLoss``."""
     from auraloss.freq import MultiResolutionSTFTLoss, STFTLoss
 
+    if kind != "stft":  # auraloss builds its mel bank with librosa (its optional dependency)
+        _require("librosa", "librosa", "aura_mrstft")
     if kind == "stft":
         losses = (STFTLoss(w_log_mag=1.0, w_lin_mag=0.0, w_sc=1.0),)
     else:
@@ -246,8 +257,7 @@ def _mel_bank(samplerate: int, n_fft: int, n_mels: int, device: torch.device) ->
     """librosa's mel filters (Slaney), as MSST's ``bleed_full`` and auraloss build them."""
     import warnings
 
-    import librosa
-
+    librosa = _require("librosa", "librosa", "bleedless/fullness and aura_mrstft")
     with warnings.catch_warnings():  # few bins per band at low rates: empty bands, as in MSST
         warnings.simplefilter("ignore", UserWarning)
         return torch.from_numpy(librosa.filters.mel(sr=samplerate, n_fft=n_fft, n_mels=n_mels)).to(device)
