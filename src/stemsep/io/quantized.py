@@ -62,7 +62,8 @@ def scheme_for(net: nn.Module) -> dict[str, Any]:
 
 def quantize_net(net: nn.Module, scheme: dict[str, Any] | None = None) -> nn.Module:
     """An int8 dynamic-quantized copy of ``net`` (eval mode; ``net`` itself is unchanged), as
-    ``scheme`` says (None: :func:`scheme_for` ``net``)."""
+    ``scheme`` says (None: :func:`scheme_for` ``net``). Quantize the plain network: layers are found
+    by exact type, so those already swapped by ``optimize_for_cpu`` would stay float (apply it after)."""
     scheme = scheme_for(net) if scheme is None else scheme
     kinds = {FLOAT_MODULES[name] for name in scheme["modules"]}
     if not any(isinstance(m, tuple(kinds)) for m in net.modules()):
