@@ -1,4 +1,5 @@
-"""``stemsep quantize``: dynamic int8 quantization of a checkpoint's Linear layers (CPU inference).
+"""``stemsep quantize``: dynamic int8 quantization of a checkpoint's Linear, LSTM and GRU layers (CPU inference;
+causal networks such as HS-TasNet: per-frame activations, so they stream as they separate offline).
 
     stemsep quantize model.ckpt -o model-int8.ckpt
 """
