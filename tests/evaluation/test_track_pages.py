@@ -170,3 +170,30 @@ def test_ab_switch_keeps_the_position_and_changes_who_is_heard(browser, compared
     assert page.evaluate(ALL_TIMES) == at and max(at) - min(at) < 0.15
     assert page.evaluate(heard) == ["reference:", "estimate:B", "residual:B"] * 2
     page.close()
+
+
+def _worst_frame(results: Path, track: str, stem: str) -> float:
+    import json
+
+    record = json.loads((results / f"{track}.json").read_text())
+    frames = next(t for t in record["targets"] if t["name"] == stem)["frames"]
+    return min((f["metrics"]["SDR"], f["time"]) for f in frames if f["metrics"]["SDR"] is not None)[1]
+
+
+def test_a_summary_dot_opens_its_track_at_the_worst_frame(browser, scored, report, compared):
+    page = browser.new_page()
+    page.goto((report / "report.html").as_uri())
+    dot = page.locator("svg.strips a", has=page.locator("title", has_text=f"{TRACKS[1]}:")).nth(1)  # 2nd stem
+    dot.click()
+    page.wait_for_url(f"**/001-{TRACKS[1]}.html#t=*")
+    worst = _worst_frame(scored / "scores", TRACKS[1], STEMS[1])
+    assert worst > 0  # not where the players start anyway
+    page.wait_for_function("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1)")
+    assert page.evaluate(ALL_TIMES) == [worst] * 6
+    page.goto((compared / "systems" / "B" / "report.html").as_uri())  # a system's own report: that system chosen
+    page.locator("svg.strips a", has=page.locator("title", has_text=f"{TRACKS[0]}:")).nth(1).click()
+    page.wait_for_url("**#t=*&system=B")
+    assert page.evaluate("document.querySelector('button.system.on').dataset.system") == "B"
+    worst = _worst_frame(scored / "scores_b", TRACKS[0], STEMS[1])
+    assert worst > 0 and page.evaluate(ALL_TIMES) == [worst] * 10
+    page.close()

@@ -86,9 +86,11 @@ def read_results(results: Path) -> list[dict[str, Any]]:
 
 
 def write_report(records: list[dict[str, Any]], out: str | os.PathLike, *,
-                 title: str = "stemsep evaluation", track_pages: Mapping[str, Path] | None = None) -> Path:
+                 title: str = "stemsep evaluation", track_pages: Mapping[str, Path] | None = None,
+                 listen_html: str = "") -> Path:
     """Write ``out/report.html`` and ``out/figures/*.png`` for the track records; return the HTML path.
-    ``track_pages``: track -> its listening page (:mod:`stemsep.evaluation.track_pages`), linked."""
+    ``track_pages``: track -> its listening page (:mod:`stemsep.evaluation.track_pages`), linked;
+    ``listen_html``: shown under the boxplots (the pages' clickable per-track dots)."""
     require_matplotlib()
     out = ensure_writable_dir(out)
     figures = ensure_writable_dir(out / "figures")
@@ -102,7 +104,7 @@ def write_report(records: list[dict[str, Any]], out: str | os.PathLike, *,
             continue
         name = f"track-{index:03d}-{slug(record['name'])}.png"
         track_figures[record["name"]] = _framewise(record, figures / name)
-    page = _html(title, summary, sources, metrics, boxplots, track_figures, out, track_pages or {})
+    page = _html(title, summary, sources, metrics, boxplots, track_figures, out, track_pages or {}, listen_html)
     target = out / "report.html"
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -215,7 +217,7 @@ img { max-width: 100%; border: 1px solid #eee; margin: 6px 0 18px; }
 
 
 def _html(title: str, summary: dict[str, Any], sources: list[str], metrics: list[str], boxplots: Path,
-          track_figures: dict[str, Path], out: Path, track_pages: Mapping[str, Path]) -> str:
+          track_figures: dict[str, Path], out: Path, track_pages: Mapping[str, Path], listen_html: str) -> str:
     esc = html.escape
     anchors = {track: f"track-{i:03d}" for i, track in enumerate(sorted(track_figures))}
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>",
@@ -235,7 +237,8 @@ def _html(title: str, summary: dict[str, Any], sources: list[str], metrics: list
         parts.append(f"<tr class=\"{'all' if name == 'all' else ''}\"><td class=\"name\">{esc(name)}</td>{cells}</tr>")
     parts.append("</table>")
     parts.append("<h2>Per-track medians by source</h2>"
-                 f"<img src=\"{esc(boxplots.relative_to(out).as_posix())}\" alt=\"boxplots of per-track medians\">")
+                 f"<img src=\"{esc(boxplots.relative_to(out).as_posix())}\" alt=\"boxplots of per-track medians\">"
+                 + listen_html)
     parts.append("<h2>Tracks</h2><table><tr><th>track</th><th>source</th>"
                  + "".join(f"<th>{esc(m)}</th>" for m in metrics) + "</tr>")
     for track in sorted(summary["per_track"]):
@@ -244,7 +247,7 @@ def _html(title: str, summary: dict[str, Any], sources: list[str], metrics: list
             values = per_source.get(source, {})
             link = f"<a href=\"#{anchors[track]}\">{esc(track)}</a>" if track in anchors else esc(track)
             if track in track_pages:
-                link += f" (<a href=\"{esc(track_pages[track].relative_to(out).as_posix())}\">listen</a>)"
+                link += f" (<a href=\"{esc(Path(os.path.relpath(track_pages[track], out)).as_posix())}\">listen</a>)"
             head = f"<td class=\"name\" rowspan=\"{len(sources)}\">{link}</td>" if row == 0 else ""
             parts.append(f"<tr>{head}<td class=\"name\">{esc(source)}</td>"
                          + "".join(f"<td>{_number(values.get(m))}</td>" for m in metrics) + "</tr>")

@@ -129,7 +129,15 @@ clock.onended = pause;
 $("play").onclick = () => (playing ? pause() : play());
 $("seek").oninput = () => seek(Number($("seek").value));
 for (const el of document.querySelectorAll("svg.plot [data-time]")) el.onclick = () => seek(Number(el.dataset.time));
+function fromHash() {  // "#t=SECONDS&system=NAME": the summary's dots open a page at a track's worst frame
+  const wanted = new URLSearchParams(location.hash.slice(1));
+  const button = [...document.querySelectorAll("button.system")].find((b) => b.dataset.system === wanted.get("system"));
+  if (button) choose(button);
+  if (wanted.has("t")) seek(Number(wanted.get("t")));
+}
+window.onhashchange = fromHash;
 gains();
+fromHash();
 requestAnimationFrame(tick);
 """
 
@@ -165,10 +173,14 @@ def report(results: str | os.PathLike | Sequence[str | os.PathLike], out: str | 
     out = folders[0] / "report" if out is None else Path(out)
     pages = {} if references is None else write_track_pages(systems, out, references, max_size_mb=audio_max_size_mb)
     if len(systems) == 1:
-        return write_report(list(systems[0].records.values()), out,
-                            title=title or f"Evaluation: {folders[0].resolve().name}", track_pages=pages)
-    reports = {system.name: write_report(list(system.records.values()), out / "systems" / slug(system.name),
-                                         title=f"Evaluation: {system.name}") for system in systems}
+        return write_report(list(systems[0].records.values()), out, track_pages=pages,
+                            title=title or f"Evaluation: {folders[0].resolve().name}",
+                            listen_html=dot_strips(systems[0], pages, out))
+    reports = {}
+    for system in systems:
+        folder = out / "systems" / slug(system.name)
+        reports[system.name] = write_report(list(system.records.values()), folder, title=f"Evaluation: {system.name}",
+                                            track_pages=pages, listen_html=dot_strips(system, pages, folder))
     return write_comparison({system.name: system.records for system in systems}, out, reports, pages,
                             title=title or "Comparison: " + " vs ".join(system.name for system in systems))
 
@@ -188,6 +200,36 @@ def _systems(folders: list[Path], names: Sequence[str] | None, estimates: list[P
             raise BadDataError(f"{folder}: the results of {system.name!r} and {systems[0].name!r} differ in track "
                                f"{missing[0]!r}; compare results of the same tracks")
     return systems
+
+
+def dot_strips(system: System, pages: Mapping[str, Path], base: Path) -> str:
+    """Per stem, every track's median framewise metric as a dot; a click opens the track's page (a
+    link relative to ``base``) at its worst frame, this system chosen. Empty without pages."""
+    dots = []  # (stem, track, median, worst frame's time)
+    for track, record in system.records.items():
+        for entry in record["targets"]:
+            metric, frames = _frames(entry)
+            timed = [(value, time) for time, _, value in frames if value is not None]
+            if track in pages and timed:
+                dots.append((entry["name"], track, statistics.median(v for v, _ in timed), min(timed)[1]))
+    if not dots:
+        return ""
+    stems = list(dict.fromkeys(stem for stem, *_ in dots))
+    low, high = min(d[2] for d in dots), max(d[2] for d in dots)
+    width, row, left = _PLOT_W, 26, 90
+    parts = [f'<p class="note">Listen: each track\'s median {metric} per stem (dB, {low:.1f} to {high:.1f}); click a '
+             f"dot to hear that track from its worst frame.</p><svg class=\"strips\" width=\"{width}\" "
+             f'height="{row * len(stems) + 8}" style="border:1px solid #eee">']
+    for index, stem in enumerate(stems):
+        y = 4 + row * index + row / 2
+        parts.append(f'<text x="4" y="{y + 4:.0f}" font-size="12">{html.escape(stem)}</text>')
+        for _, track, median, worst in (d for d in dots if d[0] == stem):
+            x = left + (width - left - 10) * (median - low) / max(high - low, 1e-9)
+            href = f"{Path(os.path.relpath(pages[track], base)).as_posix()}#t={worst:g}&system={system.name}"
+            parts.append(f'<a href="{html.escape(href)}"><circle class="track-dot" cx="{x:.1f}" cy="{y:.1f}" r="5" '
+                         f'fill="#36c" fill-opacity="0.7"><title>{html.escape(track)}: {median:.2f} dB</title>'
+                         "</circle></a>")
+    return "".join(parts) + "</svg>"
 
 
 def _probe(ref_dir: Path, source: str) -> MixInfo:
