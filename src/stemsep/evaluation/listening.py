@@ -29,6 +29,7 @@ import torch
 
 from stemsep.errors import BadArgumentError, BadDataError
 from stemsep.evaluation.mushra_collect import collect_ratings
+from stemsep.evaluation.mushra_page import render_page
 from stemsep.evaluation.report import slug
 from stemsep.evaluation.score import default_sources, find_tracks, load_pair
 from stemsep.io.audio import MP3_BITRATES, mp3_bitrate_range, open_writer
@@ -199,8 +200,6 @@ def make_mushra(references: str | os.PathLike, systems: Mapping[str, str | os.Pa
     ``start``: the excerpt's start in seconds for every trial (default: the loudest window of each
     reference stem); ``max_size_mb``: the budget of all the audio files together.
     """
-    from stemsep.evaluation.mushra_page import render_page
-
     if not duration > 0:
         raise BadArgumentError(f"--duration {duration:g}: must be positive (seconds)")
     if start is not None and start < 0:

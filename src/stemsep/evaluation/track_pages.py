@@ -24,6 +24,7 @@ import json
 import math
 import os
 import statistics
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,7 +226,7 @@ def dot_strips(system: System, pages: Mapping[str, Path], base: Path) -> str:
         parts.append(f'<text x="4" y="{y + 4:.0f}" font-size="12">{html.escape(stem)}</text>')
         for _, track, median, worst in (d for d in dots if d[0] == stem):
             x = left + (width - left - 10) * (median - low) / max(high - low, 1e-9)
-            href = f"{Path(os.path.relpath(pages[track], base)).as_posix()}#t={worst:g}&system={system.name}"
+            href = f"{Path(os.path.relpath(pages[track], base)).as_posix()}#t={worst:g}&system={urllib.parse.quote(system.name)}"
             parts.append(f'<a href="{html.escape(href)}"><circle class="track-dot" cx="{x:.1f}" cy="{y:.1f}" r="5" '
                          f'fill="#36c" fill-opacity="0.7"><title>{html.escape(track)}: {median:.2f} dB</title>'
                          "</circle></a>")
