@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partial", action="store_true",
                         help="score the reference tracks that have estimates, instead of requiring all")
     parser.add_argument("--allow-silent", action="store_true",
-                        help="accept all-zero stems (their frames score NaN) instead of refusing them")
+                        help="accept all-zero stems instead of refusing them (museval's frames score NaN; the "
+                             "community metrics score them as MSST does)")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="also write DIR/report.html with figures (needs: pip install 'stemsep[report]')")
 
