@@ -223,11 +223,14 @@ def _html(title: str, summary: dict[str, Any], sources: list[str], metrics: list
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{esc(title)}</title>",
              f"<style>{_STYLE}</style></head><body>", f"<h1>{esc(title)}</h1>",
              f"<p class=\"note\">{summary['tracks']} track(s), sources: {esc(', '.join(sources))}. "
-             "BSS-eval v4 (museval's image mode, 1 s frames): per track and source the median over "
-             "frames; then per source the median and the mean over tracks. nSDR: whole-track SDR. "
-             "usdr, si_sdr, l1_freq, log_wmse, aura_stft, aura_mrstft, bleedless, fullness: the community's "
-             "(MSST's) metrics, one value per track (usdr = MSST's sdr = nSDR; dB for usdr and si_sdr, "
-             "scores for the others; higher is better for all).</p>",
+             + ("BSS-eval v4 (museval's image mode, 1 s frames): per track and source the median over "
+                "frames; then per source the median and the mean over tracks. "
+                if _FRAMEWISE & set(metrics) else "Per source the median and the mean over tracks. ")
+             + "nSDR: whole-track SDR. "
+             + ("usdr, si_sdr, l1_freq, log_wmse, aura_stft, aura_mrstft, bleedless, fullness: the community's "
+                "(MSST's) metrics, one value per track (usdr = MSST's sdr = nSDR; dB for usdr and si_sdr, "
+                "scores for the others; higher is better for all)." if set(COMMUNITY_METRICS) & set(metrics) else "")
+             + "</p>",
              "<h2>Summary</h2><table><tr><th>source</th>"]
     parts += [f"<th>{esc(m)} median</th><th>{esc(m)} mean</th>" for m in metrics]
     parts.append("</tr>")
