@@ -280,3 +280,25 @@ def test_two_listeners_rate_in_the_browser_and_collect_screens_one_out(browser, 
         for condition, score in good.items():
             n, mean, ci = rows[(stem, condition)][:3]
             assert (int(n), float(mean), float(ci)) == ((4 if stem == "all" else 2), score, 0.0)
+
+
+def test_rates_that_differ(corpus, capsys, tmp_path):
+    """A system at another sample rate is resampled to the references' (as `score` does); references
+    whose stems differ in rate are a one-line error naming the file."""
+    half = tmp_path / "half"
+    shutil.copytree(corpus / "A", half)
+    for path in half.rglob("*.wav"):
+        wav, rate = sf.read(path)
+        sf.write(path, wav[::2], rate // 2)
+    out = tmp_path / "t"
+    assert main(["listen", "--mushra", "--references", str(corpus / "refs"), "--systems", f"H={half}",
+                 "-o", str(out), "--duration", "1"]) == 0
+    assert (out / "index.html").is_file()
+    refs = tmp_path / "refs"
+    shutil.copytree(corpus / "refs", refs)
+    stem = sorted(refs.rglob("*.wav"))[0]
+    wav, rate = sf.read(stem)
+    sf.write(stem, wav[::2], rate // 2)
+    line = cli_error(["listen", "--mushra", "--references", str(refs), "--systems", f"A={corpus / 'A'}",
+                      "-o", str(tmp_path / "t2"), "--duration", "1"], capsys)
+    assert str(stem.parent) in line and "sample rate is 44100 Hz, expected 22050 Hz" in line
