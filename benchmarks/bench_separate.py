@@ -25,6 +25,8 @@ CONFIGS = {
     "htdemucs": dict(sources=SOURCES, channels=48, depth=4, nfft=4096, t_layers=5, bottom_channels=512,
                      segment=Fraction(39, 5)),
     "hdemucs": dict(sources=SOURCES, channels=48, depth=6, nfft=4096, segment=Fraction(44, 1)),
+    # A few-second CPU dry run of this script (benchmarks/device_check.sh --dry-run); its times mean nothing.
+    "htdemucs_tiny": dict(sources=SOURCES, channels=8, depth=4, nfft=2048, t_layers=1, segment=Fraction(1, 1)),
 }
 
 
@@ -61,7 +63,8 @@ def main() -> int:
     from stemsep.inference import apply_model, optimize_for_cpu
     from stemsep.models import HDemucs, HTDemucs
 
-    theirs_cls, ours_cls = {"htdemucs": (DemucsHTDemucs, HTDemucs), "hdemucs": (DemucsHDemucs, HDemucs)}[args.model]
+    theirs_cls, ours_cls = {"htdemucs": (DemucsHTDemucs, HTDemucs), "hdemucs": (DemucsHDemucs, HDemucs),
+                            "htdemucs_tiny": (DemucsHTDemucs, HTDemucs)}[args.model]
     torch.manual_seed(0)
     theirs = theirs_cls(**CONFIGS[args.model]).eval().to(device)
     ours = ours_cls(**CONFIGS[args.model]).eval()
