@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--windows", type=float, nargs="+", default=[0.25, 1.0, 3.0], help="streaming windows (s)")
     parser.add_argument("--block", type=int, default=2048, help="samples pushed per streaming call")
     parser.add_argument("--songs", type=int, default=None, help="first N test songs only (default all)")
+    parser.add_argument("--corpus", type=Path, default=CORPUS, help=f"corpus root, musdb layout (default {CORPUS})")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the evaluation")
     parser.add_argument("--out", default=None, help="markdown table here")
     parser.add_argument("--png", default=None, help="figure here")
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"training failed for {failed}; see the fit.log files under {args.runs}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    songs = test_songs(CORPUS, args.songs)
+    songs = test_songs(args.corpus, args.songs)
     rows, budgets = [], []
     for name in MODELS:
         folder = run_dir(args.runs, name)
