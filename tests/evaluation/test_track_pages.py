@@ -197,3 +197,16 @@ def test_a_summary_dot_opens_its_track_at_the_worst_frame(browser, scored, repor
     worst = _worst_frame(scored / "scores_b", TRACKS[0], STEMS[1])
     assert worst > 0 and page.evaluate(ALL_TIMES) == [worst] * 10
     page.close()
+
+
+def test_score_report_listen_writes_the_same_pages(scored, report, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["score", "--references", str(scored / "refs"), "--estimates", str(scored / "A"), "--metrics", "sdr",
+                 "--report", str(out), "--listen", "--audio-max-size", "5"]) == 0
+    index = (out / "report.html").read_text()
+    pages = sorted(p.name for p in (out / "tracks").glob("*.html"))
+    assert pages == sorted(p.name for p in (report / "tracks").glob("*.html")) and pages
+    assert all(f'href="tracks/{name}"' in index for name in pages)
+    assert "click a dot to hear that track" in index  # the summary's dots open the pages
+    assert "--listen writes the report's listening pages" in cli_error(
+        ["score", "--references", str(scored / "refs"), "--estimates", str(scored / "A"), "--listen"], capsys)

@@ -36,11 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "community metrics score them as MSST does)")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="also write DIR/report.html with figures (needs: pip install 'stemsep[report]')")
+    parser.add_argument("--listen", action="store_true",
+                        help="with --report: a listening page per track (reference, estimate, residual under one "
+                             "transport; click a frame to hear it)")
+    parser.add_argument("--audio-max-size", type=float, default=500.0, metavar="MB",
+                        help="with --listen: size budget of the pages' MP3s (default 500)")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = score(args.references, args.estimates, sources=args.sources, out=args.out, metrics=args.metrics,
                     window=args.window, hop=args.hop, partial=args.partial, allow_silent=args.allow_silent,
-                    layout=args.layout, report=args.report)
+                    layout=args.layout, report=args.report, listen=args.listen,
+                    audio_max_size_mb=args.audio_max_size)
     print(summary.table())
     return 0

@@ -31,7 +31,7 @@ from stemsep.errors import BadArgumentError, BadDataError
 from stemsep.evaluation.mushra_collect import collect_ratings
 from stemsep.evaluation.mushra_page import render_page
 from stemsep.evaluation.report import slug
-from stemsep.evaluation.score import default_sources, find_tracks, load_pair
+from stemsep.evaluation.tracks import default_sources, find_tracks, load_pair
 from stemsep.io.audio import MP3_BITRATES, mp3_bitrate_range, open_writer
 from stemsep.io.files import atomic_path, ensure_writable_dir
 

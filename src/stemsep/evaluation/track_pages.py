@@ -40,7 +40,7 @@ from stemsep.evaluation.report import (
     slug,
     write_report,
 )
-from stemsep.evaluation.score import find_stem, find_tracks, load_pair
+from stemsep.evaluation.tracks import find_stem, find_tracks, load_pair
 from stemsep.io.audio import MixInfo, is_stem_mp4, probe_mix
 from stemsep.io.files import atomic_path
 
