@@ -92,9 +92,14 @@ def test_resolving_sources():
                                                                               "wind"]
     assert resolve_sources(_manifest(stored), ["instrumental", "vocals"]) == {
         "instrumental": ["bass", "drums", "guitar", "piano", "wind"], "vocals": ["vocals"]}
-    # "rest" is every stored stem no *group* names: without a vocals group it holds the vocals too
+    # "rest" is every stored stem no other *chosen* source names (a stem or a group)
     del groups["vocals"]
-    for sources, kw, needle in [(["vocals", "other"], {"stem_groups": groups}, "stem 'vocals' is in both"),
+    assert resolve_sources(_manifest(stored), ["vocals", "drums", "bass", "piano", "guitar", "other"],
+                           stem_groups=groups)["other"] == ["wind"]
+    assert resolve_sources(_manifest(stored), ["vocals", "other"], stem_groups=groups) == {
+        "vocals": ["vocals"], "other": ["bass", "drums", "guitar", "piano", "wind"]}
+    for sources, kw, needle in [(["vocals", "piano", "guitar", "bass", "drums", "wind", "other"],
+                                 {"stem_groups": groups}, "source 'other' has no stored stems"),
                                 (["cello"], {}, "'cello' is not a stem of the shards"),
                                 (["drums", "no_vocals"], {}, "stem 'drums' is in both"),
                                 ({"x": ["cello"]}, {}, "source 'x' needs stem 'cello'")]:

@@ -316,3 +316,14 @@ def test_a_missing_package_is_a_one_line_error(monkeypatch):
             community_metrics(["log_wmse"], torch.zeros(2, 2, 4410), torch.zeros(2, 2, 4410), None, 44100)
     finally:
         community._log_wmse_filter.cache_clear()
+
+
+def test_audio_shorter_than_an_stft_is_a_one_line_error():
+    from stemsep.errors import StemsepError
+    from stemsep.evaluation.community import community_metrics
+
+    short = torch.randn(1, 2, 2, 1500)
+    values = community_metrics(["l1_freq", "usdr"], short, short * 0.9, None, 44100)  # 1500 > 1024: fine
+    assert values["l1_freq"].shape == (1, 2)
+    with pytest.raises(StemsepError, match="bleedless: needs at least 2049 samples"):
+        community_metrics(["bleedless"], short, short * 0.9, None, 44100)

@@ -4,6 +4,7 @@ player, play advances them together, solo/mute set the gains, a loop region wrap
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -153,6 +154,15 @@ def test_several_systems_bad_options_are_one_line(scored, capsys, tmp_path):
     shutil.copy(scored / "scores" / f"{TRACKS[0]}.json", fewer)
     assert f"differ in track '{TRACKS[1]}'" in cli_error(["report", str(scored / "scores"), str(fewer), "-o",
                                                           str(tmp_path / "c")], capsys)
+    assert "give the same file name" in cli_error([*base, "--names", "m v1", "m_v1"], capsys)
+    one_stem = tmp_path / "one_stem"
+    one_stem.mkdir()
+    for track in TRACKS:  # the same tracks, one stem fewer scored
+        record = json.loads((scored / "scores" / f"{track}.json").read_text())
+        record["targets"] = record["targets"][:1]
+        (one_stem / f"{track}.json").write_text(json.dumps(record))
+    assert "compare results of the same stems" in cli_error(["report", str(scored / "scores"), str(one_stem), "-o",
+                                                             str(tmp_path / "c")], capsys)
 
 
 def test_ab_switch_keeps_the_position_and_changes_who_is_heard(browser, compared):

@@ -310,6 +310,10 @@ def check_community_metrics(names: Sequence[str], origin: str = "metrics") -> tu
     return tuple(dict.fromkeys(names))
 
 
+# Shortest input each STFT-based metric takes: half its largest FFT plus one (the centred STFT's padding).
+MIN_SAMPLES = {"l1_freq": 1025, "aura_stft": 1025, "aura_mrstft": 2049, "bleedless": 2049, "fullness": 2049}
+
+
 def community_metrics(names: Sequence[str], estimates: torch.Tensor, references: torch.Tensor,
                       mixture: torch.Tensor | None, samplerate: int) -> Values:
     """``{name: (batch, sources) float64}`` for the named metrics, on the inputs' device.
@@ -321,6 +325,10 @@ def community_metrics(names: Sequence[str], estimates: torch.Tensor, references:
     names = check_community_metrics(names)
     if estimates.shape != references.shape:
         raise ValueError(f"estimates {tuple(estimates.shape)} and references {tuple(references.shape)} differ")
+    for name in names:  # a centred STFT needs more samples than half its size
+        if estimates.shape[-1] < MIN_SAMPLES.get(name, 0):
+            raise StemsepError(f"{name}: needs at least {MIN_SAMPLES[name]} samples (its STFT), the audio has "
+                               f"{estimates.shape[-1]}")
     single = estimates.dim() == 3
     if single:
         estimates, references = estimates[None], references[None]

@@ -5,7 +5,7 @@
 One trial per reference track and stem: a ``duration``-second excerpt (by default the loudest one
 of that stem's reference, so that no trial is mostly silence) of the open reference, the hidden
 reference, a 3.5 kHz low-pass anchor (the standard's low anchor) and every system's estimate.
-Tracks and estimates are read as ``stemsep score`` reads them (:func:`stemsep.evaluation.score.load_pair`:
+Tracks and estimates are read as ``stemsep score`` reads them (:func:`stemsep.evaluation.tracks.load_pair`:
 same layouts, formats, length checks; estimates resampled to the references' rate).
 
 ``DIR/index.html`` (:mod:`stemsep.evaluation.mushra_page`) plays ``DIR/audio/<trial>/<condition>.mp3``

@@ -191,6 +191,9 @@ def _systems(folders: list[Path], names: Sequence[str] | None, estimates: list[P
     names = list(names) if names else [folder.resolve().name for folder in folders]
     if len(names) != len(folders) or len(set(names)) != len(names):
         raise BadDataError(f"report --names: {len(folders)} unique names needed (one per results folder), got {names}")
+    if len({slug(name) for name in names}) != len(names):  # they name files and folders
+        raise BadDataError(f"report --names: {names} give the same file name ({[slug(n) for n in names]}); "
+                           "choose names that differ in letters or digits")
     if estimates and len(estimates) != len(folders):
         raise BadDataError(f"report --estimates: one folder per results folder ({len(folders)}), got {len(estimates)}")
     systems = [System(name, {r["name"]: r for r in read_results(folder)}, estimates[i] if estimates else None)
@@ -200,6 +203,12 @@ def _systems(folders: list[Path], names: Sequence[str] | None, estimates: list[P
         if missing:
             raise BadDataError(f"{folder}: the results of {system.name!r} and {systems[0].name!r} differ in track "
                                f"{missing[0]!r}; compare results of the same tracks")
+        for track, record in system.records.items():
+            stems = sorted(t["name"] for t in record["targets"])
+            first = sorted(t["name"] for t in systems[0].records[track]["targets"])
+            if stems != first:
+                raise BadDataError(f"{folder}: {system.name!r} scored the stems {stems} of {track!r}, {systems[0].name!r} "
+                                   f"scored {first}; compare results of the same stems")
     return systems
 
 

@@ -75,7 +75,8 @@ def resolve_sources(manifest: Manifest, sources: list[str] | dict[str, list[str]
     sources; each name is a ``stem_groups`` group, a stored stem, or a derived target:
     ``instrumental`` (every stored stem but the vocals) or ``no_<stem>`` (every stored stem but that
     one). A mapping builds new sources, e.g. ``{vocals: [vocals], accompaniment: [drums, bass,
-    other]}``. In groups and mappings, ``rest`` stands for every stored stem no other source names.
+    other]}``. In groups and mappings, ``rest`` stands for every stored stem no other chosen source
+    names (a derived target's groups: no other group). A source left without stems is an error.
 
     ``full_mix`` (default): the stored stems no source uses are kept, summed, as a hidden last output
     :data:`REST`, so the mixture stays the sum of *all* the song's stems (a one-stem vocal model sees
@@ -84,15 +85,14 @@ def resolve_sources(manifest: Manifest, sources: list[str] | dict[str, list[str]
     error: the mixture is the sum of the sources, each stem must count once.
     """
     stored = list(manifest.sources)
-    groups = _expand_rest({str(k): [v] if isinstance(v, str) else list(v) for k, v in (stem_groups or {}).items()},
-                          stored)
+    groups = {str(k): [v] if isinstance(v, str) else list(v) for k, v in (stem_groups or {}).items()}
     if sources is None:
         mapping = dict(groups) if groups else {s: [s] for s in stored}
     elif isinstance(sources, dict):
         mapping = {str(k): [v] if isinstance(v, str) else list(v) for k, v in sources.items()}
     else:
         mapping = {str(name): _stems_of(str(name), groups, stored, manifest.url) for name in sources}
-    mapping = _expand_rest(mapping, stored)
+    mapping = _expand_rest(mapping, stored)  # `rest`: what the other chosen sources leave
     for target, stems in mapping.items():
         for stem in stems:
             if stem not in stored:
@@ -100,6 +100,10 @@ def resolve_sources(manifest: Manifest, sources: list[str] | dict[str, list[str]
                                    f"do not have (they have {', '.join(stored)})")
     if not mapping:
         raise BadDataError("sources: empty selection")
+    for target, stems in mapping.items():
+        if not stems:
+            raise BadDataError(f"{manifest.url}: source {target!r} has no stored stems (the shards have "
+                               f"{', '.join(stored)}, all used by the other sources)")
     owner: dict[str, str] = {}
     for target, stems in mapping.items():
         for stem in stems:
@@ -126,7 +130,7 @@ def _stems_of(name: str, groups: dict[str, list[str]], stored: list[str], url: s
         return [name]
     removed = "vocals" if name == "instrumental" else name[3:] if name.startswith("no_") else None
     if removed is not None and (removed in groups or removed in stored):
-        drop = set(groups.get(removed, [removed]))
+        drop = set(_expand_rest(groups, stored).get(removed, [removed]))
         return [s for s in stored if s not in drop]
     raise BadDataError(f"{url}: source {name!r} is not a stem of the shards ({', '.join(stored)}), a stem group, "
                        "nor a derived target (instrumental, no_<stem>)")
