@@ -114,3 +114,15 @@ def test_cli_bad_files_are_one_line(tmp_path, capsys):
         line = capsys.readouterr().err.strip().splitlines()[-1]
         assert line.startswith("stemsep: error:") and needle in line, line
         assert not out.exists()
+
+
+def test_a_resampled_file_a_sample_longer_is_fitted(tmp_path):
+    """48006 samples at 48 kHz, separated at 44.1 kHz (44106) and resampled back: 48007 samples."""
+    t = np.arange(48006) / 48000
+    tone = np.stack([np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32) * 0.5
+    t2 = np.arange(44106) / 44100
+    tone2 = np.stack([np.sin(2 * np.pi * 440 * t2)] * 2).astype(np.float32) * 0.5
+    out = ensemble_files([_write(tmp_path / "a.wav", tone, 48000), _write(tmp_path / "b.wav", tone2, 44100)],
+                         tmp_path / "o.wav")
+    wav, rate = sf.read(out, dtype="float32", always_2d=True)
+    assert rate == 48000 and wav.shape == (48006, 2)

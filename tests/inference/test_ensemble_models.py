@@ -205,3 +205,23 @@ def test_separate_tta_writes_the_three_pass_mean(members, checkpoints, mix, tmp_
     got, _ = sf.read(tmp_path / "out" / "song" / "drums.wav", dtype="float32", always_2d=True)
     torch.testing.assert_close(torch.from_numpy(got.T), expected["drums"], atol=1e-4, rtol=0)
     assert (expected["drums"] - plain["drums"]).abs().max() > 1e-3
+
+
+def test_more_bad_settings_are_one_line(members, checkpoints, mix, tmp_path):
+    from stemsep.inference.bag import make_bag
+    from stemsep.inference.separate import separate_files
+    from stemsep.io.audio import write_audio
+
+    for kwargs, needle in [({"mode": "bogus"}, "unknown ensemble mode 'bogus'"),
+                           ({"derived": ["instrumental", "instrumental"]}, "given twice"),
+                           ({"weights": {"vocal": [1, 2, 3]}}, "weights for ['vocal']: no member produces"),
+                           ({"weights": [1, 0, 0], "pick": {"drums": [1]}}, "weights of 'drums' (members [1])")]:
+        with pytest.raises(BadArgumentError) as err:
+            Ensemble(list(members), **kwargs)
+        assert needle in str(err.value), (kwargs, str(err.value))
+    with pytest.raises(BadArgumentError, match="unknown ensemble mode"):
+        make_bag([checkpoints[0], checkpoints[2]], tmp_path / "bad.ckpt", ensemble="bogus")
+    assert not (tmp_path / "bad.ckpt").exists()
+    with pytest.raises(BadArgumentError, match="add --ensemble MODE"):  # --tta does not swallow them
+        separate_files([write_audio(tmp_path / "song.wav", mix[0], SR)], tmp_path / "out", models=[checkpoints[2]],
+                       tta=True, derive=["instrumental"])

@@ -117,6 +117,10 @@ class Capture:
                     self.left -= count
                 yield np.ascontiguousarray(data.T)
 
+    def close(self) -> None:
+        """Close the device (also when no block was read: an error before the first one)."""
+        self.stream.close()
+
 
 class Playback:
     """An output device fed ``(channels, n)`` blocks; ``underflows`` counts blocks that came too late."""

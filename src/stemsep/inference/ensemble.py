@@ -161,6 +161,9 @@ class Ensemble(nn.Module):
         super().__init__()
         if not models:
             raise BadArgumentError("an ensemble needs at least one model")
+        check_mode(mode)
+        if len(set(derived or [])) != len(derived or []):
+            raise BadArgumentError(f"derived stems given twice: {list(derived)}")
         for index, model in enumerate(models):
             check_network(model, f"ensemble member {index}")
         self.members = nn.ModuleList(models)
@@ -185,6 +188,9 @@ class Ensemble(nn.Module):
                 raise BadArgumentError(f"derived stem {name!r} needs {derived_of(name)!r}, which no member produces")
             if name in self.producers:
                 raise BadArgumentError(f"derived stem {name!r} is also a member's stem")
+        if isinstance(weights, dict) and set(weights) - set(self.producers):
+            raise BadArgumentError(f"weights for {sorted(set(weights) - set(self.producers))}: no member produces "
+                                   f"it (they produce {', '.join(produced)})")
         self.stem_weights = {name: self._weights(name, weights, len(models)) for name in self.producers}
         self.sources = produced + self.derived
 
@@ -199,7 +205,10 @@ class Ensemble(nn.Module):
             raise BadArgumentError(f"weights{'[' + name + ']' if isinstance(weights, dict) else ''}: {len(row)} "
                                    f"value(s) for {count} model(s); give one per model")
         chosen = [float(row[i]) for i in self.producers[name]]
-        check_mode(self.mode, chosen, len(chosen))
+        try:
+            check_mode(self.mode, chosen, len(chosen))
+        except BadArgumentError as err:
+            raise BadArgumentError(f"weights of {name!r} (members {self.producers[name]}): {err}") from None
         return chosen
 
     def _member_stems(self, model: nn.Module, mix: torch.Tensor) -> torch.Tensor:
@@ -342,8 +351,9 @@ def ensemble_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
     """Combine separated files of one stem (one per model) into ``out`` (WAV/FLAC), as MSST's
     ``ensemble.py --files … --type … --weights …``.
 
-    The files are read at their own rates; any at another rate than the first is resampled to it.
-    Channel counts and lengths (after resampling) must agree, else a one-line error names the file.
+    The files are read at their own rates; any at another rate than the first is resampled to it (and
+    cut or padded to the first's length where resampling rounded it by a sample or two). Channel
+    counts and lengths must agree, else a one-line error names the file.
     ``out`` is written atomically (32-bit float WAV by default, as MSST writes).
     """
     if len(inputs) < 1:
@@ -356,7 +366,10 @@ def ensemble_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, 
         wav = resample(wav, sr, rate)
         if wav.shape[0] != first.shape[0]:
             raise BadAudioError(f"{path}: {wav.shape[0]} channel(s), but {inputs[0]} has {first.shape[0]}")
-        if abs(wav.shape[-1] - first.shape[-1]) > 0:
+        slack = 0 if sr == rate else -(-rate // sr)  # resampling may round the length by a sample or so
+        if 0 < abs(wav.shape[-1] - first.shape[-1]) <= slack:
+            wav = torch.nn.functional.pad(wav[..., :first.shape[-1]], (0, max(0, first.shape[-1] - wav.shape[-1])))
+        if wav.shape[-1] != first.shape[-1]:
             raise BadAudioError(f"{path}: {wav.shape[-1]} samples at {rate} Hz, but {inputs[0]} has "
                                 f"{first.shape[-1]}: separations of the same input must have its length")
         waves.append(wav)

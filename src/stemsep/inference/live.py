@@ -482,6 +482,8 @@ def stream_audio(inputs: Sequence[str | Path] = (), *, models: str | Path | Sequ
     finally:
         if player is not None:
             player.close()
+        if take is not None:
+            take.close()
     paced = "device" if capture is not None else "realtime" if realtime else "none"
     report = meter.report(block, streamer.latency, paced, overflows=take.overflows if take else 0,
                           outputs=tuple(written))

@@ -145,9 +145,9 @@ def separate_files(inputs: str | Path | Sequence[str | Path], out: str | Path, *
         torch.set_num_threads(jobs)
     out = Path(out)
     found = find_inputs([Path(p) for p in _as_list(inputs)], out)
+    if ensemble is None and (pick or derive):
+        raise BadArgumentError("--pick and --derive combine models: add --ensemble MODE")
     if ensemble is None and not tta:
-        if pick or derive:
-            raise BadArgumentError("--pick and --derive combine models: add --ensemble MODE")
         separator = Separator.from_checkpoint(_as_list(models), torch_device, weights=weights, backend=backend,
                                               chunking=chunking, window=window)
     else:
