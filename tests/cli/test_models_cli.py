@@ -37,8 +37,7 @@ def test_list_info_download_remove(served, capsys):
     table = lines(capsys)
     assert table[0].split() == ["name", "family", "sources", "size", "SDR", "(dB)", "cached"]
     assert row(table, "tiny_htdemucs") == ["tiny_htdemucs", "demucs", "drums,bass,other,vocals", "?", "9.00", "no"]
-    assert row(table, "tiny_roformer_unverified")[-2:] == ["(unverified)"] or \
-        row(table, "tiny_roformer_unverified")[-1] == "(unverified)"
+    assert row(table, "tiny_roformer_unverified")[-2:] == ["no", "(unverified)"]
     assert {"htdemucs", "htdemucs_ft", "scnet"} <= {line.split()[0] for line in table[1:-1]}  # the shipped ones
     assert main(["models", "download", "tiny_htdemucs"]) == 0
     path = Path(lines(capsys)[0].split(": ", 1)[1])

@@ -14,7 +14,16 @@ from stemsep.cli import main
 from stemsep.inference import StreamingSeparator, optimize_for_cpu
 from stemsep.inference.stream import _CausalEngine
 from stemsep.io.checkpoint import load_checkpoint, load_separator, save_checkpoint
-from stemsep.io.quantized import FRAME_SCHEME, SCHEME, FrameConv1dInt8, quantize_net, scheme_for
+from stemsep.io.quantized import (
+    FRAME_SCHEME,
+    SCHEME,
+    FrameConv1dInt8,
+    FrameGRU,
+    FrameLinear,
+    FrameLSTM,
+    quantize_net,
+    scheme_for,
+)
 from stemsep.models import HSTasNet, HTDemucs
 
 HOP = 64
@@ -122,4 +131,5 @@ def test_networks_without_the_causal_contract_keep_per_tensor_scales_and_float_c
     assert scheme_for(net) == SCHEME
     int8 = quantize_net(net)
     assert not any(isinstance(m, FrameConv1dInt8) for m in int8.modules())
+    assert not any(isinstance(m, (FrameLinear, FrameLSTM, FrameGRU)) for m in int8.modules())  # per-tensor scales
     assert any(type(m) is torch.nn.Conv1d for m in int8.modules())

@@ -316,5 +316,29 @@ def test_provenance_names_a_released_model_by_its_name(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)  # no file called htdemucs here
     assert _model_name("htdemucs") == "htdemucs"
+    (tmp_path / "htdemucs").mkdir()  # a folder of that name (say, an earlier -o htdemucs) does not hide it
+    assert _model_name("htdemucs") == "htdemucs"
+    (tmp_path / "htdemucs").rmdir()
     (tmp_path / "htdemucs").write_bytes(b"")  # a file of that name is the file
     assert _model_name("htdemucs") == str(tmp_path / "htdemucs")
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("samplerate", "44.1k", "samplerate: a whole number of Hz"),
+    ("sdr", "9.0 dB", "sdr: a number"),
+    ("parameters", "many", "parameters: a number"),
+    ("sources", "vocals", "sources: a list of stem names"),
+])
+def test_a_registry_value_of_the_wrong_type_is_one_line(tmp_path, key, value, needle):
+    import yaml
+
+    from stemsep.errors import StemsepError
+    from stemsep.io.registry import read_registry
+
+    spec = {"family": "demucs", "arch": "stemsep.models.HTDemucs", "sources": ["vocals"], "samplerate": 44100,
+            "files": [{"url": "https://example.org/a-12345678.th", "sha256_prefix": "12345678"}], key: value}
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "models": {"x": spec}}))
+    with pytest.raises(StemsepError) as err:
+        read_registry(path)
+    assert f"models.x.{needle}" in str(err.value) and "\n" not in str(err.value)

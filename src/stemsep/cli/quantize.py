@@ -16,14 +16,15 @@ HELP = "Dynamic int8 quantization of a checkpoint."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", type=Path, help="float32 stemsep checkpoint")
+    parser.add_argument("checkpoint", help="float32 stemsep checkpoint (a path, a URL or a released model's name)")
     add_output(parser, "out", required=True, type=Path, help="int8 checkpoint to write")
 
 
 def run(args: argparse.Namespace) -> int:
     out = quantize_checkpoint(args.checkpoint, args.out)
     after = out.stat().st_size
-    before = args.checkpoint.stat().st_size if args.checkpoint.is_file() else None  # not a model name
+    source = Path(args.checkpoint)
+    before = source.stat().st_size if source.is_file() else None  # not a URL or a model name
     compared = f" ({after / before:.2f} x {args.checkpoint}'s {before / 1e6:.2f} MB)" if before else ""
     print(f"wrote {out}: {after / 1e6:.2f} MB{compared}")
     return 0

@@ -243,8 +243,10 @@ def remove_model(name: str) -> list[Path]:
     folder = cache_dir() / item.name
     removed = sorted(folder.glob("[!.]*.ckpt")) if folder.is_dir() else []
     if folder.is_dir():
-        with _locked(folder):
-            shutil.rmtree(folder)
+        with _locked(folder):  # the folder and its lock stay: a fetch waiting on the lock goes on
+            for path in folder.iterdir():
+                if path.name != ".lock":
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
     return removed
 
 

@@ -16,8 +16,8 @@ from stemsep.io.quantized import quantize_net, scheme_for
 
 def quantize_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     """Write ``out``: the int8 dynamic-quantized version of the float stemsep ``checkpoint``."""
-    checkpoint, out = Path(checkpoint), Path(out)
-    net, ckpt = load_network(checkpoint)
+    out = Path(out)
+    net, ckpt = load_network(checkpoint)  # a path, a URL or a released model's name: not through Path
     hparams = ckpt.get("hyper_parameters") or {}
     if hparams.get("quantization"):
         raise StemsepError(f"{checkpoint}: already quantized")

@@ -142,6 +142,7 @@ def _entry(name: str, spec: Any, path: Path) -> Entry:
         raise StemsepError(f"{where}: an msst entry needs model_type and config")
     if config is not None and not config.is_file():
         raise StemsepError(f"{where}.config: {config} not found")
+    _check_types(spec, where)
     weights = tuple(tuple(float(w) for w in row) for row in spec["weights"]) if spec.get("weights") else None
     if weights is not None and (len(weights) != len(files) or any(len(r) != len(spec["sources"]) for r in weights)):
         raise StemsepError(f"{where}.weights: one row per file, one weight per source")
@@ -153,6 +154,23 @@ def _entry(name: str, spec: Any, path: Path) -> Entry:
                  model_type=spec.get("model_type"), config=config, weights=weights, segment=spec.get("segment"),
                  parameters=spec.get("parameters"),
                  extra={k: v for k, v in spec.items() if k not in known} | {"config_source": spec.get("config_source")})
+
+
+def _check_types(spec: dict, where: str) -> None:
+    """One-line errors for values of the wrong type (a user's registry file), naming the key."""
+    if not isinstance(spec["sources"], list) or not all(isinstance(x, str) for x in spec["sources"]):
+        raise StemsepError(f"{where}.sources: a list of stem names, got {spec['sources']!r}")
+    if isinstance(spec["samplerate"], bool) or not isinstance(spec["samplerate"], int) or spec["samplerate"] <= 0:
+        raise StemsepError(f"{where}.samplerate: a whole number of Hz, got {spec['samplerate']!r}")
+    for key in ("sdr", "parameters", "segment"):
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise StemsepError(f"{where}.{key}: a number (or nothing), got {value!r}")
+    weights = spec.get("weights")
+    if weights is not None and (not isinstance(weights, list) or not all(
+            isinstance(row, list) and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in row)
+            for row in weights)):
+        raise StemsepError(f"{where}.weights: rows of numbers, got {weights!r}")
 
 
 def _file(spec: Any, where: str) -> ModelFile:
@@ -245,6 +263,6 @@ def model_info(name: str) -> dict[str, Any]:
 def is_model_name(reference: str | os.PathLike) -> bool:
     """Whether ``reference`` names a registry model: not a URL, no folder part, no such file here."""
     text = os.fspath(reference)
-    if is_url(text) or "/" in text or os.sep in text or Path(text).exists():
+    if is_url(text) or "/" in text or os.sep in text or Path(text).is_file():  # a file of that name wins
         return False
     return text in registry()
