@@ -15,6 +15,15 @@ import time
 import torch
 
 
+def bench_device(name: str, threads: int | None = None) -> tuple[torch.device, str]:
+    """The device to time on and how a result names it (the GPU's name, or ``cpu, N threads``); sets
+    torch's CPU threads first when ``threads`` is given."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(name)
+    return device, torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

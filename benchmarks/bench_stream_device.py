@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _timing import timed
+from _timing import bench_device, timed
 from bench_train_step import build
 
 from stemsep.contract import stream_step_of
@@ -78,10 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    device, where = bench_device(args.device, args.threads)
     print(f"streaming on {where}: {args.seconds:g} s random stereo mix, fp32", flush=True)
     rows = []
     with torch.no_grad():

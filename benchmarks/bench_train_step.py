@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from _timing import alternating_medians, l1_train_step
+from _timing import alternating_medians, bench_device, l1_train_step
 from bench_models import _proc_status_kib, _reset_peak_rss
 
 from stemsep.io.checkpoint import build_from_config
@@ -82,10 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    device, where = bench_device(args.device, args.threads)
     print(f"training step per family: {where}, {args.dtype}, batch {args.batch} x {args.segment:g} s, "
           f"median of {args.reps}", flush=True)
     rows, failed = [], []
