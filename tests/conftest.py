@@ -27,3 +27,21 @@ def shards(corpus_root, tmp_path_factory) -> Path:
 def corpus_copy(corpus_root, tmp_path) -> Path:
     """A private, modifiable copy of the synthetic corpus."""
     return Path(shutil.copytree(corpus_root, tmp_path / "corpus"))
+
+
+@pytest.fixture(scope="module")
+def causal_ckpt(tmp_path_factory):
+    """The stream tests' causal network: ``(tiny stereo HS-TasNet at 8 kHz, hop 32, latency 63; its checkpoint)``."""
+    from helpers.live import checkpoint, tiny_hstasnet
+
+    net = tiny_hstasnet()
+    return net, checkpoint(net, tmp_path_factory.mktemp("stream") / "hs.ckpt")
+
+
+@pytest.fixture(scope="module")
+def windowed_ckpt(tmp_path_factory):
+    """The stream tests' windowed network: ``(TinyNet with a 0.05 s segment; its checkpoint)``."""
+    from helpers.live import checkpoint, tiny_windowed
+
+    net = tiny_windowed()
+    return net, checkpoint(net, tmp_path_factory.mktemp("stream") / "tiny.ckpt")

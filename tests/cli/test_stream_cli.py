@@ -14,7 +14,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from helpers.live import SR, checkpoint, tiny_hstasnet, tiny_windowed
+from helpers.live import (
+    SR,
+    checkpoint,
+    tiny_windowed,
+)
 from stemsep.cli import main
 from stemsep.inference import Separator
 from stemsep.inference.chunked import Chunking, apply_model
@@ -25,20 +29,6 @@ from stemsep.io.audio import read_mix, write_audio
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 TOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def causal(tmp_path_factory):
-    """A tiny stereo HS-TasNet at 8 kHz (hop 32, latency 63), as a checkpoint."""
-    net = tiny_hstasnet()
-    return net, checkpoint(net, tmp_path_factory.mktemp("stream") / "hs.ckpt")
-
-
-@pytest.fixture(scope="module")
-def windowed(tmp_path_factory):
-    """A TinyNet with a 0.05 s segment: streamed on apply_model's chunk grid."""
-    net = tiny_windowed()
-    return net, checkpoint(net, tmp_path_factory.mktemp("stream") / "tiny.ckpt")
 
 
 def _mix(path: Path, samplerate: int = SR, channels: int = 2, seconds: float = 0.4, seed: int = 0) -> Path:
@@ -64,8 +54,8 @@ def _run(argv, capsys) -> tuple[int, str]:
 
 @pytest.mark.parametrize("samplerate,channels", [(SR, 2), (SR, 1), (16000, 2)],
                          ids=["model rate", "mono into stereo", "resampled"])
-def test_file_to_stems_equals_offline_and_separate_layout(causal, tmp_path, capsys, samplerate, channels):
-    net, ckpt = causal
+def test_file_to_stems_equals_offline_and_separate_layout(causal_ckpt, tmp_path, capsys, samplerate, channels):
+    net, ckpt = causal_ckpt
     mix = _mix(tmp_path / "in" / "song.wav", samplerate, channels)
     code, err = _run(["stream", str(mix), "--model", str(ckpt), "-o", str(tmp_path / "out"), "--bits", "32",
                       "--clip-mode", "none"], capsys)
@@ -80,8 +70,8 @@ def test_file_to_stems_equals_offline_and_separate_layout(causal, tmp_path, caps
     assert _files(tmp_path / "out") == _files(tmp_path / "sep") == sorted(f"song/{s}.wav" for s in SOURCES)
 
 
-def test_folder_windowed_network_equals_apply_model(windowed, tmp_path, capsys):
-    net, ckpt = windowed
+def test_folder_windowed_network_equals_apply_model(windowed_ckpt, tmp_path, capsys):
+    net, ckpt = windowed_ckpt
     for name, seed in (("a.wav", 1), ("sub/b.flac", 2)):
         _mix(tmp_path / "music" / name, seed=seed)
     code, err = _run(["stream", str(tmp_path / "music"), "--model", str(ckpt), "-o", str(tmp_path / "out"),
@@ -99,10 +89,10 @@ def test_folder_windowed_network_equals_apply_model(windowed, tmp_path, capsys):
     assert _files(tmp_path / "out") == _files(tmp_path / "sep")
 
 
-def test_int8_checkpoint_in_a_bag_equals_offline(causal, tmp_path, capsys):
+def test_int8_checkpoint_in_a_bag_equals_offline(causal_ckpt, tmp_path, capsys):
     """A ``stemsep quantize`` checkpoint bagged with the float one: streamed step by step, the stems
     are the bag's offline ``net(whole)``."""
-    _, ckpt = causal
+    _, ckpt = causal_ckpt
     int8 = tmp_path / "int8.ckpt"
     assert main(["quantize", str(ckpt), "-o", str(int8)]) == 0
     mix = _mix(tmp_path / "song.wav", seed=4)
@@ -116,8 +106,8 @@ def test_int8_checkpoint_in_a_bag_equals_offline(causal, tmp_path, capsys):
     assert (_stems(tmp_path / "out" / "song") - offline).abs().max() <= TOL
 
 
-def test_rerun_replaces_and_another_inputs_outputs_are_kept(causal, tmp_path, capsys):
-    _, ckpt = causal
+def test_rerun_replaces_and_another_inputs_outputs_are_kept(causal_ckpt, tmp_path, capsys):
+    _, ckpt = causal_ckpt
     first = _mix(tmp_path / "a" / "song.wav", seed=1)
     out = str(tmp_path / "out")
     assert _run(["stream", str(first), "--model", str(ckpt), "-o", out], capsys)[0] == 0
@@ -129,10 +119,10 @@ def test_rerun_replaces_and_another_inputs_outputs_are_kept(causal, tmp_path, ca
     assert _run(["stream", str(other), "--model", str(ckpt), "-o", out, "--overwrite"], capsys)[0] == 0
 
 
-def test_raw_pcm_through_a_real_pipe(causal, tmp_path):
+def test_raw_pcm_through_a_real_pipe(causal_ckpt, tmp_path):
     """Bytes in on stdin, bytes out on stdout (a subprocess, as in an ffmpeg | stemsep | ffplay pipe):
     the Python API's live signal, which is the offline separation ``latency`` samples late."""
-    net, ckpt = causal
+    net, ckpt = causal_ckpt
     mix = np.random.default_rng(5).uniform(-0.5, 0.5, (2, 3000)).astype(np.float32)
     codec = RawCodec("float32")
     done = subprocess.run([sys.executable, "-m", "stemsep", "stream", "-", "--rate", str(SR), "--channels", "2",
@@ -175,12 +165,12 @@ BAD = {
 
 
 @pytest.mark.parametrize("name", list(BAD))
-def test_bad_input_is_one_line(name, causal, tmp_path, capsys, monkeypatch):
+def test_bad_input_is_one_line(name, causal_ckpt, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     extra, needle = BAD[name]
     mix = str(_mix(tmp_path / "song.wav", seconds=0.05))
     argv = ["stream", *[mix if a == "FILE" else a for a in extra if a not in ("NO_OUT", "NO_IN")],
-            "--model", str(causal[1])]
+            "--model", str(causal_ckpt[1])]
     if "NO_OUT" not in extra:
         argv += ["-o", str(tmp_path / "out")]
     code, err = _run(argv, capsys)
@@ -190,9 +180,9 @@ def test_bad_input_is_one_line(name, causal, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
-def test_live_extra_missing_names_the_install(causal, capsys, monkeypatch):
+def test_live_extra_missing_names_the_install(causal_ckpt, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "sounddevice", None)  # imported as on a machine without the package
-    code, err = _run(["stream", "--input-device", "0", "--model", str(causal[1]), "--stdout"], capsys)
+    code, err = _run(["stream", "--input-device", "0", "--model", str(causal_ckpt[1]), "--stdout"], capsys)
     assert code == 2 and err.strip().splitlines()[-1] == (
         "stemsep: error: --input-device 0: live audio needs the optional package sounddevice: "
         "pip install 'stemsep[live]'")
@@ -207,7 +197,7 @@ NULL_CARD = """pcm.nullcard {
 """
 
 
-def test_live_devices_through_portaudio(causal, tmp_path, capsys):
+def test_live_devices_through_portaudio(causal_ckpt, tmp_path, capsys):
     """Where PortAudio is installed: a real device, ALSA's null card (declared in the ``.asoundrc`` of
     a HOME of the test's own), captured for 0.3 s into stem files while the vocals play on it; where
     it is not, the one-line fix. Nothing pretends to be PortAudio."""
@@ -224,7 +214,7 @@ def test_live_devices_through_portaudio(causal, tmp_path, capsys):
         main(["stream", "--list-devices"])
     assert listed.value.code == 0 and capsys.readouterr().out.strip()  # this process has its own HOME: maybe none
     done = subprocess.run([sys.executable, "-m", "stemsep", "stream", "--input-device", "nullcard", "--seconds", "0.3", "--output-device", "null",
-                           "--model", str(causal[1]), "-o", str(tmp_path / "out"), "--stems", "vocals"],
+                           "--model", str(causal_ckpt[1]), "-o", str(tmp_path / "out"), "--stems", "vocals"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "paced by the device" in done.stderr and "latency    63 samples" in done.stderr

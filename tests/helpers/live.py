@@ -37,3 +37,4 @@ def tiny_windowed(delay: float = 0.0, seed: int = 1) -> SlowNet:
 def checkpoint(net: torch.nn.Module, path: Path) -> Path:
     """``net`` as a stemsep checkpoint at ``path``."""
     return save_checkpoint(path, net, network_config(net))
+

@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.live import HOP, SR, checkpoint, tiny_hstasnet, tiny_windowed
+from helpers.live import (
+    HOP,
+    SR,
+    checkpoint,
+    tiny_windowed,
+)
 from helpers.stream import stream_blocks
 from stemsep.errors import BadArgumentError
 from stemsep.inference import Separator
@@ -19,18 +24,6 @@ from stemsep.inference.chunked import Chunking, apply_model
 from stemsep.inference.devices import LiveAudioError, find_device, sounddevice
 from stemsep.inference.live import Meter, RawCodec, reblock, stream_audio
 from stemsep.inference.stream import _CausalEngine, _WindowedEngine
-
-
-@pytest.fixture(scope="module")
-def causal_ckpt(tmp_path_factory):
-    net = tiny_hstasnet()
-    return net, checkpoint(net, tmp_path_factory.mktemp("live") / "hs.ckpt")
-
-
-@pytest.fixture(scope="module")
-def windowed_ckpt(tmp_path_factory):
-    net = tiny_windowed()
-    return net, checkpoint(net, tmp_path_factory.mktemp("live") / "tiny.ckpt")
 
 
 def test_separator_stream_picks_the_engine(causal_ckpt, windowed_ckpt):
