@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stemsep.cli.common import add_output, weight_rows
+from stemsep.cli.common import add_ensemble_options, add_output, weight_rows
 from stemsep.inference.bag import make_bag
-from stemsep.inference.ensemble import MODES
 
 HELP = "Assemble fine-tuned models into one bag checkpoint."
 
@@ -27,13 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="model i supplies source i (as many models as sources, in source order)")
     mode.add_argument("--weights", nargs="+", type=weight_rows, metavar="W,W,...",
                       help="per-source weights of each model (one comma-separated list per model)")
-    parser.add_argument("--ensemble", choices=MODES, metavar="MODE",
-                        help="an ensemble of models of any families (stems by name) combined by MODE ("
-                             + ", ".join(MODES) + "); --weights then one number per model")
-    parser.add_argument("--pick", action="append", metavar="STEM=I[,J]",
-                        help="with --ensemble: take STEM from these models only (0 = the first); repeatable")
-    parser.add_argument("--derive", action="append", default=[], metavar="NAME",
-                        help="with --ensemble: add NAME = mix - a stem (instrumental, no_<stem>); repeatable")
+    add_ensemble_options(parser)
     add_output(parser, "output", required=True, type=Path, metavar="OUT.ckpt", help="bag checkpoint")
     parser.add_argument("--force", action="store_true", help="overwrite OUT.ckpt if it exists")
 

@@ -16,3 +16,18 @@ def weight_rows(spec: str) -> list[float]:
 def add_output(parser: argparse.ArgumentParser, dest: str, help: str, **kwargs) -> None:
     """The output option, spelled alike in every command: ``-o``, ``--out`` and ``--output`` (one ``dest``)."""
     parser.add_argument("-o", "--out", "--output", dest=dest, help=help, **kwargs)
+
+
+def add_ensemble_options(parser: argparse.ArgumentParser) -> None:
+    """``--ensemble MODE``, ``--pick STEM=I[,J]``, ``--derive NAME``: models of any kinds combined
+    (:mod:`stemsep.inference.ensemble`), spelled alike in ``separate`` and ``bag``."""
+    from stemsep.inference.ensemble import MODES
+
+    parser.add_argument("--ensemble", choices=MODES, metavar="MODE",
+                        help="combine the --model's by MODE (" + ", ".join(MODES) + "): any families, sources, "
+                             "sample rates and channels, stems matched by name; --weights then one number per model")
+    parser.add_argument("--pick", action="append", metavar="STEM=I[,J]",
+                        help="with --ensemble: take STEM from these models only (0 = the first --model); repeatable")
+    parser.add_argument("--derive", action="append", default=[], metavar="NAME",
+                        help="with --ensemble: also make NAME = mix - a stem: instrumental (mix - vocals) or "
+                             "no_<stem>; repeatable")

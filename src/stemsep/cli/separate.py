@@ -12,8 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stemsep.cli.common import add_output, weight_rows
-from stemsep.inference.ensemble import MODES
+from stemsep.cli.common import add_ensemble_options, add_output, weight_rows
 from stemsep.inference.separate import (
     BACKENDS,
     BITS,
@@ -38,14 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="several checkpoints at once: a bag (as in `stemsep bag`)")
     parser.add_argument("--weights", nargs="+", type=weight_rows, metavar="W,W,...",
                         help="per-source weights of each model (one comma-separated list per --model)")
-    parser.add_argument("--ensemble", choices=MODES, metavar="MODE",
-                        help="combine the --model's by MODE (" + ", ".join(MODES) + "): any families, sources, "
-                             "sample rates and channels, stems matched by name; --weights then one number per model")
-    parser.add_argument("--pick", action="append", metavar="STEM=I[,J]",
-                        help="with --ensemble: take STEM from these models only (0 = the first --model); repeatable")
-    parser.add_argument("--derive", action="append", default=[], metavar="NAME",
-                        help="with --ensemble: also write NAME = mix - a stem: instrumental (mix - vocals) or "
-                             "no_<stem>; repeatable")
+    add_ensemble_options(parser)
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average with the channel-swapped and polarity-inverted "
                              "passes (3x the work; combines with --shifts)")
