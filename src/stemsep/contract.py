@@ -38,6 +38,14 @@ import torch
 from stemsep.errors import StemsepError
 
 DEFAULT_SOURCES = ["drums", "bass", "other", "vocals"]
+
+
+def default_source_names(count: int | None = None) -> list[str]:
+    """Names for ``count`` unnamed stems (default 4): MUSDB's four, else ``source0``, ``source1``, ..."""
+    count = len(DEFAULT_SOURCES) if count is None else int(count)
+    return list(DEFAULT_SOURCES) if count == len(DEFAULT_SOURCES) else [f"source{i}" for i in range(count)]
+
+
 CONTRACT_ATTRIBUTES = ("sources", "samplerate", "audio_channels")
 
 

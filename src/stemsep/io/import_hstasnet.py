@@ -29,7 +29,7 @@ import io
 import pickle
 from typing import Any
 
-from stemsep.contract import DEFAULT_SOURCES
+from stemsep.contract import default_source_names
 from stemsep.errors import BadCheckpointError
 
 # The reference's package keeps the weights under "model"; a plain state_dict has no such key.
@@ -59,8 +59,7 @@ def default_sources(model: dict[str, Any]) -> list[str]:
     """``model.sources`` when given, else the names HSTasNet gives ``num_sources`` (default 4) stems."""
     if model.get("sources"):
         return list(model["sources"])
-    count = int(model.get("num_sources") or len(DEFAULT_SOURCES))
-    return list(DEFAULT_SOURCES) if count == len(DEFAULT_SOURCES) else [f"source{i}" for i in range(count)]
+    return default_source_names(model.get("num_sources") or None)  # as HSTasNet names them
 
 
 class _PlainValues(pickle.Unpickler):

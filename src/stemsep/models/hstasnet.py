@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stemsep.contract import DEFAULT_SOURCES, ExportParts, records_init_args
+from stemsep.contract import ExportParts, default_source_names, records_init_args
 from stemsep.errors import StemsepError
 
 
@@ -237,8 +237,7 @@ class HSTasNet(nn.Module):
                  segment: float | Fraction = 4):
         super().__init__()
         if sources is None:
-            count = 4 if num_sources is None else num_sources
-            sources = DEFAULT_SOURCES if count == len(DEFAULT_SOURCES) else [f"source{i}" for i in range(count)]
+            sources = default_source_names(num_sources)
         if num_sources is not None and num_sources != len(sources):
             raise StemsepError(f"HSTasNet num_sources={num_sources} disagrees with sources {list(sources)}")
         if not 0 < overlap_len < segment_len or segment_len % 2:
