@@ -312,15 +312,15 @@ def test_fetching_again_gives_the_same_bytes(served):
 
 
 def test_provenance_names_a_released_model_by_its_name(tmp_path, monkeypatch):
-    from stemsep.inference.separator import _model_name
+    from stemsep.inference.separator import model_name
 
     monkeypatch.chdir(tmp_path)  # no file called htdemucs here
-    assert _model_name("htdemucs") == "htdemucs"
+    assert model_name("htdemucs") == "htdemucs"
     (tmp_path / "htdemucs").mkdir()  # a folder of that name (say, an earlier -o htdemucs) does not hide it
-    assert _model_name("htdemucs") == "htdemucs"
+    assert model_name("htdemucs") == "htdemucs"
     (tmp_path / "htdemucs").rmdir()
     (tmp_path / "htdemucs").write_bytes(b"")  # a file of that name is the file
-    assert _model_name("htdemucs") == str(tmp_path / "htdemucs")
+    assert model_name("htdemucs") == str(tmp_path / "htdemucs")
 
 
 @pytest.mark.parametrize("key,value,needle", [

@@ -39,8 +39,7 @@ from stemsep.errors import BadArgumentError, BadAudioError, StemsepError
 from stemsep.inference.device import resolve_device
 from stemsep.inference.ensemble import check_mode, ensemble_of, with_tta
 from stemsep.inference.inputs import find_inputs, track_name
-from stemsep.inference.separator import Separator, chunking_for, default_batch_size, load_models
-from stemsep.inference.separator import _model_name as model_name
+from stemsep.inference.separator import Separator, chunking_for, default_batch_size, load_models, model_name
 from stemsep.inference.tracks import TrackWriter, _Job, check_clashes
 from stemsep.inference.windowed import (
     WINDOW_SECONDS,

@@ -92,7 +92,7 @@ def _chunking_arg(device: torch.device, chunking: Chunking | None, shifts: int, 
     return chunking
 
 
-def _model_name(path: str | os.PathLike) -> str:
+def model_name(path: str | os.PathLike) -> str:
     """How a model is named in the provenance record: its URL, a released model's name, or its
     absolute path."""
     name = name_of(path)
@@ -140,7 +140,7 @@ class Separator:
         chunking = _chunking_arg(torch_device, chunking, shifts, overlap, segment, batch_size, seed)  # before loading
         check_window(window)
         net = load_models(paths, weights, torch_device, backend)
-        sep = cls(net, device=torch_device, chunking=chunking, window=window, models=[_model_name(p) for p in paths])
+        sep = cls(net, device=torch_device, chunking=chunking, window=window, models=[model_name(p) for p in paths])
         sep.run_key.update(weights=weights, backend=backend)
         return sep
 
