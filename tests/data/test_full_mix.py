@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from helpers.data import shard_corpus
+from helpers.data import moisesdb_corpus, shard_corpus
 from helpers.remote import ShardServer
 from stemsep.data.loaders.datamodule import StemDataModule
 from stemsep.data.shards.manifest import REST, Manifest, resolve_sources
 from stemsep.errors import BadDataError
-from stemsep.io.audio import read_audio, write_audio
+from stemsep.io.audio import read_audio
 
 ALL = ["drums", "bass", "other", "vocals"]
 
@@ -107,25 +107,9 @@ def test_resolving_sources():
             resolve_sources(_manifest(stored), sources, **kw)
 
 
-def _moises_corpus(corpus_root: Path, root: Path) -> None:
-    """Two MoisesDB-layout songs from the synthetic corpus: piano and guitar parts of 'other', and
-    song 1 has no guitar at all."""
-    for index in range(2):
-        src = corpus_root / "train" / f"song{index:04d}"
-        stems = {name: read_audio(src / f"{name}.wav")[0] for name in ALL}
-        parts = {"drums/a.wav": stems["drums"], "bass/b.wav": stems["bass"], "vocals/c.wav": stems["vocals"],
-                 "piano/e.wav": stems["other"] * 0.5, "wind/w.wav": stems["other"] * 0.25}
-        if index == 0:
-            parts["guitar/d.wav"] = stems["other"] * 0.25
-        for rel, wav in parts.items():
-            (root / f"uuid-{index}" / rel).parent.mkdir(parents=True, exist_ok=True)
-            write_audio(root / f"uuid-{index}" / rel, wav, 44100, bits=32)
-        (root / f"uuid-{index}" / "data.json").write_text(json.dumps({"song": f"s{index}", "stems": []}))
-
-
 def test_stem_groups_on_every_moisesdb_stem_type(corpus_root, tmp_path):
     root = tmp_path / "moises"
-    _moises_corpus(corpus_root, root)
+    moisesdb_corpus(corpus_root, root)
     out = shard_corpus(root, tmp_path / "shards", layout="moisesdb", splits=["train", "valid"], sources=["all"],
                        valid_songs=["uuid-1"])
     manifest = json.loads((out / "train.json").read_text())
@@ -169,7 +153,7 @@ def test_a_one_stem_fit_runs(shards, tmp_path, capsys):
 
 def test_a_six_stem_fit_runs_on_moisesdb_groups(corpus_root, tmp_path, capsys):
     root = tmp_path / "moises"
-    _moises_corpus(corpus_root, root)
+    moisesdb_corpus(corpus_root, root)
     out = shard_corpus(root, tmp_path / "shards", layout="moisesdb", splits=["train", "valid"], sources=["all"],
                        valid_songs=["uuid-1"])
     (out / "test.json").symlink_to(out / "valid.json")  # tiny_overrides validates on test.json

@@ -277,6 +277,33 @@ def moisesdb_stem_types(root: str | os.PathLike) -> list[str]:
     return sorted(types)
 
 
+def layout_stems(root: str | os.PathLike, layout: str) -> list[str]:
+    """The stems every song of a dataset stores (what a full mix sums), in a fixed order.
+
+    ``musdb``: drums, bass, other, vocals (MUSDB18-HQ folders and ``.stem.mp4`` alike). ``moisesdb``:
+    every stem type under ``root`` (:func:`moisesdb_stem_types`; a song without one has silence
+    there). ``folder``: the names of the ``.wav``/``.flac`` files of the song folders of every split,
+    ``mixture`` excluded, sorted; each song must have them all (else the one-line error of a
+    missing stem, naming the song folder).
+    """
+    if layout == "musdb":
+        return [s for s in STEM_MP4_STREAMS if s != "mixture"]
+    if layout == "moisesdb":
+        return moisesdb_stem_types(root)
+    if layout != "folder":
+        raise BadDataError(f"unknown layout {layout!r} (choose one of {', '.join(LAYOUTS)})")
+    root = Path(root)
+    if not root.is_dir():
+        raise BadDataError(f"{root}: dataset root not found (or not a directory)")
+    folders = {root / split if (root / split).is_dir() else root for split in ("train", "valid", "test")}
+    names = {p.stem for folder in folders for song in _song_dirs(folder) for p in song.iterdir()
+             if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")}
+    names.discard("mixture")
+    if not names:
+        raise BadDataError(f"{root}: no song folders with stem files (<song>/<stem>.wav or .flac) found")
+    return sorted(names)
+
+
 def resolve_layout_sources(root: str | os.PathLike, layout: str, sources: list[str] | None) -> list[str]:
     """``sources`` of a dataset: as given (default drums, bass, other, vocals), or for moisesdb
     ``["all"]``: every stem type."""

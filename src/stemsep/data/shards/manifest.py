@@ -69,9 +69,20 @@ GROUP_REST = "rest"  # in stem_groups / a mapping: every stored stem no other so
 
 def resolve_sources(manifest: Manifest, sources: list[str] | dict[str, list[str]] | None, *,
                     stem_groups: dict[str, list[str]] | None = None, full_mix: bool = True) -> dict[str, list[str]]:
-    """Output source -> shard stems summed into it (a partition of the stems it uses).
+    """Output source -> shard stems summed into it: :func:`resolve_stems` over the manifest's stems."""
+    return resolve_stems(list(manifest.sources), sources, stem_groups=stem_groups, full_mix=full_mix,
+                         where=manifest.url)
 
-    ``None``: the manifest's stems as they are (or the ``stem_groups``). A list picks and orders
+
+def resolve_stems(stored: list[str], sources: list[str] | dict[str, list[str]] | None, *,
+                  stem_groups: dict[str, list[str]] | None = None, full_mix: bool = True, where: str = "data",
+                  holder: str = "the shards") -> dict[str, list[str]]:
+    """Output source -> stored stems summed into it (a partition of the stems it uses).
+
+    ``stored``: the stems the data holds (a manifest's, or a dataset folder's); ``where`` (a
+    manifest URL, a dataset root) starts every error, ``holder`` names the data in them.
+
+    ``None``: the stored stems as they are (or the ``stem_groups``). A list picks and orders
     sources; each name is a ``stem_groups`` group, a stored stem, or a derived target:
     ``instrumental`` (every stored stem but the vocals) or ``no_<stem>`` (every stored stem but that
     one). A mapping builds new sources, e.g. ``{vocals: [vocals], accompaniment: [drums, bass,
@@ -84,32 +95,32 @@ def resolve_sources(manifest: Manifest, sources: list[str] | dict[str, list[str]
     the mixture too (the mixture is the sum of the sources). A stored stem in two sources is an
     error: the mixture is the sum of the sources, each stem must count once.
     """
-    stored = list(manifest.sources)
+    stored = list(stored)
     groups = {str(k): [v] if isinstance(v, str) else list(v) for k, v in (stem_groups or {}).items()}
     if sources is None:
         mapping = dict(groups) if groups else {s: [s] for s in stored}
     elif isinstance(sources, dict):
         mapping = {str(k): [v] if isinstance(v, str) else list(v) for k, v in sources.items()}
     else:
-        mapping = {str(name): _stems_of(str(name), groups, stored, manifest.url) for name in sources}
+        mapping = {str(name): _stems_of(str(name), groups, stored, where, holder) for name in sources}
     mapping = _expand_rest(mapping, stored)  # `rest`: what the other chosen sources leave
     for target, stems in mapping.items():
         for stem in stems:
             if stem not in stored:
-                raise BadDataError(f"{manifest.url}: source {target!r} needs stem {stem!r}, which the shards "
+                raise BadDataError(f"{where}: source {target!r} needs stem {stem!r}, which {holder} "
                                    f"do not have (they have {', '.join(stored)})")
     if not mapping:
-        raise BadDataError("sources: empty selection")
+        raise BadDataError(f"{where}: sources: empty selection")
     for target, stems in mapping.items():
         if not stems:
-            raise BadDataError(f"{manifest.url}: source {target!r} has no stored stems (the shards have "
+            raise BadDataError(f"{where}: source {target!r} has no stored stems ({holder} have "
                                f"{', '.join(stored)}, all used by the other sources)")
     owner: dict[str, str] = {}
     for target, stems in mapping.items():
         for stem in stems:
             if stem in owner:
-                raise BadDataError(f"sources: stem {stem!r} is in both {owner[stem]!r} and {target!r}; the mixture "
-                                   "is the sum of the sources, so each stored stem may be in one source only")
+                raise BadDataError(f"{where}: sources: stem {stem!r} is in both {owner[stem]!r} and {target!r}; the "
+                                   "mixture is the sum of the sources, so each stored stem may be in one source only")
             owner[stem] = target
     unused = [s for s in stored if s not in owner]
     if full_mix and unused:
@@ -122,7 +133,7 @@ def output_names(mapping: dict[str, list[str]]) -> list[str]:
     return [name for name in mapping if name != REST]
 
 
-def _stems_of(name: str, groups: dict[str, list[str]], stored: list[str], url: str) -> list[str]:
+def _stems_of(name: str, groups: dict[str, list[str]], stored: list[str], where: str, holder: str) -> list[str]:
     """The stored stems a source name means: a group, a stem, ``instrumental`` or ``no_<stem>``."""
     if name in groups:
         return groups[name]
@@ -132,7 +143,7 @@ def _stems_of(name: str, groups: dict[str, list[str]], stored: list[str], url: s
     if removed is not None and (removed in groups or removed in stored):
         drop = set(_expand_rest(groups, stored).get(removed, [removed]))
         return [s for s in stored if s not in drop]
-    raise BadDataError(f"{url}: source {name!r} is not a stem of the shards ({', '.join(stored)}), a stem group, "
+    raise BadDataError(f"{where}: source {name!r} is not a stem of {holder} ({', '.join(stored)}), a stem group, "
                        "nor a derived target (instrumental, no_<stem>)")
 
 
