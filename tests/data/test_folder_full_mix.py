@@ -151,3 +151,26 @@ def test_a_one_stem_fit_on_folder_data_runs(corpus_root, tmp_path, capsys):
                  "--trainer.logger", "false"]) == 0
     assert list(tmp_path.rglob("*.ckpt"))
     assert "valid nSDR (dB)" in capsys.readouterr().out
+
+
+def test_stem_mp4_songs_read_their_streams(tmp_path):
+    from helpers.stem_mp4 import write_stem_mp4
+    from stemsep.io.audio import read_stream
+
+    t = torch.arange(22050) / 44100
+    stems = [0.2 * torch.sin(2 * torch.pi * f * t).repeat(2, 1) for f in (110, 220, 440, 880)]
+    for split, name in [("train", "a"), ("test", "b")]:
+        write_stem_mp4(tmp_path / split / f"{name}.stem.mp4", [sum(stems).numpy()] + [s.numpy() for s in stems])
+    dm = FolderDataModule(str(tmp_path), sources=["vocals"], valid_split="test", batch_size=1, epoch_size=1,
+                          segment=0.1)
+    dm.setup("fit")
+    song = dm.train_set.songs[0]
+    dm.segment = song.frames / 44100  # the whole song: the segment starts at 0
+    dm.setup("fit")
+    mix, target = next(iter(dm.train_dataloader()))
+    path = tmp_path / "train" / "a.stem.mp4"
+    decoded = [read_stream(path, i)[0][:, :song.frames] for i in range(5)]
+    assert torch.allclose(mix[0], sum(decoded[1:]), atol=1e-5) and torch.equal(target[0, 0], decoded[4])
+    valid_mix, valid_stems, _ = dm.valid_set[0]
+    test_decoded = read_stream(tmp_path / "test" / "b.stem.mp4", 0)[0]
+    assert torch.equal(valid_mix, test_decoded[:, :valid_mix.shape[-1]])  # stream 0, the mixture
