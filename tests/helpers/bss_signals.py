@@ -14,6 +14,9 @@ leakage of the other source, and noise.
   right channel half the left: the Gram matrix is exactly singular.
 * ``gated``: low-passed stems, one silent for a second, the other gated (NaN frames).
 * ``aac_music``: :func:`aac_music`, rendered music through AAC as MUSDB18's stems.
+* ``panned_aac``: the same stems panned mono (right = 0.7 x left) before AAC: the all-sources
+  Gram matrix is then singular at its rounding (condition ~3e15), where a Levinson answer with
+  an LU-sized backward error landed outside museval's spread (the dense LU is used there).
 * ``lowpass_exact``: the 16 kHz cut kept in float64: nothing at all near Nyquist, so with three
   or more channels the Gram matrix has eigenvalues at the level of its rounding, and museval's
   SIR and SAR are decided by that rounding (see docs/evaluation.md).
@@ -27,7 +30,8 @@ import numpy as np
 from scipy.signal import butter, correlate, fftconvolve, sosfiltfilt
 
 SR = 44100
-NAMES = ("lowpass_pcm16", "tonal", "mono_as_stereo", "gated", "aac_music", "lowpass_exact")
+NAMES = ("lowpass_pcm16", "tonal", "mono_as_stereo", "gated", "aac_music", "panned_aac", "lowpass_exact")
+_MUSIC_STEMS = ("bass", "vocals", "drums", "other")
 SEEDS = {"mono_as_stereo": 1}  # the seed whose signal the old (relatively loaded, Levinson-only) solver failed worst
 
 
@@ -90,7 +94,9 @@ def signal(name: str, seed: int | None = None, seconds: float = 3.0, sources: in
         refs[1] *= np.sin(2 * np.pi * 0.4 * t) > -0.3
         ests = separated(rng, refs, noise=0.0) + 0.02 * refs.std() * lowpass(rng.standard_normal(refs.shape))
     elif name == "aac_music":
-        return aac_music(seconds + 321 / SR, seed=4 if seed is None else seed, stems=("bass", "vocals")[:sources])
+        return aac_music(seconds + 321 / SR, seed=4 if seed is None else seed, stems=_MUSIC_STEMS[:sources])
+    elif name == "panned_aac":
+        return aac_music(seconds + 321 / SR, seed=7 if seed is None else seed, stems=_MUSIC_STEMS[:sources], pan=0.7)
     elif name == "lowpass_exact":
         refs = lowpass(pink(rng, (sources, 2, n))) * 0.2
         ests = separated(rng, refs, noise=0.0) + 0.02 * refs.std() * lowpass(rng.standard_normal(refs.shape))
@@ -100,7 +106,8 @@ def signal(name: str, seed: int | None = None, seconds: float = 3.0, sources: in
 
 
 def aac_music(seconds: float, seed: int = 4, stems: tuple[str, ...] = ("drums", "bass", "other", "vocals"),
-              reference_kbps: int = 256, estimate_kbps: int = 96) -> tuple[np.ndarray, np.ndarray]:
+              reference_kbps: int = 256, estimate_kbps: int = 96, pan: float | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Music as people evaluate it: ``(references, estimates)``, float64 ``(sources, 2, time)``.
 
     References: the synthetic corpus' rendered stems (tonal bass and vocals, drum hits with exact
@@ -109,6 +116,7 @@ def aac_music(seconds: float, seed: int = 4, stems: tuple[str, ...] = ("drums", 
     ``reference_kbps`` with FFmpeg's 16 kHz cut-off (MUSDB18's stems are such AAC streams) and
     decoded to float32. Estimates: what a separator leaks (0.9 of the source, a copy 3 samples late,
     0.1 of the next source) through AAC at ``estimate_kbps`` (codec artifacts, band-limited too).
+    ``pan``: instead of the rooms, each stem panned mono (right channel = ``pan`` x left).
     """
     from stemsep.data.corpus.synth import render_song
 
@@ -118,7 +126,9 @@ def aac_music(seconds: float, seed: int = 4, stems: tuple[str, ...] = ("drums", 
     taps = int(0.25 * SR)
     decay = np.exp(-np.arange(taps) / (0.06 * SR))
     refs = dry.copy()
-    for c in range(2):
+    if pan is not None:
+        refs[:, 1] = pan * dry[:, 0]
+    for c in range(2 if pan is None else 0):
         room = rng.standard_normal(taps) * decay
         refs[:, c] += 0.35 * fftconvolve(dry[:, c], room[None] / np.linalg.norm(room))[:, :dry.shape[-1]]
     refs = aac_round_trip(refs, reference_kbps)
@@ -151,14 +161,17 @@ def aac_round_trip(signals: np.ndarray, kbps: int, cutoff: int = 16000) -> np.nd
         buffer.seek(0)
         with av.open(buffer) as container:
             decoded = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=-1)
-        delay = container_delay(decoded[0], stem[0])
+        delay = container_delay(decoded, stem)
         kept = decoded[:, delay:delay + stem.shape[-1]]
         out[j, :, :kept.shape[-1]] = kept
     return out
 
 
 def container_delay(decoded: np.ndarray, original: np.ndarray, search: int = 4096) -> int:
-    """The encoder's delay: the lag (below ``search``) best aligning ``decoded`` with ``original``."""
-    span = min(len(original), SR) - search
-    scores = correlate(decoded[:span + search - 1], original[:span], mode="valid", method="fft")
-    return int(np.argmax(np.abs(scores)))
+    """The encoder's delay: the lag (below ``search``) best aligning ``decoded`` with ``original``,
+    both ``(channels, time)``, over the first second (all channels: one may be silent)."""
+    search = max(1, min(search, decoded.shape[-1] - original.shape[-1] + 1))  # the decoded audio holds the delay
+    span = max(1, min(original.shape[-1], decoded.shape[-1] - search, SR))
+    scores = sum(np.abs(correlate(d[:span + search], o[:span], mode="valid", method="fft"))
+                 for d, o in zip(decoded, original, strict=True))
+    return int(np.argmax(scores))
