@@ -17,7 +17,7 @@ from helpers.data import moisesdb_corpus
 from stemsep.data.loaders.folder import FolderDataModule
 from stemsep.data.shards.manifest import REST
 from stemsep.errors import BadDataError
-from stemsep.io.audio import read_audio
+from stemsep.io.audio import read_audio, write_audio
 
 ALL = ["drums", "bass", "other", "vocals"]
 SONG_SECONDS = 3.0  # corpus_root's songs: a segment this long is the whole song, from sample 0
@@ -81,8 +81,8 @@ def test_instrumental_target_and_validation_tracks(corpus_root):
         assert torch.equal(mix[0], files["mixture"])  # musdb: the mixture file, as before
     old = _musdb(corpus_root, sources=["vocals"], full_mix=False)
     old.setup("validate")
-    mix, stems, _ = old.valid_set[0]
-    assert torch.equal(mix, stems[0])  # the sum of the sources
+    mix, stems, name = old.valid_set[0]
+    assert torch.equal(mix, _files(corpus_root / "test" / name)["mixture"])  # validation as before full_mix
 
 
 def test_moisesdb_stem_types_groups_and_missing_guitar(corpus_root, tmp_path):
@@ -128,14 +128,42 @@ def test_folder_layout_stores_the_stem_files_of_the_songs(corpus_root, tmp_path)
         (root / f"s{index}").mkdir(parents=True)
         for name in [*ALL, "mixture"]:
             (root / f"s{index}" / f"{name}.wav").symlink_to(song / f"{name}.wav")
-    dm = FolderDataModule(str(root), layout="folder", sources=["vocals"], valid_split="train")
+    dm = FolderDataModule(str(root), layout="folder", sources=["vocals"], valid_split="train",
+                          segment=SONG_SECONDS, batch_size=1, epoch_size=1)
     assert dm.mapping == {"vocals": ["vocals"], REST: ["bass", "drums", "other"]}
-    dm.setup("validate")
+    dm.setup("fit")
     mix, stems, _ = dm.valid_set[0]
     assert torch.equal(mix, _files(corpus_root / "train" / "song0000")["mixture"])
+    torch.manual_seed(0)
+    train_mix, train_stems = next(iter(dm.train_dataloader()))
+    song = _song_of(corpus_root, train_stems[0, 0])
+    assert torch.allclose(train_mix[0], sum(song[n] for n in ALL), atol=1e-6)  # training: every stem summed
+    # A stray file in some songs (a click track; other.wav missing from s1) is not a stored stem:
+    # neither in the mix nor an error; a missing *source* still is.
+    (root / "s0" / "click.wav").symlink_to(corpus_root / "train" / "song0000" / "drums.wav")
     (root / "s1" / "other.wav").unlink()
+    stray = FolderDataModule(str(root), layout="folder", sources=["vocals"], valid_split="train")
+    assert stray.mapping == {"vocals": ["vocals"], REST: ["bass", "drums"]}
+    stray.setup("validate")
     with pytest.raises(BadDataError, match="s1: song is missing stem 'other'"):
-        FolderDataModule(str(root), layout="folder", sources=["vocals"], valid_split="train").setup("validate")
+        FolderDataModule(str(root), layout="folder", sources=["other"], valid_split="train").setup("validate")
+
+
+def test_moisesdb_unused_stem_types_stay_out_of_other_without_full_mix(corpus_root, tmp_path):
+    """MoisesDB's own `other` stem type as a source, full_mix off: the unused types (guitar, piano,
+    wind) are not read into it (the layout's catch-all `other` would sum them there)."""
+    root = moisesdb_corpus(corpus_root, tmp_path / "moises")
+    own_other = read_audio(corpus_root / "train" / "song0000" / "bass.wav")[0] * 0.1
+    write_audio(root / "uuid-0" / "other" / "o.wav", own_other, 44100, bits=32)
+    dm = FolderDataModule(str(root), layout="moisesdb", sources={"vocals": ["vocals"], "misc": ["other"]},
+                          full_mix=False, valid_songs=["uuid-1"], segment=SONG_SECONDS, batch_size=1, epoch_size=1)
+    songs = dm._songs("train")
+    assert [p.parent.name for p in songs[0].stems["other"]] == ["other"]
+    dm.setup("fit")
+    mix, stems = next(iter(dm.train_dataloader()))
+    assert (stems[0, 1] - own_other).abs().max() < 1e-6
+    vocals = read_audio(corpus_root / "train" / "song0000" / "vocals.wav")[0]
+    assert (mix[0] - vocals - own_other).abs().max() < 1e-5
 
 
 def test_a_one_stem_fit_on_folder_data_runs(corpus_root, tmp_path, capsys):

@@ -259,8 +259,13 @@ def _stem_mp4_song(path: Path, sources: list[str]) -> SongFiles:
 
 
 def _folder(root: Path, split: str | None, sources: list[str]) -> list[SongFiles]:
-    folder = root / split if split and (root / split).is_dir() else root
-    return [_stem_folder_song(d, sources) for d in _song_dirs(folder)]
+    return [_stem_folder_song(d, sources) for d in folder_song_dirs(root, split)]
+
+
+def folder_song_dirs(root: str | os.PathLike, split: str | None) -> list[Path]:
+    """The song folders of ``split`` in the plain ``folder`` layout (``root/split`` if it exists, else ``root``)."""
+    root = Path(root)
+    return _song_dirs(root / split if split and (root / split).is_dir() else root)
 
 
 ALL_STEMS = "all"  # moisesdb: every stem type as its own source
@@ -282,9 +287,9 @@ def layout_stems(root: str | os.PathLike, layout: str) -> list[str]:
 
     ``musdb``: drums, bass, other, vocals (MUSDB18-HQ folders and ``.stem.mp4`` alike). ``moisesdb``:
     every stem type under ``root`` (:func:`moisesdb_stem_types`; a song without one has silence
-    there). ``folder``: the names of the ``.wav``/``.flac`` files of the song folders of every split,
-    ``mixture`` excluded, sorted; each song must have them all (else the one-line error of a
-    missing stem, naming the song folder).
+    there). ``folder``: the stems *every* song folder of every split has (``<stem>.wav`` or
+    ``.flac``, as :func:`~stemsep.io.audio.find_audio` finds them), ``mixture`` excluded, sorted:
+    a stray file in some songs (a click track, a guide vocal) is not part of the mix, nor an error.
     """
     if layout == "musdb":
         return [s for s in STEM_MP4_STREAMS if s != "mixture"]
@@ -296,11 +301,13 @@ def layout_stems(root: str | os.PathLike, layout: str) -> list[str]:
     if not root.is_dir():
         raise BadDataError(f"{root}: dataset root not found (or not a directory)")
     folders = {root / split if (root / split).is_dir() else root for split in ("train", "valid", "test")}
-    names = {p.stem for folder in folders for song in _song_dirs(folder) for p in song.iterdir()
-             if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".")}
+    songs = [song for folder in folders for song in _song_dirs(folder)]
+    per_song = [{p.stem for p in song.iterdir()
+                 if p.is_file() and p.suffix in AUDIO_EXTENSIONS and not p.name.startswith(".")} for song in songs]
+    names = set.intersection(*per_song) if per_song else set()
     names.discard("mixture")
     if not names:
-        raise BadDataError(f"{root}: no song folders with stem files (<song>/<stem>.wav or .flac) found")
+        raise BadDataError(f"{root}: no stem file (<song>/<stem>.wav or .flac) that every song folder has")
     return sorted(names)
 
 

@@ -22,12 +22,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from stemsep.contract import DEFAULT_SOURCES
 from stemsep.data.augment import Augmentation, apply_augmentations, bind_augmentations, needed_length
-from stemsep.data.corpus.layouts import ALL_STEMS, SongFiles, discover_songs, layout_stems, read_stem
+from stemsep.data.corpus.layouts import (
+    ALL_STEMS,
+    SongFiles,
+    discover_songs,
+    folder_song_dirs,
+    layout_stems,
+    read_stem,
+)
 from stemsep.data.corpus.synth import SyntheticCorpus
 from stemsep.data.loaders.datamodule import source_names
-from stemsep.data.shards.manifest import GROUP_REST, output_names, resolve_stems
+from stemsep.data.shards.manifest import GROUP_REST, REST, output_names, resolve_stems
 from stemsep.errors import BadDataError
-from stemsep.io.audio import read_audio
+from stemsep.io.audio import find_audio, read_audio
 
 
 def read_song(song: SongFiles, sources: list[str] | dict[str, list[str]], start: int = 0,
@@ -93,18 +100,19 @@ class TrackDataset(Dataset):
                  use_mixture: bool = True):
         self.songs, self.sources, self.use_mixture = songs, sources, use_mixture
         self.outputs = len(output_names(sources)) if isinstance(sources, dict) else len(sources)
+        # with a mixture file, the hidden REST row is not needed: not read
+        self.targets = {k: v for k, v in sources.items() if k != REST} if isinstance(sources, dict) else sources
 
     def __len__(self) -> int:
         return len(self.songs)
 
     def __getitem__(self, index: int):
         song = self.songs[index]
-        rows = read_song(song, self.sources)
         if song.mixture is not None and self.use_mixture:
             mix = read_stem(song, song.mixture, "mixture") if song.streams is not None else read_audio(song.mixture)[0]
-        else:
-            mix = rows.sum(0)
-        return mix, rows[:self.outputs], song.name
+            return mix, read_song(song, self.targets), song.name
+        rows = read_song(song, self.sources)
+        return rows.sum(0), rows[:self.outputs], song.name
 
 
 class AugmentedCollate:
@@ -143,10 +151,10 @@ class FolderDataModule(L.LightningDataModule):
             ``other`` type, guitar, piano, ...), as this layout always summed it.
         full_mix: the mixture is the sum of *all* the song's stored stems, also those no source uses
             (default; a one-stem vocal model learns from the whole song): musdb's drums, bass, other
-            and vocals; moisesdb's every stem type under ``root``; the ``folder`` layout's every
-            ``<stem>.{wav,flac}`` of the songs but ``mixture`` (every song must have them all).
-            Validation and test use the layout's mixture file where there is one. ``false``: the
-            mixture is the sum of the sources, and only their files are read.
+            and vocals; moisesdb's every stem type under ``root``; for the ``folder`` layout, the
+            ``<stem>.{wav,flac}`` every song has, ``mixture`` excluded. Validation and test use the
+            layout's mixture file where there is one (as before). ``false``: the training mixture
+            is the sum of the sources, and only their files are read.
         segment: training segment length in seconds.
         batch_size: training batch size (validation and test use whole tracks, one at a time).
         epoch_size: training segments per epoch.
@@ -195,9 +203,20 @@ class FolderDataModule(L.LightningDataModule):
             option = None if self._every_stem else self.source_option
             if self.layout == "moisesdb" and option is not None and "other" in source_names(option):
                 groups.setdefault("other", [GROUP_REST])  # MoisesDB's `other`: every stem type left over
+            if self.layout == "folder" and option is not None:
+                self._check_folder_sources([n for n in source_names(option) if n not in stored and n not in groups])
             self._mapping = resolve_stems(stored, option, stem_groups=groups, full_mix=self.full_mix,
                                           where=str(self.root), holder="the songs")
         return self._mapping
+
+    def _check_folder_sources(self, names: list[str]) -> None:
+        """Sources of a plain folder dataset that not every song stores: a one-line error naming a song
+        folder without it (as before stored stems were resolved), where some song has that file."""
+        names = [n for n in names if n != "instrumental" and not n.startswith("no_")]
+        for split in ("train", "valid", "test"):
+            for name in names:
+                if any(find_audio(song, name) for song in folder_song_dirs(self.root, split)):
+                    discover_songs(self.root, "folder", split, sources=[name], check=False)
 
     def prepare_data(self) -> None:
         if self.synthetic is not None and not self.root.exists():
@@ -208,15 +227,16 @@ class FolderDataModule(L.LightningDataModule):
     def _songs(self, split: str) -> list[SongFiles]:
         """The songs of ``split`` with the files of exactly the stems the mapping sums (no others)."""
         stems = [s for stems in self.mapping.values() for s in stems]
-        identity = {s: s for s in stems} if self.layout == "moisesdb" else None  # no catch-all `other`
+        # moisesdb: each stem type read as itself, the unused ones as nothing (not the catch-all `other`)
+        identity = ({s: s if s in stems else "\0unused" for s in layout_stems(self.root, self.layout)}
+                    if self.layout == "moisesdb" else None)
         return discover_songs(self.root, self.layout, split, sources=stems, valid_songs=self.valid_songs,
                               samplerate=self.samplerate, source_map=identity)
 
     def _tracks_of(self, split: str) -> TrackDataset:
-        """Whole songs: the mixture file is the mix only where it is the mix the mapping sums."""
-        used = {s for stems in self.mapping.values() for s in stems}
-        whole = self.full_mix or used >= set(layout_stems(self.root, self.layout))
-        return TrackDataset(self._songs(split), self.mapping, use_mixture=whole)
+        """Whole songs: the mix is the layout's mixture file where there is one (as before
+        ``full_mix``, and as MUSDB evaluation does), else the sum of the rows."""
+        return TrackDataset(self._songs(split), self.mapping)
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
