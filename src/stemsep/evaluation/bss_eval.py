@@ -33,7 +33,10 @@ builds and solves densely once per source. It is block Toeplitz, so only lag cor
 every estimate channel at once, and the own-source systems of all sources as one batch. The
 system is museval's (``G + eps I``, ``eps`` absolute); where Levinson is not provably as accurate
 as museval's LU (band-limited or tonal references: a nearly singular ``G``), museval's dense
-solve is used instead, once per track.
+solve is used instead, once per track. Where the solver keeps Levinson filters that are only a
+rounding draw (music's nearly singular ``G``), the metrics are computed a second time with those
+systems perturbed by ``2 eps``; if a median moves by more than :data:`DRAW_TOLERANCE`, the track is
+solved as museval does (see :mod:`stemsep.evaluation.solver`).
 museval then filters every window's references (``K^2`` full-length convolutions per window)
 and sums energies. Those energies are quadratic forms in the window's signals: here they are
 weighted sums of the window's own lag correlations, weighted by correlations of the filters.
@@ -54,7 +57,7 @@ import numpy as np
 import scipy.fft
 import torch
 
-from stemsep.evaluation.solver import solve_regularized
+from stemsep.evaluation.solver import EPS, Solved, solve_system
 
 METRICS = ("sdr", "isr", "sir", "sar")
 FILTER_LENGTH = 512
@@ -66,6 +69,10 @@ _SPECTRAL_BYTES = 64 * 2 ** 20  # frame spectra held at once by spectral_project
 # Rounding of a window correlation relative to sqrt(E_k E_k'): the bound it gives on an energy was
 # 10-20x the error measured where the expansion does cancel (tonal stems), and never below it.
 _ROUNDING = 4 * 2.0 ** -52
+DRAW_TOLERANCE = 3e-3
+"""Largest move (dB) of a median when the systems whose Levinson filters were kept as rounding draws
+are perturbed by :data:`JITTER` (relative, each entry) and solved again; beyond, museval's LU."""
+JITTER = 2 * EPS
 _ENERGY_TOLERANCE = 1e-5  # largest bound on an energy's relative rounding kept from the expansion (4e-5 dB)
 
 
@@ -297,24 +304,39 @@ def projection_filters(correlations: torch.Tensor, channels: int, *,
     estimate onto its own source only (zero across sources).
 
     The systems are museval's: the Gram matrix plus ``eps I`` (``eps`` the float64 machine
-    epsilon, absolute), solved by :func:`stemsep.evaluation.solver.solve_regularized`
-    (block Levinson where that is as accurate as an LU, else museval's dense LU; ``method``
-    forces one, for tests).
+    epsilon, absolute), solved by :func:`stemsep.evaluation.solver.solve_system` (block Levinson
+    where that is as accurate as an LU, else museval's dense LU; ``method`` as there).
     """
+    return _filters(correlations, channels, method)[:2]
+
+
+def _filters(correlations: torch.Tensor, channels: int, method: str, jitter: float = 0.0,
+             base: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, list[Solved]]:
+    """:func:`projection_filters` and the solver's reports (all-sources system, own systems).
+    With ``base`` (an earlier call's result) and ``jitter``, only the systems that call kept as
+    rounding draws are solved again, by Levinson on the perturbed system; the others are reused."""
     k = correlations.shape[1]
     sources = k // channels
     gram = correlations[:k].permute(2, 0, 1).contiguous()  # Q_m[k, k'] = sum_u r_k(u + m) r_k'(u)
     rhs = correlations[k:].permute(2, 1, 0).contiguous()   # y_m[k, o] = sum_u e_o(u + m) r_k(u)
-    all_filters = solve_regularized(gram, rhs, method=method)[0].permute(1, 2, 0)  # (K, K, L)
     # Own-source systems: source j's channels only, all sources in one batched recursion.
     per_source = [slice(j * channels, (j + 1) * channels) for j in range(sources)]
     gram_own = torch.stack([gram[:, c, c] for c in per_source])   # (S, L, C, C)
     rhs_own = torch.stack([rhs[:, c, c] for c in per_source])     # (S, L, C, C)
-    solved_own = solve_regularized(gram_own, rhs_own, method=method)[0]
+    reports = []
+    for i, (g, r) in enumerate(((gram, rhs), (gram_own, rhs_own))):
+        if base is None:
+            reports.append(solve_system(g, r, method=method))
+            continue
+        before = base[2][i]
+        redo = solve_system(g, r, method="levinson", jitter=jitter) if before.drawn.any() else before
+        x = torch.where(before.drawn.reshape(*before.drawn.shape, 1, 1, 1), redo.x, before.x)
+        reports.append(Solved(x, before.dense, before.drawn, before.backward))
+    all_filters = reports[0].x.permute(1, 2, 0)  # (K, K, L)
     own_filters = torch.zeros_like(all_filters)
     for j, c in enumerate(per_source):
-        own_filters[c, c] = solved_own[j].permute(1, 2, 0)
-    return all_filters, own_filters
+        own_filters[c, c] = reports[1].x[j].permute(1, 2, 0)
+    return all_filters, own_filters, reports
 
 
 def _filter_pair_weights(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -449,6 +471,36 @@ def _frame_correlation_chunks(references: torch.Tensor, estimates: torch.Tensor,
                                          window, max_lag)
 
 
+def _projection_metrics(refs: torch.Tensor, ests: torch.Tensor, starts: list[int], win: int, filter_length: int,
+                        per_frame: torch.Tensor | None, est_energy: torch.Tensor, silent: torch.Tensor,
+                        filters: tuple, channels: int) -> dict[str, torch.Tensor]:
+    """ISR, SIR, SAR ``(sources, frames)`` with the filters of :func:`_filters`: by the expansion,
+    and, in frames where it is not accurate enough, as museval, from the filtered signals."""
+    all_filters, own_filters = filters[:2]
+    parts = [framewise_projection_metrics(corr, est_energy[i:i + len(corr)], all_filters, own_filters, channels)
+             for i, corr in _frame_correlation_chunks(refs, ests, starts, win, filter_length, per_frame)]
+    values = {name: torch.cat([part[0][name] for part in parts], dim=-1) for name in ("isr", "sir", "sar")}
+    redo = (torch.cat([part[1] for part in parts]) & ~silent).nonzero().flatten().tolist()
+    if redo:
+        exact = spectral_projection_metrics(refs, ests, [starts[i] for i in redo], win, all_filters,
+                                            own_filters, channels)
+        for name in values:
+            values[name][:, redo] = exact[name]
+    return values
+
+
+def _median_gap(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], silent: torch.Tensor) -> float:
+    """The largest difference (dB) of the per-source medians over non-silent frames of two sets of metrics."""
+    gap = 0.0
+    for name in first:
+        a, b = (values[name].masked_fill(silent[None, :], math.nan).nanmedian(dim=-1).values
+                for values in (first, second))
+        same = (a == b) | (a.isnan() & b.isnan())
+        if not bool(same.all()):
+            gap = max(gap, float((a - b).abs()[~same].nan_to_num(nan=math.inf).max()))
+    return gap
+
+
 def bss_eval(estimates: torch.Tensor, references: torch.Tensor, samplerate: int = 44100,
              window: float = 1.0, hop: float = 1.0, metrics: tuple[str, ...] = METRICS,
              filter_length: int = FILTER_LENGTH) -> dict[str, torch.Tensor]:
@@ -474,18 +526,19 @@ def bss_eval(estimates: torch.Tensor, references: torch.Tensor, samplerate: int 
         refs = references.reshape(-1, length)
         ests = estimates.reshape(-1, length)
         track, per_frame = track_correlations(refs, ests, starts, win, filter_length)
-        all_filters, own_filters = projection_filters(track, channels)
-        parts = [framewise_projection_metrics(corr, est_energy[i:i + len(corr)], all_filters, own_filters,
-                                              channels)
-                 for i, corr in _frame_correlation_chunks(refs, ests, starts, win, filter_length, per_frame)]
-        values = {name: torch.cat([part[0][name] for part in parts], dim=-1) for name in ("isr", "sir", "sar")}
-        # Frames where the expansion is not accurate enough: as museval, from the filtered signals.
-        redo = (torch.cat([part[1] for part in parts]) & ~silent).nonzero().flatten().tolist()
-        if redo:
-            exact = spectral_projection_metrics(refs, ests, [starts[i] for i in redo], win, all_filters,
-                                                own_filters, channels)
-            for name in values:
-                values[name][:, redo] = exact[name]
+        filters = _filters(track, channels, "auto")
+        values = _projection_metrics(refs, ests, starts, win, filter_length, per_frame, est_energy, silent,
+                                     filters, channels)
+        if any(bool(report.drawn.any()) for report in filters[2]):
+            # Filters kept as rounding draws (ill-conditioned systems): the metrics must not depend
+            # on that rounding. Solved again on a system perturbed by a few times Levinson's own
+            # backward error; if a median moves by more than DRAW_TOLERANCE, museval's dense LU.
+            probe = _filters(track, channels, "levinson", jitter=JITTER, base=filters)
+            moved = _projection_metrics(refs, ests, starts, win, filter_length, per_frame, est_energy, silent,
+                                        probe, channels)
+            if _median_gap(values, moved, silent) > DRAW_TOLERANCE:
+                values = _projection_metrics(refs, ests, starts, win, filter_length, per_frame, est_energy,
+                                             silent, _filters(track, channels, "defined"), channels)
         out.update({name: values[name] for name in ("isr", "sir", "sar") if name in metrics})
     for name in out:
         out[name] = out[name].masked_fill(silent[None, :], math.nan)
