@@ -531,8 +531,8 @@ def bss_eval(estimates: torch.Tensor, references: torch.Tensor, samplerate: int 
                                      filters, channels)
         if any(bool(report.drawn.any()) for report in filters[2]):
             # Filters kept as rounding draws (ill-conditioned systems): the metrics must not depend
-            # on that rounding. Solved again on a system perturbed by a few times Levinson's own
-            # backward error; if a median moves by more than DRAW_TOLERANCE, museval's dense LU.
+            # on that rounding. Those systems solved again with every entry perturbed by JITTER; if
+            # a median moves by more than DRAW_TOLERANCE, as museval solves them (dense LU).
             probe = _filters(track, channels, "levinson", jitter=JITTER, base=filters)
             moved = _projection_metrics(refs, ests, starts, win, filter_length, per_frame, est_energy, silent,
                                         probe, channels)

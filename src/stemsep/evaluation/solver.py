@@ -107,6 +107,7 @@ def solve_system(blocks: torch.Tensor, rhs: torch.Tensor, *, eps: float = EPS, m
     batch = q.shape[:-3]
     q = q.reshape(-1, *q.shape[-3:])
     b = b.reshape(-1, *b.shape[-3:])
+    kept = [_independent_channels(system) for system in q]  # exact copies: found before any jitter
     if jitter:
         noise = np.random.default_rng(1).uniform(-1.0, 1.0, q.shape)
         noise[:, 0] = (noise[:, 0] + np.swapaxes(noise[:, 0], -1, -2)) / 2
@@ -114,7 +115,6 @@ def solve_system(blocks: torch.Tensor, rhs: torch.Tensor, *, eps: float = EPS, m
     x = np.zeros_like(b)
     dense, drawn = np.zeros(len(q), dtype=bool), np.zeros(len(q), dtype=bool)
     backward = np.full(len(q), np.nan)
-    kept = [_independent_channels(system) for system in q]
     regular = [i for i, keep in enumerate(kept) if keep is None]
     if regular:
         x[regular], dense[regular], drawn[regular], backward[regular] = _solve(q[regular], b[regular], eps, method)
