@@ -92,13 +92,12 @@ class TrackDataset(Dataset):
     """Whole tracks: ``(mix (C, T), stems (S, C, T), name)``.
 
     ``sources``: stem names, or a mapping output -> stored stems (a hidden :data:`REST` row is summed
-    into the mix, not returned). The mix is the layout's mixture file where the song has one and
-    ``use_mixture`` (as MUSDB evaluation does), else the sum of the rows.
+    into the mix, not returned). The mix is the layout's mixture file where the song has one (as
+    MUSDB evaluation does, and as before ``full_mix``), else the sum of the rows.
     """
 
-    def __init__(self, songs: list[SongFiles], sources: list[str] | dict[str, list[str]],
-                 use_mixture: bool = True):
-        self.songs, self.sources, self.use_mixture = songs, sources, use_mixture
+    def __init__(self, songs: list[SongFiles], sources: list[str] | dict[str, list[str]]):
+        self.songs, self.sources = songs, sources
         self.outputs = len(output_names(sources)) if isinstance(sources, dict) else len(sources)
         # with a mixture file, the hidden REST row is not needed: not read
         self.targets = {k: v for k, v in sources.items() if k != REST} if isinstance(sources, dict) else sources
@@ -108,7 +107,7 @@ class TrackDataset(Dataset):
 
     def __getitem__(self, index: int):
         song = self.songs[index]
-        if song.mixture is not None and self.use_mixture:
+        if song.mixture is not None:
             mix = read_stem(song, song.mixture, "mixture") if song.streams is not None else read_audio(song.mixture)[0]
             return mix, read_song(song, self.targets), song.name
         rows = read_song(song, self.sources)
@@ -233,11 +232,6 @@ class FolderDataModule(L.LightningDataModule):
         return discover_songs(self.root, self.layout, split, sources=stems, valid_songs=self.valid_songs,
                               samplerate=self.samplerate, source_map=identity)
 
-    def _tracks_of(self, split: str) -> TrackDataset:
-        """Whole songs: the mix is the layout's mixture file where there is one (as before
-        ``full_mix``, and as MUSDB evaluation does), else the sum of the rows."""
-        return TrackDataset(self._songs(split), self.mapping)
-
     def setup(self, stage: str) -> None:
         if stage == "fit":
             self.frames = int(round(self.segment * self.samplerate))
@@ -245,11 +239,11 @@ class FolderDataModule(L.LightningDataModule):
             read_frames = needed_length(self.augment or [], self.frames)
             self.train_set = SegmentDataset(self._songs("train"), self.mapping, read_frames, self.epoch_size)
         if stage in ("fit", "validate"):
-            self.valid_set = self._tracks_of(self.valid_split)
+            self.valid_set = TrackDataset(self._songs(self.valid_split), self.mapping)
             if len(self.valid_set) == 0:
                 raise BadDataError(f"{self.root}: no songs in the {self.valid_split!r} split to validate on")
         if stage in ("test", "predict"):
-            self.test_set = self._tracks_of("test")
+            self.test_set = TrackDataset(self._songs("test"), self.mapping)
 
     def train_dataloader(self) -> DataLoader:
         collate = AugmentedCollate(self.augment, self.frames, len(output_names(self.mapping)))
