@@ -149,6 +149,21 @@ def test_folder_layout_stores_the_stem_files_of_the_songs(corpus_root, tmp_path)
         FolderDataModule(str(root), layout="folder", sources=["other"], valid_split="train").setup("validate")
 
 
+def test_folder_layout_with_split_folders_stores_the_songs_stems(corpus_root, tmp_path):
+    """root/train/<song>, root/test/<song> (no valid folder): the split folders are not songs."""
+    root = tmp_path / "splits"
+    for split, index in (("train", 0), ("test", 1)):
+        song = corpus_root / "train" / f"song{index:04d}"
+        (root / split / f"s{index}").mkdir(parents=True)
+        for name in ALL:
+            (root / split / f"s{index}" / f"{name}.wav").symlink_to(song / f"{name}.wav")
+    dm = FolderDataModule(str(root), layout="folder", sources=["vocals"], valid_split="test")
+    assert dm.mapping == {"vocals": ["vocals"], REST: ["bass", "drums", "other"]}
+    dm.setup("validate")
+    mix, _, _ = dm.valid_set[0]
+    assert torch.allclose(mix, sum(_files(corpus_root / "train" / "song0001")[n] for n in ALL), atol=1e-6)
+
+
 def test_moisesdb_unused_stem_types_stay_out_of_other_without_full_mix(corpus_root, tmp_path):
     """MoisesDB's own `other` stem type as a source, full_mix off: the unused types (guitar, piano,
     wind) are not read into it (the layout's catch-all `other` would sum them there)."""

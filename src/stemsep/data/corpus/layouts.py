@@ -300,8 +300,8 @@ def layout_stems(root: str | os.PathLike, layout: str) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise BadDataError(f"{root}: dataset root not found (or not a directory)")
-    folders = {root / split if (root / split).is_dir() else root for split in ("train", "valid", "test")}
-    songs = [song for folder in folders for song in _song_dirs(folder)]
+    splits = [root / split for split in ("train", "valid", "test") if (root / split).is_dir()]
+    songs = [song for folder in splits or [root] for song in _song_dirs(folder)]
     per_song = [{p.stem for p in song.iterdir()
                  if p.is_file() and p.suffix in AUDIO_EXTENSIONS and not p.name.startswith(".")} for song in songs]
     names = set.intersection(*per_song) if per_song else set()
