@@ -313,8 +313,11 @@ def projection_filters(correlations: torch.Tensor, channels: int, *,
 def _filters(correlations: torch.Tensor, channels: int, method: str, jitter: float = 0.0,
              base: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor, list[Solved]]:
     """:func:`projection_filters` and the solver's reports (all-sources system, own systems).
-    With ``base`` (an earlier call's result) and ``jitter``, only the systems that call kept as
-    rounding draws are solved again, by Levinson on the perturbed system; the others are reused."""
+
+    With ``base`` (an earlier call's result), only the systems that call kept as rounding draws
+    are solved again, the others reused: ``method="levinson"`` by Levinson on the system perturbed
+    by ``jitter`` (the probe), ``method="defined"`` as museval solves them (the dense LU: a draw's
+    answer is not defined)."""
     k = correlations.shape[1]
     sources = k // channels
     gram = correlations[:k].permute(2, 0, 1).contiguous()  # Q_m[k, k'] = sum_u r_k(u + m) r_k'(u)
@@ -327,16 +330,30 @@ def _filters(correlations: torch.Tensor, channels: int, method: str, jitter: flo
     for i, (g, r) in enumerate(((gram, rhs), (gram_own, rhs_own))):
         if base is None:
             reports.append(solve_system(g, r, method=method))
-            continue
-        before = base[2][i]
-        redo = solve_system(g, r, method="levinson", jitter=jitter) if before.drawn.any() else before
-        x = torch.where(before.drawn.reshape(*before.drawn.shape, 1, 1, 1), redo.x, before.x)
-        reports.append(Solved(x, before.dense, before.drawn, before.backward))
+        else:
+            reports.append(_redrawn(base[2][i], g, r, method, jitter))
     all_filters = reports[0].x.permute(1, 2, 0)  # (K, K, L)
     own_filters = torch.zeros_like(all_filters)
     for j, c in enumerate(per_source):
         own_filters[c, c] = reports[1].x[j].permute(1, 2, 0)
     return all_filters, own_filters, reports
+
+
+def _redrawn(before: Solved, gram: torch.Tensor, rhs: torch.Tensor, method: str, jitter: float) -> Solved:
+    """``before`` with its rounding draws solved again (see :func:`_filters`)."""
+    drawn = before.drawn.reshape(-1)
+    if not bool(drawn.any()):
+        return before
+    if method == "levinson":  # the whole batch, so the probe's perturbation does not depend on which drew
+        again = solve_system(gram, rhs, method="levinson", jitter=jitter).x.reshape(-1, *rhs.shape[-3:])[drawn]
+    elif method == "defined":
+        again = solve_system(gram.reshape(-1, *gram.shape[-3:])[drawn], rhs.reshape(-1, *rhs.shape[-3:])[drawn],
+                             method="lu").x
+    else:
+        raise ValueError(f"draws are solved again by levinson or defined, not {method!r}")
+    x = before.x.reshape(-1, *rhs.shape[-3:]).clone()
+    x[drawn] = again
+    return Solved(x.reshape(before.x.shape), before.dense | before.drawn, before.drawn & (method == "levinson"))
 
 
 def _filter_pair_weights(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -538,7 +555,7 @@ def bss_eval(estimates: torch.Tensor, references: torch.Tensor, samplerate: int 
                                         probe, channels)
             if _median_gap(values, moved, silent) > DRAW_TOLERANCE:
                 values = _projection_metrics(refs, ests, starts, win, filter_length, per_frame, est_energy,
-                                             silent, _filters(track, channels, "defined"), channels)
+                                             silent, _filters(track, channels, "defined", base=filters), channels)
         out.update({name: values[name] for name in ("isr", "sir", "sar") if name in metrics})
     for name in out:
         out[name] = out[name].masked_fill(silent[None, :], math.nan)
