@@ -25,15 +25,21 @@ def write_sf(path: Path, data: np.ndarray, samplerate: int, fmt: str, subtype: s
 
 
 def write_av(path: Path, streams: list[np.ndarray], samplerate: int, *, codec: str = "aac",
-             container: str | None = None) -> Path:
+             container: str | None = None, bit_rate: int | None = None, options: dict | None = None) -> Path:
     """Each ``(channels, time)`` array as one audio stream encoded with ``codec`` (MUSDB18's
-    ``.stem.mp4``: five AAC streams, mixture first)."""
+    ``.stem.mp4``: five AAC streams, mixture first); ``bit_rate`` (bit/s) and encoder ``options``
+    (FFmpeg's, e.g. ``{"cutoff": "16000"}``) for every stream."""
     import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format=container) as out:
         layouts = {1: "mono", 2: "stereo"}
         targets = [out.add_stream(codec, rate=samplerate, layout=layouts[s.shape[0]]) for s in streams]
+        for stream in targets:
+            if bit_rate is not None:
+                stream.bit_rate = bit_rate
+            if options:
+                stream.codec_context.options = dict(options)
         for stream, data in zip(targets, streams, strict=True):
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data.T.reshape(1, -1), dtype=np.float32),
                                                format="flt", layout=layouts[data.shape[0]])

@@ -148,29 +148,23 @@ def aac_music(seconds: float, seed: int = 4, stems: tuple[str, ...] = ("drums", 
 
 def aac_round_trip(signals: np.ndarray, kbps: int, cutoff: int = 16000) -> np.ndarray:
     """Each ``(2, time)`` stereo row of ``signals (sources, 2, time)`` encoded as AAC (FFmpeg's
-    encoder, through PyAV) and decoded, float32 values as float64, the encoder's delay removed."""
-    import io
+    encoder, through PyAV: :func:`helpers.audio.write_av`) and decoded as stemsep decodes it
+    (:func:`stemsep.io.audio.decode_audio`, float32 values as float64), the encoder's delay removed."""
+    import tempfile
+    from pathlib import Path
 
-    import av
+    from helpers.audio import write_av
+    from stemsep.io.audio import decode_audio
 
     out = np.zeros_like(signals)
-    for j, stem in enumerate(signals):
-        buffer = io.BytesIO()
-        with av.open(buffer, "w", format="mp4") as container:
-            stream = container.add_stream("aac", rate=SR, layout="stereo")
-            stream.bit_rate = kbps * 1000
-            stream.codec_context.options = {"cutoff": str(cutoff)}
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(stem.T.reshape(1, -1), dtype=np.float32),
-                                               format="flt", layout="stereo")
-            frame.sample_rate = SR
-            for packet in [*stream.encode(frame), *stream.encode(None)]:
-                container.mux(packet)
-        buffer.seek(0)
-        with av.open(buffer) as container:
-            decoded = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=-1)
-        delay = container_delay(decoded, stem)
-        kept = decoded[:, delay:delay + stem.shape[-1]]
-        out[j, :, :kept.shape[-1]] = kept
+    with tempfile.TemporaryDirectory() as folder:
+        for j, stem in enumerate(signals):
+            path = write_av(Path(folder) / f"{j}.m4a", [stem], SR, bit_rate=kbps * 1000,
+                            options={"cutoff": str(cutoff)})
+            decoded = decode_audio(path)[0].double().numpy()
+            delay = container_delay(decoded, stem)
+            kept = decoded[:, delay:delay + stem.shape[-1]]
+            out[j, :, :kept.shape[-1]] = kept
     return out
 
 
