@@ -181,6 +181,7 @@ class FolderDataModule(L.LightningDataModule):
         self.num_workers, self.samplerate, self.augment = num_workers, samplerate, augment
         self.valid_songs, self.synthetic, self.valid_split = valid_songs, synthetic, valid_split
         self._mapping: dict[str, list[str]] | None = None
+        self._stored: list[str] = []  # the dataset's stored stems (layout_stems), read with the mapping
 
     @property
     def sources(self) -> list[str]:
@@ -197,7 +198,7 @@ class FolderDataModule(L.LightningDataModule):
     def mapping(self) -> dict[str, list[str]]:
         """Output source -> stored stems summed into it (:data:`REST` last with ``full_mix``)."""
         if self._mapping is None:
-            stored = layout_stems(self.root, self.layout)
+            stored = self._stored = layout_stems(self.root, self.layout)
             groups = dict(self.stem_groups or {})
             option = None if self._every_stem else self.source_option
             if self.layout == "moisesdb" and option is not None and "other" in source_names(option):
@@ -227,7 +228,7 @@ class FolderDataModule(L.LightningDataModule):
         """The songs of ``split`` with the files of exactly the stems the mapping sums (no others)."""
         stems = [s for stems in self.mapping.values() for s in stems]
         # moisesdb: each stem type read as itself, the unused ones as nothing (not the catch-all `other`)
-        identity = ({s: s if s in stems else "\0unused" for s in layout_stems(self.root, self.layout)}
+        identity = ({s: s if s in stems else "\0unused" for s in self._stored}
                     if self.layout == "moisesdb" else None)
         return discover_songs(self.root, self.layout, split, sources=stems, valid_songs=self.valid_songs,
                               samplerate=self.samplerate, source_map=identity)
